@@ -1,0 +1,1 @@
+"""splatview's trainer layer: scene loading, optimisation and the command-line tools."""

@@ -1,0 +1,1 @@
+"""splatview's real-time viewer (GLFW + OpenGL window, Dear PyGui control panel)."""
