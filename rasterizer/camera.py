@@ -40,7 +40,7 @@ def _as_matrix(world_to_camera) -> torch.Tensor:
     return matrix.to(torch.float64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: the pose is a tensor
 class Camera:
     """A pinhole camera: image size, intrinsics in pixels and a world-to-camera pose.
 
@@ -132,7 +132,7 @@ def look_at(eye, target, up=(0.0, 1.0, 0.0)) -> torch.Tensor:
     forward = forward / forward.norm()
     up_t = torch.as_tensor(up, dtype=torch.float64)
     right = torch.linalg.cross(forward, up_t)
-    if right.norm() < 1e-12:
+    if not right.norm() > 1e-12:  # also catches NaN from eye == target
         raise ValueError("look_at: the up vector is parallel to the viewing direction")
     right = right / right.norm()
     down = torch.linalg.cross(forward, right)

@@ -44,8 +44,8 @@ def read_cfg_args(path: str | os.PathLike) -> dict[str, Any]:
         path = path / "cfg_args"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no cfg_args file (is this a model folder?)")
-    text = path.read_text(encoding="utf-8").strip()
     try:
+        text = path.read_text(encoding="utf-8").strip()  # UnicodeDecodeError is a ValueError
         call = ast.parse(text, mode="eval").body
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
                 and call.func.id == "Namespace" and not call.args):

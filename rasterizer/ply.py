@@ -61,7 +61,7 @@ def write_ply(path: str | os.PathLike, gaussians: Gaussians) -> None:
         torch.zeros(n, 3, dtype=g.means.dtype, device=g.device),
         g.sh_dc.reshape(n, 3),
         # [N, K-1, 3] -> [N, 3, K-1]: channel-major, as the reference flattens it.
-        g.sh_rest.transpose(1, 2).reshape(n, -1),
+        g.sh_rest.transpose(1, 2).reshape(n, 3 * g.sh_rest.shape[1]),  # explicit: n may be 0
         g.opacity_logits.reshape(n, 1),
         g.log_scales.reshape(n, 3),
         g.quaternions.reshape(n, 4),
@@ -211,7 +211,8 @@ def read_ply(path: str | os.PathLike) -> Gaussians:
     except ValueError:
         raise FileFormatError(path, f"{len(rest_names)} f_rest properties matches no SH degree 0-3 "
                                     "(expected 0, 9, 24 or 45)") from None
-    rest = _stack(table, rest_names, n).reshape(n, 3, -1).transpose(1, 2).contiguous()
+    rest = (_stack(table, rest_names, n).reshape(n, 3, len(rest_names) // 3)
+            .transpose(1, 2).contiguous())
     gaussians = Gaussians(
         means=_stack(table, ["x", "y", "z"], n),
         sh_dc=_stack(table, ["f_dc_0", "f_dc_1", "f_dc_2"], n).reshape(n, 1, 3),
