@@ -1,0 +1,108 @@
+"""``splat-render``: render a trained model's train/test views, as graphdeco-inria's ``render.py``.
+
+Output layout (identical to the reference)::
+
+    <model>/<train|test>/ours_<N>/renders/00000.png
+    <model>/<train|test>/ours_<N>/gt/00000.png
+
+Files are numbered in camera order (COLMAP: sorted by image name; NeRF-synthetic: file order).
+Loading parameters default to the values recorded in ``<model>/cfg_args``; flags given on the
+command line override them (the reference's ``get_combined_args``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm import tqdm
+
+from rasterizer import read_ply, render
+from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cfg_args
+from trainer.image_io import save_png
+from trainer.scene import Scene, View, load_scene
+
+# Loading parameters a user may override; unset ones come from cfg_args, then these defaults.
+_MODEL_DEFAULTS = {"source_path": "", "images": "images", "resolution": -1,
+                   "white_background": False, "data_device": "cuda", "eval": False, "sh_degree": 3}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splat-render", description=__doc__.split("\n")[0])
+    parser.add_argument("-m", "--model_path", required=True, help="trained model folder")
+    # default=None marks "not given", so cfg_args can fill it in.
+    parser.add_argument("-s", "--source_path", default=None, help="dataset folder (default: from cfg_args)")
+    parser.add_argument("-i", "--images", default=None)
+    parser.add_argument("-r", "--resolution", type=int, default=None)
+    parser.add_argument("-w", "--white_background", action="store_true", default=None)
+    parser.add_argument("--data_device", default=None)
+    parser.add_argument("--eval", action="store_true", default=None)
+    parser.add_argument("--sh_degree", type=int, default=None)
+    parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
+    parser.add_argument("--skip_train", action="store_true")
+    parser.add_argument("--skip_test", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--antialiasing", action="store_true")
+    parser.add_argument("--backend", choices=("auto", "reference", "cuda"), default="auto")
+    return parser
+
+
+def combined_settings(args: argparse.Namespace) -> dict:
+    """Loading parameters: command line, else cfg_args, else the reference's defaults."""
+    recorded = read_cfg_args(Path(args.model_path))
+    settings = {}
+    for key, default in _MODEL_DEFAULTS.items():
+        given = getattr(args, key)
+        settings[key] = given if given is not None else recorded.get(key, default)
+    if not settings["source_path"]:
+        raise ValueError(f"{args.model_path}/cfg_args names no source_path; pass -s SOURCE")
+    return settings
+
+
+def render_split(name: str, views: list[View], scene: Scene, gaussians, iteration: int,
+                 model_path: Path, settings: dict, args: argparse.Namespace) -> None:
+    """Render ``views`` into ``<model>/<name>/ours_<iteration>/{renders,gt}``."""
+    folder = model_path / name / f"ours_{iteration}"
+    background = torch.tensor(scene.background, device=gaussians.device)
+    degree = min(settings["sh_degree"], gaussians.sh_degree)
+    for index, view in enumerate(tqdm(views, desc=f"Rendering {name}", disable=args.quiet)):
+        with torch.no_grad():
+            output = render(gaussians, view.camera,
+                            background=background, sh_degree=degree,
+                            antialiasing=args.antialiasing, backend=args.backend)
+        save_png(folder / "renders" / f"{index:05d}.png", output.image.clamp(0, 1))
+        save_png(folder / "gt" / f"{index:05d}.png", scene.images.get(view.index))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    model_path = Path(args.model_path)
+    try:
+        settings = combined_settings(args)
+        iteration = latest_iteration(model_path) if args.iteration == -1 else args.iteration
+        ply = point_cloud_path(model_path, iteration)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        data_device = settings["data_device"] if torch.cuda.is_available() else "cpu"
+        gaussians = read_ply(ply).to(device)
+        scene = load_scene(settings["source_path"], images=settings["images"],
+                           resolution=settings["resolution"],
+                           white_background=settings["white_background"], eval=settings["eval"],
+                           data_device=data_device, quiet=args.quiet)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"splat-render: error: {error}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"Rendering {model_path} at iteration {iteration} ({len(gaussians)} Gaussians)")
+    with scene.images:
+        if not args.skip_train:
+            render_split("train", scene.train_views, scene, gaussians, iteration, model_path, settings, args)
+        if not args.skip_test and scene.test_views:
+            render_split("test", scene.test_views, scene, gaussians, iteration, model_path, settings, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
