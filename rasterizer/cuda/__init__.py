@@ -1,0 +1,196 @@
+"""The CUDA backend: NVRTC-compiled kernels behind ``render(..., backend="cuda")``.
+
+Two autograd functions mirror the reference backend's two stages:
+
+* :class:`_Project` (kernel ``project_forward``/``project_backward``): activated Gaussians ->
+  screen-space means, conic + opacity, colour, inverse depth, plus radii and tile rectangles;
+* :class:`_Rasterize` (``duplicate_with_keys``, a sort, ``tile_ranges``, ``render_forward`` and
+  ``render_backward``): screen-space Gaussians -> image, alpha, inverse depth.
+
+``means2d`` is the tensor between the two, so ``means2d.grad`` is filled as in the reference
+backend. Float32 only; the one host synchronisation per camera is reading the number of
+(tile, Gaussian) pairs to size the sort.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..camera import Camera
+from ..gaussians import Gaussians
+from ..reference import FRUSTUM_GUARD, TILE_SIZE
+from ..render import RenderOutput
+from .compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, KernelError, load_module
+
+__all__ = ["is_available", "render_cuda", "KernelError"]
+
+_SOURCE = "splat.cu"
+_THREADS = 256
+
+
+@functools.lru_cache(maxsize=None)
+def is_available() -> bool:
+    """True when a CUDA GPU, cuda-bindings and NVRTC are all usable."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from .compiler import nvrtc_version  # noqa: PLC0415
+
+        nvrtc_version()
+        from cuda.bindings import driver  # noqa: PLC0415, F401
+    except (ImportError, KernelError, OSError):
+        return False
+    return True
+
+
+def _module(device: torch.device) -> CudaModule:
+    return load_module(_SOURCE, device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _ptr(tensor: torch.Tensor) -> tuple:
+    return (tensor.data_ptr(), POINTER)
+
+
+def camera_block(camera: Camera, device: torch.device) -> torch.Tensor:
+    """float32[23] as ``splat.cu``'s ``CameraBlock``: R, t, centre, fx, fy, cx, cy, ratio clamps."""
+    matrix = camera.world_to_camera
+    guard_x = FRUSTUM_GUARD * camera.width / (2.0 * camera.fx)
+    guard_y = FRUSTUM_GUARD * camera.height / (2.0 * camera.fy)
+    values = (matrix[:3, :3].reshape(-1).tolist() + matrix[:3, 3].tolist() + camera.center.tolist()
+              + [camera.fx, camera.fy, camera.cx, camera.cy,
+                 -(camera.cx / camera.fx + guard_x), (camera.width - camera.cx) / camera.fx + guard_x,
+                 -(camera.cy / camera.fy + guard_y), (camera.height - camera.cy) / camera.fy + guard_y])
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def _grid(count: int) -> tuple[int]:
+    return ((count + _THREADS - 1) // _THREADS,)
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means, scales, rotations, opacities, sh, camera_data, settings):
+        degree, scale_mod, antialiasing, tiles_x, tiles_y = settings
+        n, k = means.shape[0], sh.shape[1]
+        device = means.device
+        empty = functools.partial(torch.empty, device=device)
+        means2d, conic_opacity = empty(n, 2), empty(n, 4)
+        colors, inv_depths, depths = empty(n, 3), empty(n), empty(n)
+        radii, rects, touched = empty(n, dtype=torch.int32), empty(n, 4, dtype=torch.int32), empty(n, dtype=torch.int32)
+        _module(device).launch("project_forward", _grid(n), (_THREADS,), [
+            (n, INT), (k, INT), (degree, INT), (tiles_x, INT), (tiles_y, INT), (scale_mod, FLOAT),
+            (int(antialiasing), INT), _ptr(camera_data), _ptr(means), _ptr(scales), _ptr(rotations),
+            _ptr(opacities), _ptr(sh), _ptr(means2d), _ptr(conic_opacity), _ptr(colors),
+            _ptr(inv_depths), _ptr(depths), _ptr(radii), _ptr(rects), _ptr(touched)])
+        ctx.save_for_backward(means, scales, rotations, opacities, sh, camera_data, radii)
+        ctx.settings = settings
+        ctx.mark_non_differentiable(depths, radii, rects, touched)
+        return means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched
+
+    @staticmethod
+    def backward(ctx, g_means2d, g_conic_opacity, g_colors, g_inv_depths, *_):
+        means, scales, rotations, opacities, sh, camera_data, radii = ctx.saved_tensors
+        degree, scale_mod, antialiasing, _, _ = ctx.settings
+        n, k = means.shape[0], sh.shape[1]
+        grads = [torch.zeros_like(t) for t in (means, scales, rotations, opacities, sh)]
+        incoming = [g.contiguous() if g is not None else torch.zeros(shape, device=means.device)
+                    for g, shape in ((g_means2d, (n, 2)), (g_conic_opacity, (n, 4)), (g_colors, (n, 3)),
+                                     (g_inv_depths, (n,)))]
+        _module(means.device).launch("project_backward", _grid(n), (_THREADS,), [
+            (n, INT), (k, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT),
+            _ptr(camera_data), _ptr(means), _ptr(scales), _ptr(rotations), _ptr(opacities), _ptr(sh),
+            _ptr(radii), *map(_ptr, incoming), *map(_ptr, grads)])
+        return (*grads, None, None)
+
+
+class _Rasterize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means2d, conic_opacity, colors, inv_depths, background, depths, rects, touched, size):
+        width, height = size
+        device = means2d.device
+        tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
+        module = _module(device)
+        n = means2d.shape[0]
+        offsets = torch.cumsum(touched, 0, dtype=torch.int64)
+        pairs = int(offsets[-1].item()) if n else 0  # the one host synchronisation
+        keys = torch.empty(pairs, dtype=torch.int64, device=device)
+        values = torch.empty(pairs, dtype=torch.int32, device=device)
+        module.launch("duplicate_with_keys", _grid(n), (_THREADS,), [
+            (n, INT), (tiles_x, INT), _ptr(means2d), _ptr(conic_opacity), _ptr(depths), _ptr(rects),
+            _ptr(offsets), _ptr(touched), _ptr(keys), _ptr(values)])
+        sorted_keys, order = torch.sort(keys, stable=True)
+        point_list = values[order].contiguous()
+        ranges = torch.zeros(tiles_x * tiles_y, 2, dtype=torch.int32, device=device)
+        module.launch("tile_ranges", _grid(pairs), (_THREADS,), [
+            (pairs, LONGLONG), _ptr(sorted_keys), _ptr(ranges)])
+        image = torch.empty(3, height, width, device=device)
+        transmittance = torch.empty(height, width, device=device)
+        inv_depth = torch.empty(height, width, device=device)
+        last = torch.empty(height, width, dtype=torch.int32, device=device)
+        module.launch("render_forward", (tiles_x, tiles_y), (TILE_SIZE, TILE_SIZE), [
+            (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
+            _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(image),
+            _ptr(transmittance), _ptr(inv_depth), _ptr(last)])
+        ctx.save_for_backward(means2d, conic_opacity, colors, inv_depths, background, ranges, point_list,
+                              transmittance, last)
+        ctx.size = size
+        return image, 1.0 - transmittance, inv_depth
+
+    @staticmethod
+    def backward(ctx, g_image, g_alpha, g_inv_depth):
+        (means2d, conic_opacity, colors, inv_depths, background, ranges, point_list,
+         transmittance, last) = ctx.saved_tensors
+        width, height = ctx.size
+        tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
+        device = means2d.device
+        zeros = functools.partial(torch.zeros, device=device)
+        g_image = g_image.contiguous() if g_image is not None else zeros(3, height, width)
+        g_alpha = g_alpha.contiguous() if g_alpha is not None else zeros(height, width)
+        g_inv_depth = g_inv_depth.contiguous() if g_inv_depth is not None else zeros(height, width)
+        grads = [torch.zeros_like(t) for t in (means2d, conic_opacity, colors, inv_depths)]
+        _module(device).launch("render_backward", (tiles_x, tiles_y), (TILE_SIZE, TILE_SIZE), [
+            (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
+            _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(transmittance),
+            _ptr(last), _ptr(g_image), _ptr(g_inv_depth), _ptr(g_alpha), *map(_ptr, grads)])
+        g_background = (g_image * transmittance[None]).sum(dim=(1, 2)) if ctx.needs_input_grad[4] else None
+        return (*grads, g_background, None, None, None, None)
+
+
+def render_cuda(gaussians: Gaussians, cameras: list[Camera], background: torch.Tensor, sh_degree: int,
+                scaling_modifier: float, antialiasing: bool, batched: bool) -> RenderOutput:
+    """Backend entry point used by :func:`rasterizer.render` (see its docstring)."""
+    if gaussians.device.type != "cuda":
+        raise ValueError("the CUDA backend renders Gaussians on a CUDA device; move them with .to('cuda')")
+    if gaussians.dtype != torch.float32:
+        raise ValueError("the CUDA backend renders float32 Gaussians; use backend='reference' for float64")
+    device = gaussians.device
+    means = gaussians.means.contiguous()
+    scales = gaussians.scales.contiguous()
+    rotations = gaussians.rotations.contiguous()
+    opacities = gaussians.opacities.contiguous()
+    sh = gaussians.sh.contiguous()
+    background = background.to(device=device, dtype=torch.float32).contiguous()
+    projections = []
+    for camera in cameras:
+        tiles = ((camera.width + TILE_SIZE - 1) // TILE_SIZE, (camera.height + TILE_SIZE - 1) // TILE_SIZE)
+        settings = (sh_degree, scaling_modifier, antialiasing, *tiles)
+        projections.append(_Project.apply(means, scales, rotations, opacities, sh,
+                                          camera_block(camera, device), settings))
+    means2d = torch.stack([p[0] for p in projections]) if batched else projections[0][0]
+    if means2d.requires_grad:
+        means2d.retain_grad()
+    images, alphas, inv_depths = [], [], []
+    for b, (camera, projection) in enumerate(zip(cameras, projections)):
+        _, conic_opacity, colors, inv_depth_g, depths, _, rects, touched = projection
+        image, alpha, inv_depth = _Rasterize.apply(
+            means2d[b] if batched else means2d, conic_opacity, colors, inv_depth_g, background,
+            depths, rects, touched, (camera.width, camera.height))
+        images.append(image)
+        alphas.append(alpha)
+        inv_depths.append(inv_depth)
+    radii = torch.stack([p[5] for p in projections])
+    if not batched:
+        return RenderOutput(images[0], alphas[0], inv_depths[0], radii[0], means2d)
+    return RenderOutput(torch.stack(images), torch.stack(alphas), torch.stack(inv_depths), radii, means2d)

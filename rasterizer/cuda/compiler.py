@@ -1,0 +1,203 @@
+"""Run-time compilation of splatview's CUDA kernels with NVRTC, a disk cache, and launches.
+
+No nvcc and no C++ compiler are involved: ``.cu`` sources shipped in this package are compiled
+by NVRTC (from the ``nvidia-cuda-nvrtc`` wheel, through ``cuda-bindings``) into a cubin for the
+GPU's own architecture, then loaded with the driver API. Cubins are cached on disk under a key
+made of the source hash, the architecture and the NVRTC version:
+
+* ``$SPLATVIEW_KERNEL_CACHE`` if set, else ``$XDG_CACHE_HOME/splatview/kernels``
+  (``~/.cache/splatview/kernels``).
+
+Kernels run on PyTorch's current stream and read/write PyTorch-allocated memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from rasterizer.files import atomic_write_bytes
+
+__all__ = ["KernelError", "compile_cubin", "nvrtc_version", "kernel_cache_dir", "CudaModule",
+           "load_module", "read_source"]
+
+_SOURCE_DIR = Path(__file__).parent
+_INSTALL_HINT = ('install matching NVIDIA wheels: pip install "splatview[cuda]" '
+                 "(cuda-bindings, cuda-core and nvidia-cuda-nvrtc of your driver's CUDA major version)")
+
+
+class KernelError(RuntimeError):
+    """The CUDA toolchain pieces are missing, mismatched, or a kernel failed to build/launch."""
+
+
+def _check(result, what: str):
+    """Unwrap a cuda-bindings ``(status, *values)`` tuple, raising on a non-success status."""
+    status, *values = result if isinstance(result, tuple) else (result,)
+    if int(status) != 0:
+        raise KernelError(f"{what} failed: {status!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _nvrtc():
+    try:
+        from cuda.bindings import nvrtc  # noqa: PLC0415
+    except ImportError as error:
+        raise KernelError(f"NVIDIA's cuda-bindings is not installed ({error}); {_INSTALL_HINT}") from None
+    return nvrtc
+
+
+def nvrtc_version() -> tuple[int, int]:
+    """(major, minor) of the NVRTC library in use."""
+    try:
+        return _check(_nvrtc().nvrtcVersion(), "nvrtcVersion")
+    except (OSError, RuntimeError) as error:
+        if isinstance(error, KernelError):
+            raise
+        raise KernelError(f"the NVRTC library could not be loaded ({error}); {_INSTALL_HINT}") from None
+
+
+def read_source(name: str) -> str:
+    """Text of a ``.cu`` file shipped in ``rasterizer/cuda``."""
+    return (_SOURCE_DIR / name).read_text(encoding="utf-8")
+
+
+def compile_cubin(source: str, name: str, arch: str, defines: Sequence[str] = ()) -> bytes:
+    """Compile CUDA C++ ``source`` to a cubin for ``arch`` (e.g. ``"sm_90"``); needs no GPU."""
+    nvrtc = _nvrtc()
+    program = _check(nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], []),
+                     "nvrtcCreateProgram")
+    options = [f"--gpu-architecture={arch}".encode(), b"-std=c++17",
+               b"-default-device"] + [f"-D{d}".encode() for d in defines]
+    try:
+        result = nvrtc.nvrtcCompileProgram(program, len(options), options)
+        if int(result[0]) != 0:
+            size = _check(nvrtc.nvrtcGetProgramLogSize(program), "nvrtcGetProgramLogSize")
+            log = b" " * size
+            _check(nvrtc.nvrtcGetProgramLog(program, log), "nvrtcGetProgramLog")
+            raise KernelError(f"NVRTC could not compile {name} for {arch}:\n"
+                              f"{log.decode(errors='replace').strip()}")
+        size = _check(nvrtc.nvrtcGetCUBINSize(program), "nvrtcGetCUBINSize")
+        cubin = b" " * size
+        _check(nvrtc.nvrtcGetCUBIN(program, cubin), "nvrtcGetCUBIN")
+        return cubin
+    finally:
+        nvrtc.nvrtcDestroyProgram(program)
+
+
+def kernel_cache_dir() -> Path:
+    """Where compiled cubins are kept (see the module docstring)."""
+    override = os.environ.get("SPLATVIEW_KERNEL_CACHE")
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "splatview" / "kernels"
+
+
+def cached_cubin(source: str, name: str, arch: str, defines: Sequence[str] = ()) -> bytes:
+    """``compile_cubin`` through the disk cache."""
+    major, minor = nvrtc_version()
+    key = hashlib.sha256("\0".join([source, arch, f"{major}.{minor}", *defines]).encode()).hexdigest()[:24]
+    path = kernel_cache_dir() / f"{Path(name).stem}-{arch}-nvrtc{major}.{minor}-{key}.cubin"
+    if path.is_file():
+        return path.read_bytes()
+    cubin = compile_cubin(source, name, arch, defines)
+    try:
+        atomic_write_bytes(path, cubin)
+    except OSError:
+        pass  # an unwritable cache only costs a recompile next time
+    return cubin
+
+
+@dataclass
+class CudaModule:
+    """A loaded cubin: ``module.launch("kernel", grid, block, args, shared_bytes)``.
+
+    ``args`` are (value, ctypes type) pairs: ``(tensor.data_ptr(), ctypes.c_void_p)``,
+    ``(n, ctypes.c_int)``, ``(x, ctypes.c_float)``.
+    """
+
+    handle: object
+    functions: dict
+
+    def launch(self, kernel: str, grid: Sequence[int], block: Sequence[int],
+               args: Sequence[tuple], shared_bytes: int = 0) -> None:
+        import torch  # noqa: PLC0415
+        from cuda.bindings import driver  # noqa: PLC0415
+
+        function = self.functions.get(kernel)
+        if function is None:
+            function = _check(driver.cuModuleGetFunction(self.handle, kernel.encode()), f"cuModuleGetFunction({kernel})")
+            self.functions[kernel] = function
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        block = tuple(block) + (1,) * (3 - len(block))
+        if min(grid) == 0:
+            return
+        stream = driver.CUstream(torch.cuda.current_stream().cuda_stream)
+        values = tuple(v for v, _ in args)
+        types = tuple(t for _, t in args)
+        _check(driver.cuLaunchKernel(function, *grid, *block, shared_bytes, stream, (values, types), 0),
+               f"launching {kernel}")
+
+
+_modules: dict[tuple, CudaModule] = {}
+_modules_lock = threading.Lock()
+
+
+def _ensure_context(device_index: int) -> None:
+    """Make the device's primary context (the one PyTorch uses) current on this thread."""
+    import torch  # noqa: PLC0415
+    from cuda.bindings import driver  # noqa: PLC0415
+
+    torch.cuda.init()
+    with torch.cuda.device(device_index):
+        torch.cuda.current_stream()  # forces PyTorch to set up its context
+    _check(driver.cuInit(0), "cuInit")
+    device = _check(driver.cuDeviceGet(device_index), "cuDeviceGet")
+    context = _check(driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
+    _check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+
+
+def device_arch(device_index: int) -> str:
+    import torch  # noqa: PLC0415
+
+    major, minor = torch.cuda.get_device_capability(device_index)
+    return f"sm_{major}{minor}"
+
+
+def load_module(source_name: str, device_index: int, defines: Sequence[str] = ()) -> CudaModule:
+    """Compile (or fetch from the cache) and load ``source_name`` for a CUDA device."""
+    source = read_source(source_name)
+    arch = device_arch(device_index)
+    key = (source_name, device_index, tuple(defines))
+    with _modules_lock:
+        if key in _modules:
+            return _modules[key]
+        from cuda.bindings import driver  # noqa: PLC0415
+
+        _ensure_context(device_index)
+        cubin = cached_cubin(source, source_name, arch, defines)
+        try:
+            handle = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
+        except KernelError as error:
+            driver_version = _check(driver.cuDriverGetVersion(), "cuDriverGetVersion")
+            major, minor = nvrtc_version()
+            raise KernelError(
+                f"the GPU driver (CUDA {driver_version // 1000}.{driver_version % 1000 // 10}) could not "
+                f"load kernels built by NVRTC {major}.{minor} for {arch} ({error}); "
+                f"install an nvidia-cuda-nvrtc wheel no newer than the driver: "
+                f'pip install "nvidia-cuda-nvrtc=={driver_version // 1000}.*"') from None
+        module = CudaModule(handle, {})
+        _modules[key] = module
+        return module
+
+
+# ctypes shorthands for kernel arguments.
+POINTER = ctypes.c_void_p
+INT = ctypes.c_int
+FLOAT = ctypes.c_float
+LONGLONG = ctypes.c_longlong

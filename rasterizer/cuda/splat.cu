@@ -1,0 +1,596 @@
+// splatview CUDA rasterizer kernels, compiled at run time by NVRTC (see compiler.py).
+//
+// Numerics follow rasterizer/reference.py, which is the specification; read its docstrings
+// for the conventions. In short:
+//   * camera: OpenCV axes, world-to-camera rotation R (row-major 3x3) and translation t;
+//     pixel position of a point = (fx x/z + cx - 0.5, fy y/z + cy - 0.5), pixel (i, j) centred
+//     at integer coordinates;
+//   * conic (A, B, C) = inverse of the dilated 2D covariance, q(d) = A dx^2 + 2 B dx dy + C dy^2,
+//     power = -q/2 with d = mean2d - pixel;
+//   * quaternions (w, x, y, z), already normalised; scales already exp'd; opacities in [0, 1];
+//   * SH coefficients [N, K, 3], K stored per Gaussian, `degree` bands evaluated.
+// Gradients are the true derivatives of the forward pass (as autograd gives them for the
+// reference backend), e.g. zero through the 0.99 opacity clamp.
+
+#define TILE 16
+#define BLOCK_SIZE (TILE * TILE)
+#define NEAR_PLANE 0.2f
+#define DILATION 0.3f
+#define ALPHA_MAX 0.99f
+#define ALPHA_MIN (1.0f / 255.0f)
+#define ALPHA_MIN_TILE (ALPHA_MIN * (1.0f - 1e-3f))
+#define T_MIN 0.0001f
+#define AA_DET_RATIO_MIN 2.5e-5f
+#define FULL_MASK 0xffffffffu
+
+// Camera block layout (float32[23]): R[9] row-major, t[3], campos[3], fx, fy, cx, cy,
+// x/z lower and upper clamp, y/z lower and upper clamp.
+struct CameraBlock {
+    float R[9], t[3], campos[3], fx, fy, cx, cy, lim_x_lo, lim_x_hi, lim_y_lo, lim_y_hi;
+};
+
+__device__ __forceinline__ CameraBlock load_camera(const float* c) {
+    CameraBlock cam;
+    for (int i = 0; i < 9; i++) cam.R[i] = c[i];
+    for (int i = 0; i < 3; i++) { cam.t[i] = c[9 + i]; cam.campos[i] = c[12 + i]; }
+    cam.fx = c[15]; cam.fy = c[16]; cam.cx = c[17]; cam.cy = c[18];
+    cam.lim_x_lo = c[19]; cam.lim_x_hi = c[20]; cam.lim_y_lo = c[21]; cam.lim_y_hi = c[22];
+    return cam;
+}
+
+__constant__ float SH_C0 = 0.28209479177387814f;
+__constant__ float SH_C1 = 0.4886025119029199f;
+__constant__ float SH_C2[5] = {1.0925484305920792f, -1.0925484305920792f, 0.31539156525252005f,
+                               -1.0925484305920792f, 0.5462742152960396f};
+__constant__ float SH_C3[7] = {-0.5900435899266435f, 2.890611442640554f, -0.4570457994644658f,
+                               0.3731763325901154f, -0.4570457994644658f, 1.445305721320277f,
+                               -0.5900435899266435f};
+
+// Real SH basis values at unit direction (x, y, z): out[0..(degree+1)^2).
+__device__ void sh_basis(int degree, float x, float y, float z, float* out) {
+    out[0] = SH_C0;
+    if (degree < 1) return;
+    out[1] = -SH_C1 * y; out[2] = SH_C1 * z; out[3] = -SH_C1 * x;
+    if (degree < 2) return;
+    float xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
+    out[4] = SH_C2[0] * xy; out[5] = SH_C2[1] * yz; out[6] = SH_C2[2] * (2.f * zz - xx - yy);
+    out[7] = SH_C2[3] * xz; out[8] = SH_C2[4] * (xx - yy);
+    if (degree < 3) return;
+    out[9] = SH_C3[0] * y * (3.f * xx - yy); out[10] = SH_C3[1] * xy * z;
+    out[11] = SH_C3[2] * y * (4.f * zz - xx - yy); out[12] = SH_C3[3] * z * (2.f * zz - 3.f * xx - 3.f * yy);
+    out[13] = SH_C3[4] * x * (4.f * zz - xx - yy); out[14] = SH_C3[5] * z * (xx - yy);
+    out[15] = SH_C3[6] * x * (xx - 3.f * yy);
+}
+
+// d basis_k / d(x, y, z) for k in [0, (degree+1)^2).
+__device__ void sh_basis_grad(int degree, float x, float y, float z, float* dx, float* dy, float* dz) {
+    dx[0] = dy[0] = dz[0] = 0.f;
+    if (degree < 1) return;
+    dx[1] = 0.f; dy[1] = -SH_C1; dz[1] = 0.f;
+    dx[2] = 0.f; dy[2] = 0.f; dz[2] = SH_C1;
+    dx[3] = -SH_C1; dy[3] = 0.f; dz[3] = 0.f;
+    if (degree < 2) return;
+    float xx = x * x, yy = y * y, zz = z * z;
+    dx[4] = SH_C2[0] * y; dy[4] = SH_C2[0] * x; dz[4] = 0.f;
+    dx[5] = 0.f; dy[5] = SH_C2[1] * z; dz[5] = SH_C2[1] * y;
+    dx[6] = -2.f * SH_C2[2] * x; dy[6] = -2.f * SH_C2[2] * y; dz[6] = 4.f * SH_C2[2] * z;
+    dx[7] = SH_C2[3] * z; dy[7] = 0.f; dz[7] = SH_C2[3] * x;
+    dx[8] = 2.f * SH_C2[4] * x; dy[8] = -2.f * SH_C2[4] * y; dz[8] = 0.f;
+    if (degree < 3) return;
+    dx[9] = SH_C3[0] * 6.f * x * y; dy[9] = SH_C3[0] * (3.f * xx - 3.f * yy); dz[9] = 0.f;
+    dx[10] = SH_C3[1] * y * z; dy[10] = SH_C3[1] * x * z; dz[10] = SH_C3[1] * x * y;
+    dx[11] = -2.f * SH_C3[2] * x * y; dy[11] = SH_C3[2] * (4.f * zz - xx - 3.f * yy); dz[11] = 8.f * SH_C3[2] * y * z;
+    dx[12] = -6.f * SH_C3[3] * x * z; dy[12] = -6.f * SH_C3[3] * y * z; dz[12] = SH_C3[3] * (6.f * zz - 3.f * xx - 3.f * yy);
+    dx[13] = SH_C3[4] * (4.f * zz - 3.f * xx - yy); dy[13] = -2.f * SH_C3[4] * x * y; dz[13] = 8.f * SH_C3[4] * x * z;
+    dx[14] = 2.f * SH_C3[5] * x * z; dy[14] = -2.f * SH_C3[5] * y * z; dz[14] = SH_C3[5] * (xx - yy);
+    dx[15] = SH_C3[6] * (3.f * xx - 3.f * yy); dy[15] = -6.f * SH_C3[6] * x * y; dz[15] = 0.f;
+}
+
+// Rotation matrix (row-major) of a unit quaternion (w, x, y, z).
+__device__ void quat_to_rot(const float* q, float* R) {
+    float w = q[0], x = q[1], y = q[2], z = q[3];
+    R[0] = 1.f - 2.f * (y * y + z * z); R[1] = 2.f * (x * y - w * z); R[2] = 2.f * (x * z + w * y);
+    R[3] = 2.f * (x * y + w * z); R[4] = 1.f - 2.f * (x * x + z * z); R[5] = 2.f * (y * z - w * x);
+    R[6] = 2.f * (x * z - w * y); R[7] = 2.f * (y * z + w * x); R[8] = 1.f - 2.f * (x * x + y * y);
+}
+
+// Everything the projection computes for one Gaussian, shared by forward and backward.
+struct Projected {
+    float view[3];        // camera-space position
+    float z;              // view depth used for division (valid when in front)
+    float ratio_x, ratio_y; // clamped x/z, y/z used in the Jacobian
+    bool clamped_x, clamped_y;
+    float T[6];           // J * R_view, 2x3 row-major
+    float M[9];           // R_q * diag(scale * modifier), row-major
+    float Rq[9];
+    float a, b, c;        // dilated 2D covariance
+    float det;
+};
+
+__device__ void project_one(const CameraBlock& cam, const float* p, const float* s, const float* q,
+                            float scale_mod, Projected& out) {
+    for (int r = 0; r < 3; r++)
+        out.view[r] = cam.R[3 * r] * p[0] + cam.R[3 * r + 1] * p[1] + cam.R[3 * r + 2] * p[2] + cam.t[r];
+    float z = out.view[2];
+    out.z = z;
+    float rx = out.view[0] / z, ry = out.view[1] / z;
+    out.ratio_x = fminf(fmaxf(rx, cam.lim_x_lo), cam.lim_x_hi);
+    out.ratio_y = fminf(fmaxf(ry, cam.lim_y_lo), cam.lim_y_hi);
+    out.clamped_x = rx < cam.lim_x_lo || rx > cam.lim_x_hi;
+    out.clamped_y = ry < cam.lim_y_lo || ry > cam.lim_y_hi;
+    float tx = out.ratio_x * z, ty = out.ratio_y * z;
+    float J[6] = {cam.fx / z, 0.f, -cam.fx * tx / (z * z), 0.f, cam.fy / z, -cam.fy * ty / (z * z)};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++)
+            out.T[3 * i + j] = J[3 * i] * cam.R[j] + J[3 * i + 1] * cam.R[3 + j] + J[3 * i + 2] * cam.R[6 + j];
+    quat_to_rot(q, out.Rq);
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < 3; i++) out.M[3 * r + i] = out.Rq[3 * r + i] * s[i] * scale_mod;
+    // cov2D = T (M M^T) T^T = (T M)(T M)^T
+    float TM[6];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++)
+            TM[3 * i + j] = out.T[3 * i] * out.M[j] + out.T[3 * i + 1] * out.M[3 + j] + out.T[3 * i + 2] * out.M[6 + j];
+    out.a = TM[0] * TM[0] + TM[1] * TM[1] + TM[2] * TM[2] + DILATION;
+    out.b = TM[0] * TM[3] + TM[1] * TM[4] + TM[2] * TM[5];
+    out.c = TM[3] * TM[3] + TM[4] * TM[4] + TM[5] * TM[5] + DILATION;
+    out.det = out.a * out.c - out.b * out.b;
+}
+
+// Float to int for tile indices; far-off Gaussians would overflow a plain cast.
+__device__ __forceinline__ int tile_floor(float v) { return (int)floorf(fminf(fmaxf(v, -1e8f), 1e8f)); }
+__device__ __forceinline__ int tile_ceil(float v) { return (int)ceilf(fminf(fmaxf(v, -1e8f), 1e8f)); }
+
+// Does a Gaussian (centre px, py; conic A, B, C; opacity o) reach alpha >= 1/255 anywhere in the
+// box of pixel centres [x0, x0+15] x [y0, y0+15]? Minimum of the convex q over the box.
+__device__ bool tile_reached(float px, float py, float A, float B, float C, float threshold_q,
+                             float x0, float y0) {
+    float lo_x = x0 - px, hi_x = lo_x + (TILE - 1), lo_y = y0 - py, hi_y = lo_y + (TILE - 1);
+    if (lo_x <= 0.f && hi_x >= 0.f && lo_y <= 0.f && hi_y >= 0.f) return true;
+    float best = 3.4e38f;
+    // Edges with x fixed: q = A x^2 + 2 B x y + C y^2, minimised over y in [lo_y, hi_y].
+    float xs[2] = {lo_x, hi_x}, ys[2] = {lo_y, hi_y};
+    for (int e = 0; e < 2; e++) {
+        float x = xs[e];
+        float y = fminf(fmaxf(-B * x / C, lo_y), hi_y);
+        best = fminf(best, A * x * x + 2.f * B * x * y + C * y * y);
+        float y2 = ys[e];
+        float x2 = fminf(fmaxf(-B * y2 / A, lo_x), hi_x);
+        best = fminf(best, C * y2 * y2 + 2.f * B * x2 * y2 + A * x2 * x2);
+    }
+    return best <= threshold_q;
+}
+
+extern "C" __global__ void project_forward(
+    int N, int K, int degree, int tiles_x, int tiles_y, float scale_mod, int antialiasing,
+    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ scales,
+    const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ sh,
+    float* __restrict__ means2d, float* __restrict__ conic_opacity, float* __restrict__ colors,
+    float* __restrict__ inv_depths, float* __restrict__ depths, int* __restrict__ radii,
+    int* __restrict__ rects, int* __restrict__ tiles_touched) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N) return;
+    radii[idx] = 0;
+    tiles_touched[idx] = 0;
+    means2d[2 * idx] = 0.f; means2d[2 * idx + 1] = 0.f;
+    for (int i = 0; i < 4; i++) { conic_opacity[4 * idx + i] = 0.f; rects[4 * idx + i] = 0; }
+    for (int i = 0; i < 3; i++) colors[3 * idx + i] = 0.f;
+    inv_depths[idx] = 0.f;
+    depths[idx] = 0.f;
+
+    CameraBlock cam = load_camera(camera);
+    Projected pr;
+    project_one(cam, means + 3 * idx, scales + 3 * idx, rotations + 4 * idx, scale_mod, pr);
+    if (pr.z <= NEAR_PLANE || pr.det == 0.f) return;
+
+    float opacity = opacities[idx];
+    if (antialiasing) {
+        float det_undilated = (pr.a - DILATION) * (pr.c - DILATION) - pr.b * pr.b;
+        opacity *= sqrtf(fmaxf(det_undilated / pr.det, AA_DET_RATIO_MIN));
+    }
+    float A = pr.c / pr.det, B = -pr.b / pr.det, C = pr.a / pr.det;
+    float px = cam.fx * pr.view[0] / pr.z + cam.cx - 0.5f;
+    float py = cam.fy * pr.view[1] / pr.z + cam.cy - 0.5f;
+
+    float mid = 0.5f * (pr.a + pr.c);
+    float lambda = mid + sqrtf(fmaxf(0.1f, mid * mid - pr.det));
+    float radius = ceilf(3.f * sqrtf(lambda));
+    // The reference's 3-sigma tile rectangle [x0, x1) x [y0, y1).
+    int x0 = min(tiles_x, max(0, tile_floor((px - radius) / TILE)));
+    int y0 = min(tiles_y, max(0, tile_floor((py - radius) / TILE)));
+    int x1 = min(tiles_x, max(0, tile_floor((px + radius + TILE - 1) / TILE)));
+    int y1 = min(tiles_y, max(0, tile_floor((py + radius + TILE - 1) / TILE)));
+    if ((x1 - x0) * (y1 - y0) == 0) return;
+
+    radii[idx] = (int)radius;
+    means2d[2 * idx] = px; means2d[2 * idx + 1] = py;
+    conic_opacity[4 * idx] = A; conic_opacity[4 * idx + 1] = B; conic_opacity[4 * idx + 2] = C;
+    conic_opacity[4 * idx + 3] = opacity;
+    depths[idx] = pr.z;
+    inv_depths[idx] = 1.f / pr.z;
+
+    float dir[3] = {means[3 * idx] - cam.campos[0], means[3 * idx + 1] - cam.campos[1], means[3 * idx + 2] - cam.campos[2]};
+    float inv_len = rsqrtf(dir[0] * dir[0] + dir[1] * dir[1] + dir[2] * dir[2]);
+    float basis[16];
+    sh_basis(degree, dir[0] * inv_len, dir[1] * inv_len, dir[2] * inv_len, basis);
+    int count = (degree + 1) * (degree + 1);
+    for (int ch = 0; ch < 3; ch++) {
+        float value = 0.5f;
+        for (int k = 0; k < count; k++) value += basis[k] * sh[(idx * K + k) * 3 + ch];
+        colors[3 * idx + ch] = fmaxf(value, 0.f);
+    }
+
+    // Opacity-aware tiles: alpha >= 1/255 needs q <= 2 ln(o / (1/255)). Its bounding box
+    // (half-widths sqrt(t * cov_xx), sqrt(t * cov_yy)) narrows the rectangle; each remaining
+    // tile is then tested exactly against its pixel-centre box.
+    if (opacity < ALPHA_MIN_TILE) return;
+    float threshold_q = 2.f * logf(opacity / ALPHA_MIN_TILE);
+    float ex = sqrtf(threshold_q * pr.a), ey = sqrtf(threshold_q * pr.c);
+    x0 = max(x0, tile_ceil((px - ex - (TILE - 1)) / TILE));
+    y0 = max(y0, tile_ceil((py - ey - (TILE - 1)) / TILE));
+    x1 = max(x0, min(x1, tile_floor((px + ex) / TILE) + 1));
+    y1 = max(y0, min(y1, tile_floor((py + ey) / TILE) + 1));
+    int touched = 0;
+    for (int ty = y0; ty < y1; ty++)
+        for (int tx = x0; tx < x1; tx++)
+            touched += tile_reached(px, py, A, B, C, threshold_q, (float)(tx * TILE), (float)(ty * TILE));
+    rects[4 * idx] = x0; rects[4 * idx + 1] = y0; rects[4 * idx + 2] = x1; rects[4 * idx + 3] = y1;
+    tiles_touched[idx] = touched;
+}
+
+// One (tile, depth) key and Gaussian index per touched tile; offsets = inclusive prefix sum.
+extern "C" __global__ void duplicate_with_keys(
+    int N, int tiles_x, const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
+    const float* __restrict__ depths, const int* __restrict__ rects,
+    const long long* __restrict__ offsets, const int* __restrict__ tiles_touched,
+    long long* __restrict__ keys, int* __restrict__ values) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N || tiles_touched[idx] == 0) return;
+    long long offset = idx == 0 ? 0 : offsets[idx - 1];
+    float px = means2d[2 * idx], py = means2d[2 * idx + 1];
+    float A = conic_opacity[4 * idx], B = conic_opacity[4 * idx + 1], C = conic_opacity[4 * idx + 2];
+    float threshold_q = 2.f * logf(conic_opacity[4 * idx + 3] / ALPHA_MIN_TILE);
+    unsigned long long depth_bits = __float_as_uint(depths[idx]);
+    for (int ty = rects[4 * idx + 1]; ty < rects[4 * idx + 3]; ty++)
+        for (int tx = rects[4 * idx]; tx < rects[4 * idx + 2]; tx++)
+            if (tile_reached(px, py, A, B, C, threshold_q, (float)(tx * TILE), (float)(ty * TILE))) {
+                unsigned long long tile = (unsigned long long)(ty * tiles_x + tx);
+                keys[offset] = (long long)((tile << 32) | depth_bits);
+                values[offset] = idx;
+                offset++;
+            }
+}
+
+// ranges[2 * tile] = first, ranges[2 * tile + 1] = one past the last sorted pair of the tile.
+extern "C" __global__ void tile_ranges(long long P, const long long* __restrict__ sorted_keys,
+                                       int* __restrict__ ranges) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= P) return;
+    int tile = (int)(sorted_keys[i] >> 32);
+    if (i == 0 || (int)(sorted_keys[i - 1] >> 32) != tile) ranges[2 * tile] = (int)i;
+    if (i == P - 1 || (int)(sorted_keys[i + 1] >> 32) != tile) ranges[2 * tile + 1] = (int)(i + 1);
+}
+
+// Front-to-back blending, one block per 16x16 tile, one thread per pixel.
+// Channels 0-2 are RGB, channel 3 is inverse depth (no background).
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
+    int width, int height, int tiles_x, const int* __restrict__ ranges, const int* __restrict__ point_list,
+    const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
+    const float* __restrict__ colors, const float* __restrict__ inv_depths,
+    const float* __restrict__ background, float* __restrict__ out_color,
+    float* __restrict__ out_transmittance, float* __restrict__ out_inv_depth,
+    int* __restrict__ out_last_contributor) {
+    int tile = blockIdx.y * tiles_x + blockIdx.x;
+    int px = blockIdx.x * TILE + threadIdx.x, py = blockIdx.y * TILE + threadIdx.y;
+    int rank = threadIdx.y * TILE + threadIdx.x;
+    bool inside = px < width && py < height;
+    bool done = !inside;
+    int start = ranges[2 * tile], end = ranges[2 * tile + 1];
+    int rounds = (end - start + BLOCK_SIZE - 1) / BLOCK_SIZE;
+
+    __shared__ float2 s_xy[BLOCK_SIZE];
+    __shared__ float4 s_conic_opacity[BLOCK_SIZE];
+    __shared__ float4 s_feature[BLOCK_SIZE];
+
+    float T = 1.f, accum[4] = {0.f, 0.f, 0.f, 0.f};
+    int contributor = 0, last_contributor = 0;
+    int to_do = end - start;
+    for (int round = 0; round < rounds; round++, to_do -= BLOCK_SIZE) {
+        if (__syncthreads_count(done) == BLOCK_SIZE) break;
+        int progress = start + round * BLOCK_SIZE + rank;
+        if (progress < end) {
+            int id = point_list[progress];
+            s_xy[rank] = make_float2(means2d[2 * id], means2d[2 * id + 1]);
+            s_conic_opacity[rank] = make_float4(conic_opacity[4 * id], conic_opacity[4 * id + 1],
+                                                conic_opacity[4 * id + 2], conic_opacity[4 * id + 3]);
+            s_feature[rank] = make_float4(colors[3 * id], colors[3 * id + 1], colors[3 * id + 2], inv_depths[id]);
+        }
+        __syncthreads();
+        int batch = min(BLOCK_SIZE, to_do);
+        for (int j = 0; !done && j < batch; j++) {
+            contributor++;
+            float dx = s_xy[j].x - (float)px, dy = s_xy[j].y - (float)py;
+            float4 co = s_conic_opacity[j];
+            float power = -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
+            if (power > 0.f) continue;
+            float alpha = fminf(ALPHA_MAX, co.w * expf(power));
+            if (alpha < ALPHA_MIN) continue;
+            float test_T = T * (1.f - alpha);
+            if (test_T < T_MIN) { done = true; continue; }
+            float weight = alpha * T;
+            accum[0] += s_feature[j].x * weight; accum[1] += s_feature[j].y * weight;
+            accum[2] += s_feature[j].z * weight; accum[3] += s_feature[j].w * weight;
+            T = test_T;
+            last_contributor = contributor;
+        }
+    }
+    if (inside) {
+        int pix = py * width + px, plane = width * height;
+        for (int ch = 0; ch < 3; ch++) out_color[ch * plane + pix] = accum[ch] + T * background[ch];
+        out_transmittance[pix] = T;
+        out_inv_depth[pix] = accum[3];
+        out_last_contributor[pix] = last_contributor;
+    }
+}
+
+__device__ __forceinline__ float warp_sum(float value) {
+    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(FULL_MASK, value, offset);
+    return value;
+}
+
+// Back-to-front gradient of the blending. Every thread of the block walks the same Gaussians,
+// so a warp reduces its 32 pixels' contributions in registers and issues one atomic per value
+// (instead of one per pixel): atomics no longer serialise on popular Gaussians.
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
+    int width, int height, int tiles_x, const int* __restrict__ ranges, const int* __restrict__ point_list,
+    const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
+    const float* __restrict__ colors, const float* __restrict__ inv_depths,
+    const float* __restrict__ background, const float* __restrict__ final_transmittance,
+    const int* __restrict__ last_contributors, const float* __restrict__ grad_color,
+    const float* __restrict__ grad_inv_depth, const float* __restrict__ grad_alpha,
+    float* __restrict__ grad_means2d, float* __restrict__ grad_conic_opacity,
+    float* __restrict__ grad_colors, float* __restrict__ grad_inv_depths) {
+    int tile = blockIdx.y * tiles_x + blockIdx.x;
+    int px = blockIdx.x * TILE + threadIdx.x, py = blockIdx.y * TILE + threadIdx.y;
+    int rank = threadIdx.y * TILE + threadIdx.x;
+    bool inside = px < width && py < height;
+    int pix = py * width + px, plane = width * height;
+    int start = ranges[2 * tile], end = ranges[2 * tile + 1];
+    int rounds = (end - start + BLOCK_SIZE - 1) / BLOCK_SIZE;
+
+    __shared__ int s_id[BLOCK_SIZE];
+    __shared__ float2 s_xy[BLOCK_SIZE];
+    __shared__ float4 s_conic_opacity[BLOCK_SIZE];
+    __shared__ float4 s_feature[BLOCK_SIZE];
+
+    float T_final = inside ? final_transmittance[pix] : 0.f;
+    float T = T_final;
+    int last_contributor = inside ? last_contributors[pix] : 0;
+    float dpix[4] = {0.f, 0.f, 0.f, 0.f};
+    float bg_dot = 0.f;
+    if (inside) {
+        for (int ch = 0; ch < 3; ch++) dpix[ch] = grad_color[ch * plane + pix];
+        dpix[3] = grad_inv_depth[pix];
+        // alpha = 1 - T_final: its gradient acts like a background of -1 on every channel-free
+        // term, i.e. d alpha / d T_final = -1.
+        for (int ch = 0; ch < 3; ch++) bg_dot += background[ch] * dpix[ch];
+        bg_dot -= grad_alpha[pix];
+    }
+    float accum[4] = {0.f, 0.f, 0.f, 0.f}, last_feature[4] = {0.f, 0.f, 0.f, 0.f};
+    float last_alpha = 0.f;
+    int contributor = end - start;
+    int to_do = end - start;
+    for (int round = 0; round < rounds; round++, to_do -= BLOCK_SIZE) {
+        __syncthreads();
+        int progress = round * BLOCK_SIZE + rank;
+        if (start + progress < end) {
+            int id = point_list[end - progress - 1];
+            s_id[rank] = id;
+            s_xy[rank] = make_float2(means2d[2 * id], means2d[2 * id + 1]);
+            s_conic_opacity[rank] = make_float4(conic_opacity[4 * id], conic_opacity[4 * id + 1],
+                                                conic_opacity[4 * id + 2], conic_opacity[4 * id + 3]);
+            s_feature[rank] = make_float4(colors[3 * id], colors[3 * id + 1], colors[3 * id + 2], inv_depths[id]);
+        }
+        __syncthreads();
+        int batch = min(BLOCK_SIZE, to_do);
+        for (int j = 0; j < batch; j++) {
+            contributor--;
+            float g[10] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+            bool contributes = false;
+            if (inside && contributor < last_contributor) {
+                float dx = s_xy[j].x - (float)px, dy = s_xy[j].y - (float)py;
+                float4 co = s_conic_opacity[j];
+                float power = -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
+                float G = expf(power);
+                float raw_alpha = co.w * G;
+                float alpha = fminf(ALPHA_MAX, raw_alpha);
+                if (power <= 0.f && alpha >= ALPHA_MIN) {
+                    contributes = true;
+                    T = T / (1.f - alpha);
+                    float weight = alpha * T;
+                    float feature[4] = {s_feature[j].x, s_feature[j].y, s_feature[j].z, s_feature[j].w};
+                    float grad_alpha_j = 0.f;
+                    for (int ch = 0; ch < 4; ch++) {
+                        accum[ch] = last_alpha * last_feature[ch] + (1.f - last_alpha) * accum[ch];
+                        last_feature[ch] = feature[ch];
+                        grad_alpha_j += (feature[ch] - accum[ch]) * dpix[ch];
+                        g[6 + ch] = weight * dpix[ch];
+                    }
+                    grad_alpha_j *= T;
+                    last_alpha = alpha;
+                    // The background and the alpha output see T_final, which holds (1 - alpha).
+                    grad_alpha_j += -T_final / (1.f - alpha) * bg_dot;
+                    if (raw_alpha <= ALPHA_MAX) {  // the clamp at 0.99 has zero gradient
+                        float grad_G = co.w * grad_alpha_j;
+                        float gdx = G * dx, gdy = G * dy;
+                        g[0] = grad_G * (-gdx * co.x - gdy * co.y);          // d/d mean2d.x
+                        g[1] = grad_G * (-gdy * co.z - gdx * co.y);          // d/d mean2d.y
+                        g[2] = grad_G * (-0.5f * gdx * dx);                  // d/dA
+                        g[3] = grad_G * (-gdx * dy);                         // d/dB
+                        g[4] = grad_G * (-0.5f * gdy * dy);                  // d/dC
+                        g[5] = G * grad_alpha_j;                             // d/d opacity
+                    }
+                }
+            }
+            if (__any_sync(FULL_MASK, contributes)) {
+                for (int v = 0; v < 10; v++) g[v] = warp_sum(g[v]);
+                if ((rank & 31) == 0) {
+                    int id = s_id[j];
+                    atomicAdd(&grad_means2d[2 * id], g[0]);
+                    atomicAdd(&grad_means2d[2 * id + 1], g[1]);
+                    for (int v = 0; v < 4; v++) atomicAdd(&grad_conic_opacity[4 * id + v], g[2 + v]);
+                    for (int ch = 0; ch < 3; ch++) atomicAdd(&grad_colors[3 * id + ch], g[6 + ch]);
+                    atomicAdd(&grad_inv_depths[id], g[9]);
+                }
+            }
+        }
+    }
+}
+
+// Per-Gaussian gradient of the projection: from the gradients of means2d, conic/opacity,
+// colours and inverse depth to those of means, scales, rotations, opacities and SH.
+extern "C" __global__ void project_backward(
+    int N, int K, int degree, float scale_mod, int antialiasing,
+    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ scales,
+    const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ sh,
+    const int* __restrict__ radii, const float* __restrict__ grad_means2d,
+    const float* __restrict__ grad_conic_opacity, const float* __restrict__ grad_colors,
+    const float* __restrict__ grad_inv_depths,
+    float* __restrict__ grad_means, float* __restrict__ grad_scales, float* __restrict__ grad_rotations,
+    float* __restrict__ grad_opacities, float* __restrict__ grad_sh) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N || radii[idx] == 0) return;
+    CameraBlock cam = load_camera(camera);
+    const float* p = means + 3 * idx;
+    const float* s = scales + 3 * idx;
+    Projected pr;
+    project_one(cam, p, s, rotations + 4 * idx, scale_mod, pr);
+    float z = pr.z, x = pr.view[0], y = pr.view[1];
+    float g_view[3] = {0.f, 0.f, 0.f};
+
+    // means2d = (fx x/z + cx - 0.5, fy y/z + cy - 0.5); inverse depth = 1/z.
+    float gmx = grad_means2d[2 * idx], gmy = grad_means2d[2 * idx + 1];
+    g_view[0] += gmx * cam.fx / z;
+    g_view[1] += gmy * cam.fy / z;
+    g_view[2] += -gmx * cam.fx * x / (z * z) - gmy * cam.fy * y / (z * z) - grad_inv_depths[idx] / (z * z);
+
+    // Conic (A, B, C) = (c, -b, a) / det  ->  dilated covariance (a, b, c).
+    float a = pr.a, b = pr.b, c = pr.c, det = pr.det, det2 = det * det;
+    float gA = grad_conic_opacity[4 * idx], gB = grad_conic_opacity[4 * idx + 1];
+    float gC = grad_conic_opacity[4 * idx + 2], g_opacity_eff = grad_conic_opacity[4 * idx + 3];
+    float ga = (-gA * c * c + gB * b * c - gC * b * b) / det2;
+    float gb = (2.f * gA * b * c - gB * (a * c + b * b) + 2.f * gC * a * b) / det2;
+    float gc = (-gA * b * b + gB * a * b - gC * a * a) / det2;
+    float opacity = opacities[idx];
+    if (antialiasing) {
+        float det0 = (a - DILATION) * (c - DILATION) - b * b;
+        float ratio = det0 / det;
+        if (ratio > AA_DET_RATIO_MIN) {
+            float factor = sqrtf(ratio);
+            grad_opacities[idx] = g_opacity_eff * factor;
+            float k = g_opacity_eff * opacity * 0.5f / factor / det2;
+            ga += k * ((c - DILATION) * det - det0 * c);
+            gb += k * (2.f * b * (det0 - det));
+            gc += k * ((a - DILATION) * det - det0 * a);
+        } else {
+            grad_opacities[idx] = g_opacity_eff * sqrtf(AA_DET_RATIO_MIN);
+        }
+    } else {
+        grad_opacities[idx] = g_opacity_eff;
+    }
+
+    // cov2D = T S T^T with S = M M^T; rows T0, T1 of T.
+    float S[9];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            S[3 * i + j] = pr.M[3 * i] * pr.M[3 * j] + pr.M[3 * i + 1] * pr.M[3 * j + 1] + pr.M[3 * i + 2] * pr.M[3 * j + 2];
+    const float* T0 = pr.T;
+    const float* T1 = pr.T + 3;
+    float ST0[3], ST1[3];
+    for (int i = 0; i < 3; i++) {
+        ST0[i] = S[3 * i] * T0[0] + S[3 * i + 1] * T0[1] + S[3 * i + 2] * T0[2];
+        ST1[i] = S[3 * i] * T1[0] + S[3 * i + 1] * T1[1] + S[3 * i + 2] * T1[2];
+    }
+    float gT[6];
+    for (int i = 0; i < 3; i++) {
+        gT[i] = 2.f * ga * ST0[i] + gb * ST1[i];
+        gT[3 + i] = gb * ST0[i] + 2.f * gc * ST1[i];
+    }
+    // dL/dS (as a full matrix G), then dL/dM = (G + G^T) M.
+    float GS[9];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            GS[3 * i + j] = 2.f * ga * T0[i] * T0[j] + gb * (T0[i] * T1[j] + T1[i] * T0[j]) + 2.f * gc * T1[i] * T1[j];
+    float gM[9];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            gM[3 * i + j] = GS[3 * i] * pr.M[j] + GS[3 * i + 1] * pr.M[3 + j] + GS[3 * i + 2] * pr.M[6 + j];
+    // M = Rq diag(s * mod)
+    float gRq[9];
+    for (int i = 0; i < 3; i++) {
+        float gs = 0.f;
+        for (int r = 0; r < 3; r++) {
+            gs += gM[3 * r + i] * pr.Rq[3 * r + i];
+            gRq[3 * r + i] = gM[3 * r + i] * s[i] * scale_mod;
+        }
+        grad_scales[3 * idx + i] = gs * scale_mod;
+    }
+    const float* q = rotations + 4 * idx;
+    float w = q[0], qx = q[1], qy = q[2], qz = q[3];
+    grad_rotations[4 * idx] = 2.f * (-qz * gRq[1] + qy * gRq[2] + qz * gRq[3] - qx * gRq[5] - qy * gRq[6] + qx * gRq[7]);
+    grad_rotations[4 * idx + 1] = 2.f * (qy * gRq[1] + qz * gRq[2] + qy * gRq[3] - 2.f * qx * gRq[4] - w * gRq[5]
+                                         + qz * gRq[6] + w * gRq[7] - 2.f * qx * gRq[8]);
+    grad_rotations[4 * idx + 2] = 2.f * (-2.f * qy * gRq[0] + qx * gRq[1] + w * gRq[2] + qx * gRq[3] + qz * gRq[5]
+                                         - w * gRq[6] + qz * gRq[7] - 2.f * qy * gRq[8]);
+    grad_rotations[4 * idx + 3] = 2.f * (-2.f * qz * gRq[0] - w * gRq[1] + qx * gRq[2] + w * gRq[3] - 2.f * qz * gRq[4]
+                                         + qy * gRq[5] + qx * gRq[6] + qy * gRq[7]);
+
+    // T = J R_view: dL/dJ = dL/dT R_view^T; J depends on the view position (clamped ratios).
+    float gJ[6];
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 3; k++)
+            gJ[3 * i + k] = gT[3 * i] * cam.R[3 * k] + gT[3 * i + 1] * cam.R[3 * k + 1] + gT[3 * i + 2] * cam.R[3 * k + 2];
+    float z2 = z * z, z3 = z2 * z;
+    g_view[2] += -cam.fx / z2 * gJ[0] - cam.fy / z2 * gJ[4];
+    // J02 = -fx tx / z^2 with tx = clamp(x/z) z.
+    if (pr.clamped_x) {
+        g_view[2] += cam.fx * pr.ratio_x / z2 * gJ[2];
+    } else {
+        g_view[0] += -cam.fx / z2 * gJ[2];
+        g_view[2] += 2.f * cam.fx * x / z3 * gJ[2];
+    }
+    if (pr.clamped_y) {
+        g_view[2] += cam.fy * pr.ratio_y / z2 * gJ[5];
+    } else {
+        g_view[1] += -cam.fy / z2 * gJ[5];
+        g_view[2] += 2.f * cam.fy * y / z3 * gJ[5];
+    }
+    float gp[3];
+    for (int j = 0; j < 3; j++) gp[j] = cam.R[j] * g_view[0] + cam.R[3 + j] * g_view[1] + cam.R[6 + j] * g_view[2];
+
+    // Colour = max(0, sum_k basis_k(dir) sh_k + 0.5), dir = normalise(p - campos).
+    float d[3] = {p[0] - cam.campos[0], p[1] - cam.campos[1], p[2] - cam.campos[2]};
+    float inv_len = rsqrtf(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+    float u[3] = {d[0] * inv_len, d[1] * inv_len, d[2] * inv_len};
+    float basis[16], bx[16], by[16], bz[16];
+    sh_basis(degree, u[0], u[1], u[2], basis);
+    sh_basis_grad(degree, u[0], u[1], u[2], bx, by, bz);
+    int count = (degree + 1) * (degree + 1);
+    float g_dir[3] = {0.f, 0.f, 0.f};
+    for (int ch = 0; ch < 3; ch++) {
+        float value = 0.5f;
+        for (int k = 0; k < count; k++) value += basis[k] * sh[(idx * K + k) * 3 + ch];
+        float g_colour = value > 0.f ? grad_colors[3 * idx + ch] : 0.f;
+        for (int k = 0; k < count; k++) {
+            float coefficient = sh[(idx * K + k) * 3 + ch];
+            grad_sh[(idx * K + k) * 3 + ch] = basis[k] * g_colour;
+            g_dir[0] += coefficient * bx[k] * g_colour;
+            g_dir[1] += coefficient * by[k] * g_colour;
+            g_dir[2] += coefficient * bz[k] * g_colour;
+        }
+    }
+    // Through the normalisation: (I - u u^T) / |d|.
+    float u_dot = u[0] * g_dir[0] + u[1] * g_dir[1] + u[2] * g_dir[2];
+    for (int j = 0; j < 3; j++) gp[j] += (g_dir[j] - u[j] * u_dot) * inv_len;
+    for (int j = 0; j < 3; j++) grad_means[3 * idx + j] = gp[j];
+}
