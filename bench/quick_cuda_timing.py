@@ -7,14 +7,20 @@ import torch
 from rasterizer import Camera, Gaussians, look_at, render
 
 
-def main(n: int) -> None:
+def scene_and_camera(n: int):
+    """n random Gaussians (SH degree 3, leaves requiring grad) and a 1080p camera."""
     torch.manual_seed(0)
     scale = math.log(0.02 * (1e6 / n) ** (1 / 3))
     g = Gaussians(means=torch.randn(n, 3), sh_dc=torch.randn(n, 1, 3) * 0.5, sh_rest=torch.randn(n, 15, 3) * 0.1,
                   opacity_logits=torch.randn(n), log_scales=torch.randn(n, 3) * 0.3 + scale,
                   quaternions=torch.randn(n, 4)).to("cuda")
-    cam = Camera(1920, 1080, 1200, 1200, 960, 540, look_at([0, 0, -4], [0, 0, 0]))
-    leaves = [t.requires_grad_(True) for t in g.tensors().values()]
+    for tensor in g.tensors().values():
+        tensor.requires_grad_(True)
+    return g, Camera(1920, 1080, 1200, 1200, 960, 540, look_at([0, 0, -4], [0, 0, 0]))
+
+
+def main(n: int) -> None:
+    g, cam = scene_and_camera(n)
     for label, grad in (("forward", False), ("forward+backward", True)):
         times = []
         for i in range(30):
