@@ -5,7 +5,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from bench.quick_cuda_timing import scene_and_camera  # noqa: E402
+from bench.rasterizer import scene_and_camera  # noqa: E402
 from rasterizer import render  # noqa: E402
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000_000

@@ -71,37 +71,37 @@ def _grid(count: int) -> tuple[int]:
 
 class _Project(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, scales, rotations, opacities, sh, camera_data, settings):
+    def forward(ctx, means, scales, rotations, opacities, sh_dc, sh_rest, camera_data, settings):
         degree, scale_mod, antialiasing, tiles_x, tiles_y = settings
-        n, k = means.shape[0], sh.shape[1]
+        n, k_rest = means.shape[0], sh_rest.shape[1]
         device = means.device
         empty = functools.partial(torch.empty, device=device)
         means2d, conic_opacity = empty(n, 2), empty(n, 4)
         colors, inv_depths, depths = empty(n, 3), empty(n), empty(n)
         radii, rects, touched = empty(n, dtype=torch.int32), empty(n, 4, dtype=torch.int32), empty(n, dtype=torch.int32)
         _module(device).launch("project_forward", _grid(n), (_THREADS,), [
-            (n, INT), (k, INT), (degree, INT), (tiles_x, INT), (tiles_y, INT), (scale_mod, FLOAT),
+            (n, INT), (k_rest, INT), (degree, INT), (tiles_x, INT), (tiles_y, INT), (scale_mod, FLOAT),
             (int(antialiasing), INT), _ptr(camera_data), _ptr(means), _ptr(scales), _ptr(rotations),
-            _ptr(opacities), _ptr(sh), _ptr(means2d), _ptr(conic_opacity), _ptr(colors),
+            _ptr(opacities), _ptr(sh_dc), _ptr(sh_rest), _ptr(means2d), _ptr(conic_opacity), _ptr(colors),
             _ptr(inv_depths), _ptr(depths), _ptr(radii), _ptr(rects), _ptr(touched)])
-        ctx.save_for_backward(means, scales, rotations, opacities, sh, camera_data, radii)
+        ctx.save_for_backward(means, scales, rotations, opacities, sh_dc, sh_rest, camera_data, radii)
         ctx.settings = settings
         ctx.mark_non_differentiable(depths, radii, rects, touched)
         return means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched
 
     @staticmethod
     def backward(ctx, g_means2d, g_conic_opacity, g_colors, g_inv_depths, *_):
-        means, scales, rotations, opacities, sh, camera_data, radii = ctx.saved_tensors
+        means, scales, rotations, opacities, sh_dc, sh_rest, camera_data, radii = ctx.saved_tensors
         degree, scale_mod, antialiasing, _, _ = ctx.settings
-        n, k = means.shape[0], sh.shape[1]
-        grads = [torch.zeros_like(t) for t in (means, scales, rotations, opacities, sh)]
+        n, k_rest = means.shape[0], sh_rest.shape[1]
+        grads = [torch.zeros_like(t) for t in (means, scales, rotations, opacities, sh_dc, sh_rest)]
         incoming = [g.contiguous() if g is not None else torch.zeros(shape, device=means.device)
                     for g, shape in ((g_means2d, (n, 2)), (g_conic_opacity, (n, 4)), (g_colors, (n, 3)),
                                      (g_inv_depths, (n,)))]
         _module(means.device).launch("project_backward", _grid(n), (_THREADS,), [
-            (n, INT), (k, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT),
-            _ptr(camera_data), _ptr(means), _ptr(scales), _ptr(rotations), _ptr(opacities), _ptr(sh),
-            _ptr(radii), *map(_ptr, incoming), *map(_ptr, grads)])
+            (n, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT),
+            _ptr(camera_data), _ptr(means), _ptr(scales), _ptr(rotations), _ptr(opacities), _ptr(sh_dc),
+            _ptr(sh_rest), _ptr(radii), *map(_ptr, incoming), *map(_ptr, grads)])
         return (*grads, None, None)
 
 
@@ -170,13 +170,13 @@ def render_cuda(gaussians: Gaussians, cameras: list[Camera], background: torch.T
     scales = gaussians.scales.contiguous()
     rotations = gaussians.rotations.contiguous()
     opacities = gaussians.opacities.contiguous()
-    sh = gaussians.sh.contiguous()
+    sh_dc, sh_rest = gaussians.sh_dc.contiguous(), gaussians.sh_rest.contiguous()
     background = background.to(device=device, dtype=torch.float32).contiguous()
     projections = []
     for camera in cameras:
         tiles = ((camera.width + TILE_SIZE - 1) // TILE_SIZE, (camera.height + TILE_SIZE - 1) // TILE_SIZE)
         settings = (sh_degree, scaling_modifier, antialiasing, *tiles)
-        projections.append(_Project.apply(means, scales, rotations, opacities, sh,
+        projections.append(_Project.apply(means, scales, rotations, opacities, sh_dc, sh_rest,
                                           camera_block(camera, device), settings))
     means2d = torch.stack([p[0] for p in projections]) if batched else projections[0][0]
     if means2d.requires_grad:

@@ -86,6 +86,12 @@ __device__ void sh_basis_grad(int degree, float x, float y, float z, float* dx, 
     dx[15] = SH_C3[6] * (3.f * xx - 3.f * yy); dy[15] = -6.f * SH_C3[6] * x * y; dz[15] = 0.f;
 }
 
+// Coefficient k (0 = DC) of channel ch; DC is [N, 1, 3], the rest [N, K_rest, 3].
+__device__ __forceinline__ float sh_coefficient(const float* sh_dc, const float* sh_rest, int k_rest,
+                                                int idx, int k, int ch) {
+    return k == 0 ? sh_dc[3 * idx + ch] : sh_rest[(idx * k_rest + k - 1) * 3 + ch];
+}
+
 // Rotation matrix (row-major) of a unit quaternion (w, x, y, z).
 __device__ void quat_to_rot(const float* q, float* R) {
     float w = q[0], x = q[1], y = q[2], z = q[3];
@@ -162,10 +168,10 @@ __device__ bool tile_reached(float px, float py, float A, float B, float C, floa
 }
 
 extern "C" __global__ void project_forward(
-    int N, int K, int degree, int tiles_x, int tiles_y, float scale_mod, int antialiasing,
+    int N, int k_rest, int degree, int tiles_x, int tiles_y, float scale_mod, int antialiasing,
     const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ scales,
-    const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ sh,
-    float* __restrict__ means2d, float* __restrict__ conic_opacity, float* __restrict__ colors,
+    const float* __restrict__ rotations, const float* __restrict__ opacities,
+    const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, float* __restrict__ means2d, float* __restrict__ conic_opacity, float* __restrict__ colors,
     float* __restrict__ inv_depths, float* __restrict__ depths, int* __restrict__ radii,
     int* __restrict__ rects, int* __restrict__ tiles_touched) {
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
@@ -211,12 +217,14 @@ extern "C" __global__ void project_forward(
 
     float dir[3] = {means[3 * idx] - cam.campos[0], means[3 * idx + 1] - cam.campos[1], means[3 * idx + 2] - cam.campos[2]};
     float inv_len = rsqrtf(dir[0] * dir[0] + dir[1] * dir[1] + dir[2] * dir[2]);
-    float basis[16];
+    float basis[16] = {};
     sh_basis(degree, dir[0] * inv_len, dir[1] * inv_len, dir[2] * inv_len, basis);
     int count = (degree + 1) * (degree + 1);
     for (int ch = 0; ch < 3; ch++) {
         float value = 0.5f;
-        for (int k = 0; k < count; k++) value += basis[k] * sh[(idx * K + k) * 3 + ch];
+#pragma unroll
+        for (int k = 0; k < 16; k++)  // fixed trip count keeps basis[] in registers
+            if (k < count) value += basis[k] * sh_coefficient(sh_dc, sh_rest, k_rest, idx, k, ch);
         colors[3 * idx + ch] = fmaxf(value, 0.f);
     }
 
@@ -362,10 +370,19 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
     __shared__ float2 s_xy[BLOCK_SIZE];
     __shared__ float4 s_conic_opacity[BLOCK_SIZE];
     __shared__ float4 s_feature[BLOCK_SIZE];
+    __shared__ int s_block_last;
 
     float T_final = inside ? final_transmittance[pix] : 0.f;
     float T = T_final;
     int last_contributor = inside ? last_contributors[pix] : 0;
+    // Pairs after every pixel's last contributor were never blended (the forward stopped
+    // there): start the backward walk at the block's furthest last contributor.
+    if (rank == 0) s_block_last = 0;
+    __syncthreads();
+    atomicMax(&s_block_last, last_contributor);
+    __syncthreads();
+    end = start + s_block_last;
+    rounds = (end - start + BLOCK_SIZE - 1) / BLOCK_SIZE;
     float dpix[4] = {0.f, 0.f, 0.f, 0.f};
     float bg_dot = 0.f;
     if (inside) {
@@ -450,14 +467,14 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
 // Per-Gaussian gradient of the projection: from the gradients of means2d, conic/opacity,
 // colours and inverse depth to those of means, scales, rotations, opacities and SH.
 extern "C" __global__ void project_backward(
-    int N, int K, int degree, float scale_mod, int antialiasing,
+    int N, int k_rest, int degree, float scale_mod, int antialiasing,
     const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ scales,
-    const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ sh,
-    const int* __restrict__ radii, const float* __restrict__ grad_means2d,
+    const float* __restrict__ rotations, const float* __restrict__ opacities,
+    const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, const int* __restrict__ radii, const float* __restrict__ grad_means2d,
     const float* __restrict__ grad_conic_opacity, const float* __restrict__ grad_colors,
     const float* __restrict__ grad_inv_depths,
     float* __restrict__ grad_means, float* __restrict__ grad_scales, float* __restrict__ grad_rotations,
-    float* __restrict__ grad_opacities, float* __restrict__ grad_sh) {
+    float* __restrict__ grad_opacities, float* __restrict__ grad_sh_dc, float* __restrict__ grad_sh_rest) {
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= N || radii[idx] == 0) return;
     CameraBlock cam = load_camera(camera);
@@ -572,21 +589,29 @@ extern "C" __global__ void project_backward(
     float d[3] = {p[0] - cam.campos[0], p[1] - cam.campos[1], p[2] - cam.campos[2]};
     float inv_len = rsqrtf(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
     float u[3] = {d[0] * inv_len, d[1] * inv_len, d[2] * inv_len};
-    float basis[16], bx[16], by[16], bz[16];
+    // Zeroed: entries past (degree+1)^2 are multiplied by zero coefficients, and must not be NaN.
+    float basis[16] = {}, bx[16] = {}, by[16] = {}, bz[16] = {};
     sh_basis(degree, u[0], u[1], u[2], basis);
     sh_basis_grad(degree, u[0], u[1], u[2], bx, by, bz);
     int count = (degree + 1) * (degree + 1);
     float g_dir[3] = {0.f, 0.f, 0.f};
     for (int ch = 0; ch < 3; ch++) {
+        float coefficient[16];
         float value = 0.5f;
-        for (int k = 0; k < count; k++) value += basis[k] * sh[(idx * K + k) * 3 + ch];
+#pragma unroll
+        for (int k = 0; k < 16; k++) {  // fixed trip count keeps the arrays in registers
+            coefficient[k] = k < count ? sh_coefficient(sh_dc, sh_rest, k_rest, idx, k, ch) : 0.f;
+            value += basis[k] * coefficient[k];
+        }
         float g_colour = value > 0.f ? grad_colors[3 * idx + ch] : 0.f;
-        for (int k = 0; k < count; k++) {
-            float coefficient = sh[(idx * K + k) * 3 + ch];
-            grad_sh[(idx * K + k) * 3 + ch] = basis[k] * g_colour;
-            g_dir[0] += coefficient * bx[k] * g_colour;
-            g_dir[1] += coefficient * by[k] * g_colour;
-            g_dir[2] += coefficient * bz[k] * g_colour;
+        grad_sh_dc[3 * idx + ch] = basis[0] * g_colour;
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            if (k >= count) break;
+            if (k > 0) grad_sh_rest[(idx * k_rest + k - 1) * 3 + ch] = basis[k] * g_colour;
+            g_dir[0] += coefficient[k] * bx[k] * g_colour;
+            g_dir[1] += coefficient[k] * by[k] * g_colour;
+            g_dir[2] += coefficient[k] * bz[k] * g_colour;
         }
     }
     // Through the normalisation: (I - u u^T) / |d|.
