@@ -19,7 +19,8 @@ def test_kernels_compile_for_hopper_without_a_gpu():
 
     cubin = compile_cubin(read_source("splat.cu"), "splat.cu", "sm_90")
     assert cubin[:4] == b"\x7fELF"
-    for kernel in ("project_forward", "project_backward", "duplicate_with_keys", "tile_ranges",
+    for kernel in ("project_forward", "project_backward", "duplicate_with_keys16", "duplicate_with_keys32",
+                   "tile_ranges16", "tile_ranges32",
                    "render_forward", "render_backward"):
         assert kernel.encode() in cubin
 

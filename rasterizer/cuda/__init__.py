@@ -113,18 +113,21 @@ class _Rasterize(torch.autograd.Function):
         tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
         module = _module(device)
         n = means2d.shape[0]
-        offsets = torch.cumsum(touched, 0, dtype=torch.int64)
+        # Depth order once over the Gaussians, then a stable sort of the pairs by tile only.
+        depth_order = torch.sort(depths, stable=True).indices.to(torch.int32)
+        offsets = torch.cumsum(touched[depth_order], 0, dtype=torch.int64)
         pairs = int(offsets[-1].item()) if n else 0  # the one host synchronisation
-        keys = torch.empty(pairs, dtype=torch.int64, device=device)
+        bits = 16 if tiles_x * tiles_y <= 32767 else 32
+        keys = torch.empty(pairs, dtype=torch.int16 if bits == 16 else torch.int32, device=device)
         values = torch.empty(pairs, dtype=torch.int32, device=device)
-        module.launch("duplicate_with_keys", _grid(n), (_THREADS,), [
-            (n, INT), (tiles_x, INT), _ptr(means2d), _ptr(conic_opacity), _ptr(depths), _ptr(rects),
+        module.launch(f"duplicate_with_keys{bits}", _grid(n), (_THREADS,), [
+            (n, INT), (tiles_x, INT), _ptr(depth_order), _ptr(means2d), _ptr(conic_opacity), _ptr(rects),
             _ptr(offsets), _ptr(touched), _ptr(keys), _ptr(values)])
-        sorted_keys, order = torch.sort(keys, stable=True)
+        sorted_tiles, order = torch.sort(keys, stable=True)
         point_list = values[order].contiguous()
         ranges = torch.zeros(tiles_x * tiles_y, 2, dtype=torch.int32, device=device)
-        module.launch("tile_ranges", _grid(pairs), (_THREADS,), [
-            (pairs, LONGLONG), _ptr(sorted_keys), _ptr(ranges)])
+        module.launch(f"tile_ranges{bits}", _grid(pairs), (_THREADS,), [
+            (pairs, LONGLONG), _ptr(sorted_tiles), _ptr(ranges)])
         image = torch.empty(3, height, width, device=device)
         transmittance = torch.empty(height, width, device=device)
         inv_depth = torch.empty(height, width, device=device)

@@ -246,38 +246,57 @@ extern "C" __global__ void project_forward(
     tiles_touched[idx] = touched;
 }
 
-// One (tile, depth) key and Gaussian index per touched tile; offsets = inclusive prefix sum.
-extern "C" __global__ void duplicate_with_keys(
-    int N, int tiles_x, const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
-    const float* __restrict__ depths, const int* __restrict__ rects,
-    const long long* __restrict__ offsets, const int* __restrict__ tiles_touched,
-    long long* __restrict__ keys, int* __restrict__ values) {
-    int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= N || tiles_touched[idx] == 0) return;
-    long long offset = idx == 0 ? 0 : offsets[idx - 1];
+// One (tile key, Gaussian index) pair per touched tile, written in depth order: thread i handles
+// Gaussian depth_order[i], and offsets is the inclusive prefix sum of tiles_touched in that
+// order. A stable sort by tile afterwards keeps each tile's list front to back.
+template <typename Key>
+__device__ void write_pairs(int count, int tiles_x, const int* __restrict__ depth_order,
+                            const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
+                            const int* __restrict__ rects, const long long* __restrict__ offsets,
+                            const int* __restrict__ tiles_touched, Key* __restrict__ keys,
+                            int* __restrict__ values) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    int idx = depth_order[i];
+    if (tiles_touched[idx] == 0) return;
+    long long offset = i == 0 ? 0 : offsets[i - 1];
     float px = means2d[2 * idx], py = means2d[2 * idx + 1];
     float A = conic_opacity[4 * idx], B = conic_opacity[4 * idx + 1], C = conic_opacity[4 * idx + 2];
     float threshold_q = 2.f * logf(conic_opacity[4 * idx + 3] / ALPHA_MIN_TILE);
-    unsigned long long depth_bits = __float_as_uint(depths[idx]);
     for (int ty = rects[4 * idx + 1]; ty < rects[4 * idx + 3]; ty++)
         for (int tx = rects[4 * idx]; tx < rects[4 * idx + 2]; tx++)
             if (tile_reached(px, py, A, B, C, threshold_q, (float)(tx * TILE), (float)(ty * TILE))) {
-                unsigned long long tile = (unsigned long long)(ty * tiles_x + tx);
-                keys[offset] = (long long)((tile << 32) | depth_bits);
+                keys[offset] = (Key)(ty * tiles_x + tx);
                 values[offset] = idx;
                 offset++;
             }
 }
 
+// 16-bit tile keys (up to 32767 tiles: 4K) halve the radix passes of the sort; 32-bit otherwise.
+extern "C" __global__ void duplicate_with_keys16(
+    int count, int tiles_x, const int* depth_order, const float* means2d, const float* conic_opacity,
+    const int* rects, const long long* offsets, const int* tiles_touched, short* keys, int* values) {
+    write_pairs<short>(count, tiles_x, depth_order, means2d, conic_opacity, rects, offsets, tiles_touched, keys, values);
+}
+
+extern "C" __global__ void duplicate_with_keys32(
+    int count, int tiles_x, const int* depth_order, const float* means2d, const float* conic_opacity,
+    const int* rects, const long long* offsets, const int* tiles_touched, int* keys, int* values) {
+    write_pairs<int>(count, tiles_x, depth_order, means2d, conic_opacity, rects, offsets, tiles_touched, keys, values);
+}
+
 // ranges[2 * tile] = first, ranges[2 * tile + 1] = one past the last sorted pair of the tile.
-extern "C" __global__ void tile_ranges(long long P, const long long* __restrict__ sorted_keys,
-                                       int* __restrict__ ranges) {
+template <typename Key>
+__device__ void find_ranges(long long P, const Key* __restrict__ tiles, int* __restrict__ ranges) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= P) return;
-    int tile = (int)(sorted_keys[i] >> 32);
-    if (i == 0 || (int)(sorted_keys[i - 1] >> 32) != tile) ranges[2 * tile] = (int)i;
-    if (i == P - 1 || (int)(sorted_keys[i + 1] >> 32) != tile) ranges[2 * tile + 1] = (int)(i + 1);
+    int tile = (int)tiles[i];
+    if (i == 0 || (int)tiles[i - 1] != tile) ranges[2 * tile] = (int)i;
+    if (i == P - 1 || (int)tiles[i + 1] != tile) ranges[2 * tile + 1] = (int)(i + 1);
 }
+
+extern "C" __global__ void tile_ranges16(long long P, const short* tiles, int* ranges) { find_ranges<short>(P, tiles, ranges); }
+extern "C" __global__ void tile_ranges32(long long P, const int* tiles, int* ranges) { find_ranges<int>(P, tiles, ranges); }
 
 // Front-to-back blending, one block per 16x16 tile, one thread per pixel.
 // Channels 0-2 are RGB, channel 3 is inverse depth (no background).
