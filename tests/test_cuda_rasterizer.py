@@ -135,3 +135,19 @@ def test_scaling_modifier_matches_reference():
     ours = render(gaussians, camera, backend="cuda", scaling_modifier=0.4)
     ref = render(gaussians, camera, backend="reference", scaling_modifier=0.4)
     assert_pixels_close(ours.image, ref.image)
+
+
+@cuda
+@pytest.mark.parametrize("sh_degree", [0, 1, 2])
+def test_lower_sh_degree_than_stored_matches_reference(sh_degree):
+    gaussians = random_scene(800, 3, seed=11)
+    camera = cameras()[1]
+    ours, our_grads = render_with_grads(gaussians, camera, "cuda", sh_degree=sh_degree)
+    ref, ref_grads = render_with_grads(gaussians, camera, "reference", sh_degree=sh_degree)
+    assert_pixels_close(ours.image, ref.image)
+    assert our_grads["sh_rest"].abs().sum() == 0 or sh_degree > 0
+    for name, ref_grad in ref_grads.items():
+        if ref_grad is None or ref_grad.norm() == 0:
+            assert our_grads[name] is None or our_grads[name].abs().max() == 0, name
+            continue
+        assert relative_error(our_grads[name], ref_grad) <= 1e-3, name

@@ -94,7 +94,8 @@ class _Project(torch.autograd.Function):
         means, scales, rotations, opacities, sh_dc, sh_rest, camera_data, radii = ctx.saved_tensors
         degree, scale_mod, antialiasing, _, _ = ctx.settings
         n, k_rest = means.shape[0], sh_rest.shape[1]
-        grads = [torch.zeros_like(t) for t in (means, scales, rotations, opacities, sh_dc, sh_rest)]
+        # Written in full by the kernel (zeros for culled Gaussians): no zero-fill needed.
+        grads = [torch.empty_like(t) for t in (means, scales, rotations, opacities, sh_dc, sh_rest)]
         incoming = [g.contiguous() if g is not None else torch.zeros(shape, device=means.device)
                     for g, shape in ((g_means2d, (n, 2)), (g_conic_opacity, (n, 4)), (g_colors, (n, 3)),
                                      (g_inv_depths, (n,)))]

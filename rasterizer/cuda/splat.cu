@@ -483,19 +483,17 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
     }
 }
 
-// Per-Gaussian gradient of the projection: from the gradients of means2d, conic/opacity,
-// colours and inverse depth to those of means, scales, rotations, opacities and SH.
-extern "C" __global__ void project_backward(
-    int N, int k_rest, int degree, float scale_mod, int antialiasing,
+// Gradient of the projection for one visible Gaussian: from the gradients of means2d,
+// conic/opacity, colours and inverse depth to those of means, scales, rotations, opacities
+// and SH. ``rest`` is its higher-SH row in shared memory, overwritten with the row's gradient.
+__device__ void project_backward_one(
+    int idx, int k_rest, int degree, float scale_mod, int antialiasing,
     const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ scales,
     const float* __restrict__ rotations, const float* __restrict__ opacities,
-    const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, const int* __restrict__ radii, const float* __restrict__ grad_means2d,
+    const float* __restrict__ sh_dc, float* rest, const float* __restrict__ grad_means2d,
     const float* __restrict__ grad_conic_opacity, const float* __restrict__ grad_colors,
-    const float* __restrict__ grad_inv_depths,
-    float* __restrict__ grad_means, float* __restrict__ grad_scales, float* __restrict__ grad_rotations,
-    float* __restrict__ grad_opacities, float* __restrict__ grad_sh_dc, float* __restrict__ grad_sh_rest) {
-    int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= N || radii[idx] == 0) return;
+    const float* __restrict__ grad_inv_depths, float* __restrict__ grad_means, float* __restrict__ grad_scales,
+    float* __restrict__ grad_rotations, float* __restrict__ grad_opacities, float* __restrict__ grad_sh_dc) {
     CameraBlock cam = load_camera(camera);
     const float* p = means + 3 * idx;
     const float* s = scales + 3 * idx;
@@ -619,7 +617,7 @@ extern "C" __global__ void project_backward(
         float value = 0.5f;
 #pragma unroll
         for (int k = 0; k < 16; k++) {  // fixed trip count keeps the arrays in registers
-            coefficient[k] = k < count ? sh_coefficient(sh_dc, sh_rest, k_rest, idx, k, ch) : 0.f;
+            coefficient[k] = k == 0 ? sh_dc[3 * idx + ch] : (k < count ? rest[3 * (k - 1) + ch] : 0.f);
             value += basis[k] * coefficient[k];
         }
         float g_colour = value > 0.f ? grad_colors[3 * idx + ch] : 0.f;
@@ -627,14 +625,53 @@ extern "C" __global__ void project_backward(
 #pragma unroll
         for (int k = 0; k < 16; k++) {
             if (k >= count) break;
-            if (k > 0) grad_sh_rest[(idx * k_rest + k - 1) * 3 + ch] = basis[k] * g_colour;
+            if (k > 0) rest[3 * (k - 1) + ch] = basis[k] * g_colour;
             g_dir[0] += coefficient[k] * bx[k] * g_colour;
             g_dir[1] += coefficient[k] * by[k] * g_colour;
             g_dir[2] += coefficient[k] * bz[k] * g_colour;
         }
+        for (int k = max(count, 1); k <= k_rest; k++) rest[3 * (k - 1) + ch] = 0.f;  // bands not evaluated
     }
     // Through the normalisation: (I - u u^T) / |d|.
     float u_dot = u[0] * g_dir[0] + u[1] * g_dir[1] + u[2] * g_dir[2];
     for (int j = 0; j < 3; j++) gp[j] += (g_dir[j] - u[j] * u_dot) * inv_len;
     for (int j = 0; j < 3; j++) grad_means[3 * idx + j] = gp[j];
+}
+
+// Per-Gaussian gradient of the projection (the maths is in project_backward_one).
+#define MAX_REST (15 * 3)
+
+extern "C" __global__ void __launch_bounds__(256) project_backward(
+    int N, int k_rest, int degree, float scale_mod, int antialiasing,
+    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ scales,
+    const float* __restrict__ rotations, const float* __restrict__ opacities,
+    const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, const int* __restrict__ radii, const float* __restrict__ grad_means2d,
+    const float* __restrict__ grad_conic_opacity, const float* __restrict__ grad_colors,
+    const float* __restrict__ grad_inv_depths,
+    float* __restrict__ grad_means, float* __restrict__ grad_scales, float* __restrict__ grad_rotations,
+    float* __restrict__ grad_opacities, float* __restrict__ grad_sh_dc, float* __restrict__ grad_sh_rest) {
+    // The block's SH rows are contiguous in memory: copy them in (and the gradients out)
+    // cooperatively, so that global accesses are coalesced; each thread then works on its own
+    // row in shared memory (an odd row stride of 45 floats avoids bank conflicts at degree 3).
+    __shared__ float s_rest[256 * MAX_REST];
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    int first = blockIdx.x * blockDim.x;
+    int rows = min((int)blockDim.x, N - first);
+    int row = 3 * k_rest;
+    for (int i = threadIdx.x; i < rows * row; i += blockDim.x) s_rest[i] = sh_rest[(long long)first * row + i];
+    __syncthreads();
+    float* my_rest = s_rest + threadIdx.x * row;
+    if (idx < N && radii[idx] != 0) {
+        project_backward_one(idx, k_rest, degree, scale_mod, antialiasing, camera, means, scales, rotations,
+                             opacities, sh_dc, my_rest, grad_means2d, grad_conic_opacity, grad_colors,
+                             grad_inv_depths, grad_means, grad_scales, grad_rotations, grad_opacities,
+                             grad_sh_dc);
+    } else if (idx < N) {  // culled: every gradient is zero (the outputs are not pre-zeroed)
+        for (int j = 0; j < 3; j++) { grad_means[3 * idx + j] = 0.f; grad_scales[3 * idx + j] = 0.f; grad_sh_dc[3 * idx + j] = 0.f; }
+        for (int j = 0; j < 4; j++) grad_rotations[4 * idx + j] = 0.f;
+        grad_opacities[idx] = 0.f;
+        for (int j = 0; j < row; j++) my_rest[j] = 0.f;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < rows * row; i += blockDim.x) grad_sh_rest[(long long)first * row + i] = s_rest[i];
 }
