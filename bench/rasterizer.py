@@ -1,0 +1,157 @@
+"""Rasterizer speed on a CUDA GPU: splatview's CUDA backend next to gsplat 1.5.3 (when importable).
+
+    python bench/rasterizer.py [--sizes 1000000 3000000] [--repeats 50] [--ply MODEL.ply]
+
+For each case it prints the median forward and forward+backward time (CUDA events, after
+warm-up) and the peak GPU memory, ours and gsplat's from the same process on the same scene,
+and the ratio gsplat/ours (> 1: we are faster). Scenes: random Gaussians in front of a
+1920x1080 camera (SH degree 3), and optionally a trained model (``--ply``) seen from a camera
+placed to frame it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rasterizer import Camera, Gaussians, look_at, read_ply, render  # noqa: E402
+
+WIDTH, HEIGHT = 1920, 1080
+
+
+def random_scene(n: int, seed: int = 0) -> Gaussians:
+    """n random Gaussians around the origin, sized so that coverage stays realistic as n grows."""
+    generator = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    scale = math.log(0.02 * (1e6 / n) ** (1 / 3))
+    return Gaussians(means=rand(n, 3), sh_dc=rand(n, 1, 3) * 0.5, sh_rest=rand(n, 15, 3) * 0.1,
+                     opacity_logits=rand(n), log_scales=rand(n, 3) * 0.3 + scale,
+                     quaternions=rand(n, 4)).to("cuda")
+
+
+def scene_and_camera(n: int):
+    """Random scene with leaves requiring grad, and the 1080p camera looking at it."""
+    gaussians = random_scene(n)
+    for tensor in gaussians.tensors().values():
+        tensor.requires_grad_(True)
+    return gaussians, Camera(WIDTH, HEIGHT, 1200, 1200, WIDTH / 2, HEIGHT / 2, look_at([0, 0, -4], [0, 0, 0]))
+
+
+def framing_camera(gaussians: Gaussians) -> Camera:
+    """A camera outside the model's central bulk, looking at its median point."""
+    means = gaussians.means.detach()
+    centre = means.median(dim=0).values
+    spread = (means - centre).abs().quantile(0.9, dim=0).max().item()
+    eye = (centre + torch.tensor([0.0, -0.3, -2.5], device=means.device) * spread).tolist()
+    return Camera(WIDTH, HEIGHT, 1100, 1100, WIDTH / 2, HEIGHT / 2, look_at(eye, centre.tolist(), up=(0, -1, 0)))
+
+
+def time_ms(step: Callable[[], None], repeats: int, warmup: int = 5) -> float:
+    """Median milliseconds of ``step`` (CUDA events)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def peak_memory_mb(step: Callable[[], None]) -> float:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def ours(gaussians: Gaussians, camera: Camera, backward: bool) -> Callable[[], None]:
+    def step():
+        with torch.set_grad_enabled(backward):
+            out = render(gaussians, camera, backend="cuda")
+            if backward:
+                out.image.sum().backward()
+    return step
+
+
+def gsplat_step(gaussians: Gaussians, camera: Camera, backward: bool) -> Callable[[], None] | None:
+    try:
+        from gsplat import rasterization  # noqa: PLC0415
+    except ImportError:
+        return None
+    viewmat = camera.world_to_camera.float().cuda()[None]
+    intrinsics = camera.intrinsics.float().cuda()[None]
+
+    def step():
+        with torch.set_grad_enabled(backward):
+            image, _, _ = rasterization(
+                gaussians.means, gaussians.rotations, gaussians.scales, gaussians.opacities, gaussians.sh,
+                viewmat, intrinsics, camera.width, camera.height, sh_degree=3)
+            if backward:
+                image.sum().backward()
+    return step
+
+
+def run_case(label: str, gaussians: Gaussians, camera: Camera, repeats: int) -> list[str]:
+    rows = []
+    for mode, backward in (("forward", False), ("forward+backward", True)):
+        ours_step = ours(gaussians, camera, backward)
+        ours_ms, ours_mb = time_ms(ours_step, repeats), peak_memory_mb(ours_step)
+        theirs = gsplat_step(gaussians, camera, backward)
+        if theirs is None:
+            rows.append(f"| {label} | {mode} | {ours_ms:.2f} | {ours_mb:.0f} | - | - | - |")
+            continue
+        their_ms, their_mb = time_ms(theirs, repeats), peak_memory_mb(theirs)
+        rows.append(f"| {label} | {mode} | {ours_ms:.2f} | {ours_mb:.0f} | {their_ms:.2f} | {their_mb:.0f} "
+                    f"| {their_ms / ours_ms:.2f} |")
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--ply", help="also time a trained model's point_cloud.ply")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench/rasterizer.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    try:
+        import gsplat  # noqa: PLC0415
+        anchor = f"gsplat {gsplat.__version__}"
+    except ImportError:
+        anchor = "gsplat not importable: ours only"
+    print(f"$ python {' '.join(sys.argv)}")
+    print(f"machine: {torch.cuda.get_device_name()} | torch {torch.__version__} | {platform.python_version()} | {anchor}")
+    print("| scene (1920x1080) | pass | ours ms | ours peak MB | gsplat ms | gsplat peak MB | gsplat/ours |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for n in args.sizes:
+        gaussians, camera = scene_and_camera(n)
+        for row in run_case(f"random {n / 1e6:g}M", gaussians, camera, args.repeats):
+            print(row, flush=True)
+        del gaussians
+        torch.cuda.empty_cache()
+    if args.ply:
+        gaussians = read_ply(args.ply).to("cuda")
+        for tensor in gaussians.tensors().values():
+            tensor.requires_grad_(True)
+        for row in run_case(f"{Path(args.ply).name} ({len(gaussians) / 1e6:.2f}M)", gaussians,
+                            framing_camera(gaussians), args.repeats):
+            print(row, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
