@@ -150,7 +150,10 @@ def project(gaussians: Gaussians, camera: Camera, sh_degree: int, scaling_modifi
         tile_max = torch.minimum(torch.clamp_min(
             torch.floor((centre + radii[:, None] + TILE_SIZE - 1) / TILE_SIZE), 0), upper).long()
         area = (tile_max - tile_min).prod(dim=-1)
-        radii = torch.where(area > 0, radii, torch.zeros_like(radii)).to(torch.int32)
+        # Saturate before the int32 cast (as CUDA's float-to-int conversion does): an
+        # overflowing cast would make a huge screen-filling Gaussian's radius <= 0 and drop it.
+        radii = torch.where(area > 0, torch.clamp_max(radii, 2.0 ** 30), torch.zeros_like(radii))
+        radii = radii.to(torch.int32)
 
     directions = torch.nn.functional.normalize(means - center, dim=-1)
     colors = sh_to_rgb(gaussians.sh, directions, sh_degree)
@@ -351,6 +354,11 @@ def _blend_tiles(features: torch.Tensor, tile_ids: torch.Tensor, gaussian_ids: t
         return rgb, inv_depth, transmittance
 
     tile_ids, gaussian_ids = tile_ids[live], gaussian_ids[live]
+    if tile_ids.numel() == 0:
+        # Nothing reaches a pixel (empty model, or a view that sees nothing): keep the outputs
+        # in the graph with zero gradients, so backward() and means2d.grad still work.
+        anchor = features[:0].sum()  # 0, whatever the (possibly non-finite) feature values
+        return rgb + anchor, inv_depth + anchor, transmittance + anchor
     pair_index = torch.arange(tile_ids.numel(), device=device)
     for tiles, starts, counts, length in _tile_chunks(tile_ids, num_tiles):
         index, present = _gather_padded(pair_index, starts, counts, length)

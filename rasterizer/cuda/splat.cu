@@ -208,7 +208,7 @@ extern "C" __global__ void project_forward(
     int y1 = min(tiles_y, max(0, tile_floor((py + radius + TILE - 1) / TILE)));
     if ((x1 - x0) * (y1 - y0) == 0) return;
 
-    radii[idx] = (int)radius;
+    radii[idx] = (int)fminf(radius, 1073741824.f);  // saturate as the reference backend does
     means2d[2 * idx] = px; means2d[2 * idx + 1] = py;
     conic_opacity[4 * idx] = A; conic_opacity[4 * idx + 1] = B; conic_opacity[4 * idx + 2] = C;
     conic_opacity[4 * idx + 3] = opacity;
