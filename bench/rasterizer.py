@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -119,6 +122,26 @@ def run_case(label: str, gaussians: Gaussians, camera: Camera, repeats: int) -> 
     return rows
 
 
+_LOAD_PROBE = """
+import time, torch
+torch.cuda.init(); torch.zeros(1, device="cuda")
+from rasterizer.cuda.compiler import load_module
+start = time.perf_counter()
+load_module("splat.cu", torch.cuda.current_device())
+print(time.perf_counter() - start)
+"""
+
+
+def kernel_load_seconds() -> tuple[float, float]:
+    """(first load with NVRTC compile, load from the disk cache), each in a fresh process."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, SPLATVIEW_KERNEL_CACHE=cache, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        times = [float(subprocess.run([sys.executable, "-c", _LOAD_PROBE], env=env, check=True,
+                                      capture_output=True, text=True).stdout.strip()) for _ in range(2)]
+    return times[0], times[1]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000])
@@ -135,6 +158,8 @@ def main(argv=None) -> int:
         anchor = "gsplat not importable: ours only"
     print(f"$ python {' '.join(sys.argv)}")
     print(f"machine: {torch.cuda.get_device_name()} | torch {torch.__version__} | {platform.python_version()} | {anchor}")
+    compile_s, cached_s = kernel_load_seconds()
+    print(f"kernels: first load (NVRTC compile) {compile_s:.2f} s, cached load {cached_s:.3f} s")
     print("| scene (1920x1080) | pass | ours ms | ours peak MB | gsplat ms | gsplat peak MB | gsplat/ours |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for n in args.sizes:
