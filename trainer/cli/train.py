@@ -1,0 +1,51 @@
+"""``splat-train``: graphdeco-inria's ``train.py`` command line (every flag, same defaults).
+
+Exit status: 0 when training completes, 130 after Ctrl-C (checkpoint and PLY saved), 1 when
+memory ran out (what could be saved was) or on a file/scene error, 2 for a flag that cannot be
+used (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from rasterizer.files import FileFormatError
+from trainer.config import ConfigError, parse_args
+from trainer.train import TrainingHook, is_out_of_memory, train
+
+EXIT_CODES = {"completed": 0, "interrupted": 130, "out_of_memory": 1}
+
+
+def viewer_hooks(config) -> list[TrainingHook]:
+    """Hooks for the network viewer (``--ip``, ``--port``, ``--disable_viewer``). The viewer
+    arrives in a later issue; until then the flags are accepted and nothing listens."""
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    if not config.script.quiet:
+        print("Optimizing " + config.model.model_path)
+    try:
+        result = train(config, hooks=viewer_hooks(config))
+    except ConfigError as error:
+        print(f"splat-train: error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileFormatError, NotADirectoryError, PermissionError) as error:
+        print(f"splat-train: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before training started: nothing worth saving yet
+        print("splat-train: interrupted before training started", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - memory errors only; anything else propagates
+        if not is_out_of_memory(error):
+            raise
+        print(f"splat-train: error: out of memory while loading the scene ({str(error).splitlines()[0]}); "
+              "try --data_device cpu, a lower --resolution or a smaller --cache_budget", file=sys.stderr)
+        return 1
+    return EXIT_CODES[result.status]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

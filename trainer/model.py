@@ -1,0 +1,446 @@
+"""The trainable Gaussian model: parameters, Adam, densification statistics and surgery.
+
+This is graphdeco-inria's ``scene/gaussian_model.py`` (HEAD ``54c035f``), reproduced rule for
+rule (spec §4.2-4.5). Parameters are named and ordered as the reference's Adam groups::
+
+    xyz [N, 3], f_dc [N, 1, 3], f_rest [N, K-1, 3], opacity [N], scaling [N, 3], rotation [N, 4]
+
+(raw, pre-activation values; ``opacity`` is [N] here and [N, 1] in the reference). Densification
+statistics live beside them: ``grad_accum`` (sum of NDC gradient norms), ``denom`` (number of
+steps in which the Gaussian was visible) and ``max_radii`` (largest screen radius, pixels).
+
+Known quirks of the reference, kept by default (``fix_quirks=True`` changes only the first):
+
+* The size prune ``max_radii2D > 20`` never fires: the statistics are zeroed after clone and
+  after split, just before the prune reads them (issues #123/#741/#1108; the maintainers kept
+  it for reproducibility). ``fix_quirks`` uses the radii as they were before densification.
+* Clones sit at exactly the parent's position; the paper moves them along the positional
+  gradient (issue #820). The next optimiser steps separate them (their Adam moments differ).
+* ``position_lr_delay_mult`` has no effect: the schedule is built without delay steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from rasterizer.gaussians import Gaussians, inverse_sigmoid
+from rasterizer.reference import quaternion_to_matrix
+from rasterizer.sh import sh_degree_from_coefficients
+
+from .config import OptimizationParams
+from .schedule import ExponentialLR
+
+__all__ = ["GaussianModel", "SparseGaussianAdam", "DensifyReport", "PARAM_NAMES", "ADAM_EPS",
+           "MIN_OPACITY", "SPLIT_CHILDREN", "SIZE_PRUNE_PIXELS", "convert_reference_capture"]
+
+# The reference's Adam parameter-group order; its checkpoints key optimizer state by it.
+PARAM_NAMES = ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")
+ADAM_EPS = 1e-15
+MIN_OPACITY = 0.005        # prune threshold on sigmoid(opacity)
+SPLIT_CHILDREN = 2         # N in densify_and_split
+SPLIT_SCALE_DIVISOR = 0.8 * SPLIT_CHILDREN   # children's scale = parent's / 1.6
+SIZE_PRUNE_PIXELS = 20     # max_radii2D threshold, used after the first opacity reset
+WORLD_SIZE_PRUNE = 0.1     # fraction of the extent above which a Gaussian is pruned
+RESET_OPACITY = 0.01
+
+
+class SparseGaussianAdam(torch.optim.Adam):
+    """Adam that updates only the rows (Gaussians) visible in the step, as the reference's
+    ``SparseGaussianAdam`` (rasterizer branch ``3dgs_accel``, from Taming-3DGS).
+
+    Rows outside ``visible`` keep their parameters *and* moments untouched. Like the
+    reference's CUDA kernel it uses betas (0.9, 0.999) and **no bias correction**, and does not
+    advance the ``step`` counter.
+    """
+
+    @torch.no_grad()
+    def step(self, visible: Tensor | None = None, closure: Callable | None = None):  # type: ignore[override]
+        if visible is None:
+            raise ValueError("SparseGaussianAdam.step needs the visibility mask [N] (radii > 0)")
+        rows = torch.nonzero(visible).squeeze(1)
+        for group in self.param_groups:
+            lr, eps = group["lr"], group["eps"]
+            beta1, beta2 = 0.9, 0.999  # hard-coded in the reference's kernel
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if len(state) == 0:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+                grad = param.grad[rows]
+                exp_avg = state["exp_avg"][rows].mul_(beta1).add_(grad, alpha=1.0 - beta1)
+                exp_avg_sq = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                state["exp_avg"][rows] = exp_avg
+                state["exp_avg_sq"][rows] = exp_avg_sq
+                param[rows] = param[rows] - lr * exp_avg / (exp_avg_sq.sqrt() + eps)
+        return None
+
+
+@dataclass
+class DensifyReport:
+    """What one ``densify_and_prune`` did (counts of Gaussians)."""
+
+    cloned: int = 0
+    split: int = 0          # parents split (each replaced by SPLIT_CHILDREN children)
+    pruned: int = 0
+    capped: bool = False    # candidates were dropped because of max_gaussians
+    before: int = 0
+    after: int = 0
+
+
+class GaussianModel:
+    """Trainable Gaussians with the reference's optimiser and densification.
+
+    Typical use::
+
+        model = GaussianModel.from_gaussians(Gaussians.from_points(xyz, rgb, 3), device)
+        model.training_setup(opt, spatial_lr_scale=scene.extent)
+        ... render(model.gaussians(), ...) ... loss.backward()
+        model.add_densification_stats(out.ndc_gradient(W, H), out.radii)
+        model.step(visible=out.radii > 0)
+    """
+
+    def __init__(self, params: dict[str, Tensor], max_sh_degree: int, active_sh_degree: int = 0):
+        self.params: dict[str, torch.nn.Parameter] = {
+            name: torch.nn.Parameter(params[name].detach().clone().contiguous(), requires_grad=True)
+            for name in PARAM_NAMES}
+        self.max_sh_degree = int(max_sh_degree)
+        self.active_sh_degree = int(active_sh_degree)
+        n = len(self)
+        device = self.device
+        self.grad_accum = torch.zeros(n, device=device)
+        self.denom = torch.zeros(n, device=device)
+        self.max_radii = torch.zeros(n, device=device)
+        self.spatial_lr_scale = 1.0
+        self.percent_dense = 0.01
+        self.optimizer: torch.optim.Adam | None = None
+        self.optimizer_type = "default"
+        self.xyz_schedule: ExponentialLR | None = None
+
+    # ----- construction -----------------------------------------------------------------
+    @classmethod
+    def from_gaussians(cls, gaussians: Gaussians, device: torch.device | str = "cpu",
+                       max_sh_degree: int | None = None) -> "GaussianModel":
+        """A model holding copies of ``gaussians`` (SH padded/truncated to ``max_sh_degree``)."""
+        degree = gaussians.sh_degree if max_sh_degree is None else int(max_sh_degree)
+        g = gaussians.with_sh_degree(degree).to(device=device, dtype=torch.float32)
+        return cls({"xyz": g.means, "f_dc": g.sh_dc, "f_rest": g.sh_rest,
+                    "opacity": g.opacity_logits, "scaling": g.log_scales,
+                    "rotation": g.quaternions}, degree)
+
+    def training_setup(self, opt: OptimizationParams, spatial_lr_scale: float) -> None:
+        """Adam (eps 1e-15) with the reference's groups and learning rates; the position rate
+        is ``position_lr_init * spatial_lr_scale`` and follows the exponential schedule."""
+        self.spatial_lr_scale = float(spatial_lr_scale)
+        self.percent_dense = opt.percent_dense
+        groups = [
+            {"params": [self.params["xyz"]], "lr": opt.position_lr_init * self.spatial_lr_scale, "name": "xyz"},
+            {"params": [self.params["f_dc"]], "lr": opt.feature_lr, "name": "f_dc"},
+            {"params": [self.params["f_rest"]], "lr": opt.feature_lr / 20.0, "name": "f_rest"},
+            {"params": [self.params["opacity"]], "lr": opt.opacity_lr, "name": "opacity"},
+            {"params": [self.params["scaling"]], "lr": opt.scaling_lr, "name": "scaling"},
+            {"params": [self.params["rotation"]], "lr": opt.rotation_lr, "name": "rotation"},
+        ]
+        self.optimizer_type = opt.optimizer_type
+        optimizer_class = SparseGaussianAdam if opt.optimizer_type == "sparse_adam" else torch.optim.Adam
+        # foreach=False: one kernel per tensor, identical on every device and after a resume.
+        self.optimizer = optimizer_class(groups, lr=0.0, eps=ADAM_EPS, foreach=False)
+        # Quirk kept: the reference never passes lr_delay_steps, so position_lr_delay_mult is
+        # inert (the delay factor needs delay_steps > 0).
+        self.xyz_schedule = ExponentialLR(opt.position_lr_init * self.spatial_lr_scale,
+                                          opt.position_lr_final * self.spatial_lr_scale,
+                                          max_steps=opt.position_lr_max_steps)
+
+    # ----- views --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.params["xyz"].shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.params["xyz"].device
+
+    def gaussians(self) -> Gaussians:
+        """The parameters as a :class:`Gaussians` (the same tensors: renders get gradients)."""
+        p = self.params
+        return Gaussians(p["xyz"], p["f_dc"], p["f_rest"], p["opacity"], p["scaling"], p["rotation"])
+
+    @property
+    def scales(self) -> Tensor:
+        return torch.exp(self.params["scaling"])
+
+    @property
+    def opacities(self) -> Tensor:
+        return torch.sigmoid(self.params["opacity"])
+
+    # ----- schedules ------------------------------------------------------------------------
+    def update_learning_rate(self, iteration: int) -> float:
+        """Set the position learning rate for 1-based ``iteration``; returns it."""
+        lr = self.xyz_schedule(iteration)
+        for group in self.optimizer.param_groups:
+            if group["name"] == "xyz":
+                group["lr"] = lr
+        return lr
+
+    def oneup_sh_degree(self) -> None:
+        if self.active_sh_degree < self.max_sh_degree:
+            self.active_sh_degree += 1
+
+    # ----- optimisation ----------------------------------------------------------------------
+    def step(self, visible: Tensor | None = None) -> None:
+        """One optimiser step (sparse Adam uses ``visible``), then gradients set to None."""
+        if isinstance(self.optimizer, SparseGaussianAdam):
+            self.optimizer.step(visible)
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def add_densification_stats(self, ndc_grad: Tensor, radii: Tensor) -> None:
+        """Accumulate one step's statistics for the visible Gaussians (``radii > 0``):
+        ``max_radii = max(max_radii, radii)``, ``grad_accum += |ndc_grad[:, :2]|``, ``denom += 1``."""
+        visible = radii > 0
+        self.max_radii[visible] = torch.maximum(self.max_radii[visible], radii[visible].to(self.max_radii.dtype))
+        self.grad_accum[visible] += torch.norm(ndc_grad[visible, :2], dim=-1)
+        self.denom[visible] += 1
+
+    # ----- optimiser surgery (the reference's cat/prune/replace_tensor_to_optimizer) -----------
+    def _swap(self, new_params: dict[str, Tensor], new_moments: Callable[[str, Tensor], Tensor]) -> None:
+        """Install ``new_params`` (all names); each Adam moment ``m`` of parameter ``name`` becomes
+        ``new_moments(name, m)``. Every new tensor is built before anything is replaced, so an
+        out-of-memory error leaves the model as it was."""
+        staged = {}
+        for group in self.optimizer.param_groups:
+            name = group["name"]
+            old = group["params"][0]
+            state = self.optimizer.state.get(old, {})
+            moments = {key: new_moments(name, value) for key, value in state.items()
+                       if key in ("exp_avg", "exp_avg_sq")}
+            staged[name] = (old, torch.nn.Parameter(new_params[name].contiguous(), requires_grad=True), moments)
+        for group in self.optimizer.param_groups:
+            old, param, moments = staged[group["name"]]
+            state = self.optimizer.state.pop(old, None)
+            if state is not None:
+                state.update(moments)  # "step" carries over, as in the reference
+                self.optimizer.state[param] = state
+            group["params"][0] = param
+            self.params[group["name"]] = param
+
+    def _append(self, new: dict[str, Tensor]) -> None:
+        """Append rows; their Adam moments are zero."""
+        count = new["xyz"].shape[0]
+        self._swap({k: torch.cat([self.params[k].detach(), new[k]]) for k in PARAM_NAMES},
+                   lambda name, m: torch.cat([m, m.new_zeros((count,) + m.shape[1:])]))
+
+    def _keep(self, mask: Tensor) -> None:
+        """Keep only the rows where ``mask`` is True (parameters, moments and statistics)."""
+        self._swap({k: self.params[k].detach()[mask] for k in PARAM_NAMES}, lambda name, m: m[mask])
+        self.grad_accum = self.grad_accum[mask]
+        self.denom = self.denom[mask]
+        self.max_radii = self.max_radii[mask]
+
+    def _replace(self, name: str, tensor: Tensor) -> None:
+        """Replace one parameter; its Adam moments become zero."""
+        values = {k: (tensor if k == name else self.params[k].detach()) for k in PARAM_NAMES}
+        self._swap(values, lambda key, m: torch.zeros_like(m) if key == name else m)
+
+    def _zero_stats(self) -> None:
+        n = len(self)
+        self.grad_accum = torch.zeros(n, device=self.device)
+        self.denom = torch.zeros(n, device=self.device)
+        self.max_radii = torch.zeros(n, device=self.device)
+
+    # ----- densification ------------------------------------------------------------------------
+    @torch.no_grad()
+    def densify_and_prune(self, grad_threshold: float, min_opacity: float, extent: float,
+                          size_threshold: float | None, max_gaussians: int | None = None,
+                          fix_quirks: bool = False) -> DensifyReport:
+        """Clone, split, then prune, exactly as the reference's ``densify_and_prune``.
+
+        Args:
+            grad_threshold: mean NDC gradient norm at or above which a Gaussian densifies.
+            min_opacity: Gaussians with ``sigmoid(opacity) <`` this are pruned.
+            extent: scene extent (radius); the clone/split boundary is ``percent_dense*extent``.
+            size_threshold: ``None`` before the first opacity reset; otherwise also prune
+                ``max_radii > size_threshold`` (dead in the reference, see the module docstring)
+                and ``max(scale) > 0.1*extent``.
+            max_gaussians: cap on the count after densification; when exceeded, only the
+                candidates with the largest gradients densify.
+            fix_quirks: make the screen-size prune use the radii gathered before densification.
+        """
+        report = DensifyReport(before=len(self))
+        grads = self.grad_accum / self.denom
+        grads[grads.isnan()] = 0.0
+        radii_before = self.max_radii.clone() if fix_quirks else None
+        big = self.scales.max(dim=1).values > self.percent_dense * extent
+        candidates = grads >= grad_threshold
+        clone_mask, split_mask = candidates & ~big, candidates & big
+        if max_gaussians is not None:
+            clone_mask, split_mask, report.capped = _cap_candidates(
+                grads, clone_mask, split_mask, max_gaussians - len(self))
+        report.cloned = int(clone_mask.sum())
+        report.split = int(split_mask.sum())
+        self.densify_and_clone(clone_mask)
+        self.densify_and_split(split_mask)
+
+        prune = self.opacities < min_opacity
+        if size_threshold:
+            # Quirk kept: max_radii was zeroed by the clone and split above, so this test never
+            # fires in the reference. With fix_quirks the radii gathered before densification
+            # are used instead (see _carry_radii for the new rows).
+            radii = self.max_radii
+            if radii_before is not None:
+                radii = _carry_radii(radii_before, clone_mask, split_mask, len(self))
+            prune |= radii > size_threshold
+            prune |= self.scales.max(dim=1).values > WORLD_SIZE_PRUNE * extent
+        report.pruned = int(prune.sum())
+        self._keep(~prune)
+        report.after = len(self)
+        return report
+
+    @torch.no_grad()
+    def densify_and_clone(self, mask: Tensor) -> None:
+        """Append an exact copy of every selected Gaussian (same position; quirk kept: the paper
+        moves it along the gradient), then zero the statistics as the reference does."""
+        self._append({k: self.params[k].detach()[mask] for k in PARAM_NAMES})
+        self._zero_stats()
+
+    @torch.no_grad()
+    def densify_and_split(self, mask: Tensor) -> None:
+        """Replace every selected Gaussian by SPLIT_CHILDREN children sampled inside it.
+
+        ``mask`` covers the Gaussians present before any clone; clones appended since then are
+        never split (the reference pads the gradients of new rows with zeros). Child offsets are
+        ``R(q) @ s`` with ``s ~ N(0, diag(scale^2))`` drawn from torch's global generator in the
+        reference's order (children of copy 1 of every parent, then copy 2); child scales are
+        ``scale / 1.6``; rotation, SH and opacity are copied raw. Statistics are zeroed.
+        """
+        n = len(self)
+        selected = torch.zeros(n, dtype=torch.bool, device=self.device)
+        selected[: mask.shape[0]] = mask
+        count = SPLIT_CHILDREN
+        stds = self.scales[selected].repeat(count, 1)
+        samples = torch.normal(mean=torch.zeros_like(stds), std=stds)
+        rotations = quaternion_to_matrix(
+            torch.nn.functional.normalize(self.params["rotation"].detach()[selected], dim=-1)).repeat(count, 1, 1)
+        children = {
+            "xyz": torch.bmm(rotations, samples.unsqueeze(-1)).squeeze(-1)
+                   + self.params["xyz"].detach()[selected].repeat(count, 1),
+            "scaling": torch.log(stds / SPLIT_SCALE_DIVISOR),
+        }
+        for name in ("f_dc", "f_rest", "opacity", "rotation"):
+            value = self.params[name].detach()[selected]
+            children[name] = value.repeat(count, *([1] * (value.dim() - 1)))
+        self._append(children)
+        self._zero_stats()
+        self._keep(torch.cat([~selected, torch.ones(count * int(selected.sum()), dtype=torch.bool,
+                                                    device=self.device)]))
+
+    @torch.no_grad()
+    def prune(self, mask: Tensor) -> None:
+        """Remove the Gaussians where ``mask`` is True."""
+        self._keep(~mask)
+
+    @torch.no_grad()
+    def reset_opacity(self) -> None:
+        """``opacity = logit(min(sigmoid(opacity), 0.01))``; its Adam moments become zero."""
+        capped = torch.clamp_max(self.opacities, RESET_OPACITY)
+        self._replace("opacity", inverse_sigmoid(capped))
+
+    # ----- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training bit for bit (tensors are not copied)."""
+        return {
+            "max_sh_degree": self.max_sh_degree,
+            "active_sh_degree": self.active_sh_degree,
+            "spatial_lr_scale": self.spatial_lr_scale,
+            "optimizer_type": self.optimizer_type,
+            "params": {k: self.params[k].detach() for k in PARAM_NAMES},
+            "grad_accum": self.grad_accum,
+            "denom": self.denom,
+            "max_radii": self.max_radii,
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], opt: OptimizationParams,
+                        device: torch.device | str = "cpu") -> "GaussianModel":
+        """Rebuild a model saved by :meth:`state_dict` (or converted by
+        :func:`convert_reference_capture`) and re-create its optimiser with ``opt``'s rates."""
+        params = {k: state["params"][k].to(device=device, dtype=torch.float32) for k in PARAM_NAMES}
+        model = cls(params, state["max_sh_degree"], state["active_sh_degree"])
+        model.training_setup(opt, state["spatial_lr_scale"])
+        model.optimizer.load_state_dict(state["optimizer"])
+        for group in model.optimizer.param_groups:
+            group["foreach"] = False  # whatever the saving side used
+        for key in ("grad_accum", "denom", "max_radii"):
+            setattr(model, key, state[key].to(device=device, dtype=torch.float32).reshape(len(model)))
+        return model
+
+
+def _cap_candidates(grads: Tensor, clone_mask: Tensor, split_mask: Tensor,
+                    room: int) -> tuple[Tensor, Tensor, bool]:
+    """Keep at most ``room`` densification candidates (each clone or split adds one Gaussian),
+    those with the largest gradients."""
+    candidates = clone_mask | split_mask
+    total = int(candidates.sum())
+    if total <= max(room, 0):
+        return clone_mask, split_mask, False
+    keep = torch.zeros_like(candidates)
+    if room > 0:
+        scores = torch.where(candidates, grads, torch.full_like(grads, -1.0))
+        keep[torch.topk(scores, room).indices] = True
+    return clone_mask & keep, split_mask & keep, True
+
+
+def _carry_radii(radii_before: Tensor, clone_mask: Tensor, split_mask: Tensor, total: int) -> Tensor:
+    """Screen radii of the rows after clone and split, from those gathered before: survivors
+    keep theirs, a clone inherits its parent's (same position and size), split children get 0
+    (they are smaller and have no history yet)."""
+    extended = torch.cat([radii_before, radii_before[clone_mask]])
+    keep = torch.cat([~split_mask, split_mask.new_ones(int(clone_mask.sum()))])
+    kept = extended[keep]
+    return torch.cat([kept, kept.new_zeros(total - kept.shape[0])])
+
+
+def convert_reference_capture(capture: tuple) -> dict[str, Any]:
+    """graphdeco's ``GaussianModel.capture()`` tuple -> our :meth:`GaussianModel.state_dict`.
+
+    Tuple: ``(active_sh_degree, xyz, f_dc, f_rest, scaling, rotation, opacity [N, 1],
+    max_radii2D, xyz_gradient_accum [N, 1], denom [N, 1], optimizer.state_dict(),
+    spatial_lr_scale)``. Its optimizer state is keyed 0..5 in the group order xyz, f_dc,
+    f_rest, opacity, scaling, rotation, which is ours; opacity moments are reshaped to [N].
+    """
+    if not (isinstance(capture, (tuple, list)) and len(capture) == 12):
+        raise ValueError("not a graphdeco GaussianModel.capture() tuple (expected 12 entries)")
+    (active, xyz, f_dc, f_rest, scaling, rotation, opacity, max_radii, accum, denom,
+     optimizer_state, spatial_lr_scale) = capture
+    n = xyz.shape[0]
+    optimizer_state = {"state": {k: dict(v) for k, v in optimizer_state["state"].items()},
+                       "param_groups": [dict(g) for g in optimizer_state["param_groups"]]}
+    names = [g.get("name") for g in optimizer_state["param_groups"]]
+    if names and all(names) and list(names) != list(PARAM_NAMES):
+        raise ValueError(f"unexpected optimizer groups {names}; expected {list(PARAM_NAMES)}")
+    opacity_index = PARAM_NAMES.index("opacity")
+    for index, entry in optimizer_state["state"].items():
+        if int(index) == opacity_index:
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in entry:
+                    entry[key] = entry[key].reshape(n)
+    for group in optimizer_state["param_groups"]:
+        group.pop("foreach", None)
+    return {
+        "max_sh_degree": sh_degree_from_coefficients(f_rest.shape[1] + 1),
+        "active_sh_degree": int(active),
+        "spatial_lr_scale": float(spatial_lr_scale),
+        "optimizer_type": "default",
+        "params": {"xyz": xyz, "f_dc": f_dc, "f_rest": f_rest, "opacity": opacity.reshape(n),
+                   "scaling": scaling, "rotation": rotation},
+        "grad_accum": accum.reshape(n), "denom": denom.reshape(n), "max_radii": max_radii.reshape(n),
+        "optimizer": optimizer_state,
+    }

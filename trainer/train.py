@@ -1,0 +1,660 @@
+"""The training loop of graphdeco-inria's ``train.py``, with its outputs, plus safe stopping.
+
+One iteration ``it`` (1-based), in the reference's order (spec §1.5, §4):
+
+1. hooks (the network viewer's seam: it may render, pause or stop here);
+2. position learning rate for ``it``; SH degree + 1 when ``it % 1000 == 0``;
+3. one training view, popped at random from a shuffled stack (refilled when empty);
+4. render on the background (``rand(3)`` with ``--random_background``), clamp to [0, 1],
+   loss ``(1 - λ) L1 + λ (1 - SSIM)``, backward;
+5. progress bar; test/train evaluation at ``--test_iterations``; PLY at ``--save_iterations``
+   (so ``iteration_N`` holds the Gaussians as they were at the start of iteration N);
+6. while ``it < densify_until_iter``: statistics; densify and prune at
+   ``it > densify_from_iter and it % densification_interval == 0``; opacity reset at
+   ``it % opacity_reset_interval == 0`` (and at ``densify_from_iter`` with ``-w``);
+7. optimiser step while ``it < iterations`` (the last iteration takes none, as the reference);
+8. ``chkpnt<it>.pth`` at ``--checkpoint_iterations`` (the state after iteration ``it``).
+
+Stopping: Ctrl-C (first press: at the next iteration boundary; second press: at once) and
+running out of memory save ``point_cloud/iteration_<k>/point_cloud.ply`` for the iteration
+``k`` under way and ``chkpnt<k-1>.pth`` (the state after the last completed iteration, from
+which ``--start_checkpoint`` continues exactly as an uninterrupted run would).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from rasterizer.files import FileFormatError, atomic_write, atomic_write_text
+from rasterizer.gaussians import Gaussians
+from rasterizer.model_folder import point_cloud_path, write_cameras_json, write_cfg_args
+from rasterizer.ply import write_ply, write_point_cloud
+from rasterizer.render import available_backends, render
+from trainer.metrics import l1_loss, psnr, ssim
+from trainer.scene import Scene, View, load_scene, random_point_cloud, view_image_float
+
+from .config import ConfigError, TrainConfig
+from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
+
+__all__ = ["train", "Trainer", "TrainResult", "TrainingHook", "CameraSampler", "check_supported",
+           "save_checkpoint", "load_checkpoint", "evaluate_views", "is_out_of_memory",
+           "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_FORMAT = "splatview-checkpoint"
+CHECKPOINT_VERSION = 1
+EMA_WEIGHT = 0.4            # the reference's progress-bar loss EMA
+POSTFIX_EVERY = 10          # progress-bar text refresh, iterations (the reference's cadence)
+PREFETCH_VIEWS = 8
+SIZE_THRESHOLD = 20         # screen radius (px) used after the first opacity reset
+EVAL_TRAIN_INDICES = range(5, 30, 5)
+
+#: Called at the start of every iteration with the trainer and the iteration number. The
+#: network viewer plugs in here (it may render ``trainer.model``, block to pause, or raise
+#: KeyboardInterrupt to stop with a save).
+TrainingHook = Callable[["Trainer", int], None]
+
+
+# ----- camera sampling ---------------------------------------------------------------------
+def _rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_rng_state(rng: random.Random, state: Sequence) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
+class CameraSampler:
+    """The reference's viewpoint stack: train views shuffled once at load, then every step pops
+    ``randint(0, len - 1)`` from a copy, refilled when empty. A private ``random.Random(seed)``
+    drives it; with seed 0 it draws what the reference's seeded global ``random`` draws (the
+    reference also shuffles the test views, which we reproduce for the same sequence).
+
+    Each epoch's picks are drawn when the stack is refilled (the same draws in the same order),
+    so the next views are known in advance for image read-ahead.
+    """
+
+    def __init__(self, train_count: int, test_count: int = 0, seed: int = 0):
+        if train_count <= 0:
+            raise ValueError("the scene has no training views")
+        self.rng = random.Random(seed)
+        self.train_order = list(range(train_count))
+        self.rng.shuffle(self.train_order)
+        self.test_order = list(range(test_count))
+        self.rng.shuffle(self.test_order)
+        self.pending: list[int] = []   # this epoch's remaining picks, next first
+
+    def next(self) -> int:
+        """Index (into the scene's train views) of the next training view."""
+        if not self.pending:
+            stack = list(self.train_order)
+            while stack:
+                self.pending.append(stack.pop(self.rng.randint(0, len(stack) - 1)))
+        return self.pending.pop(0)
+
+    def upcoming(self, count: int) -> list[int]:
+        """Up to ``count`` next picks (within the current epoch)."""
+        return self.pending[:count]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": _rng_state(self.rng), "train_order": list(self.train_order),
+                "test_order": list(self.test_order), "pending": list(self.pending)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = (len(state["train_order"]), len(state["test_order"]))
+        if saved != (len(self.train_order), len(self.test_order)):
+            raise ValueError(f"the checkpoint was trained with {saved[0]} train / {saved[1]} test views, "
+                             f"this scene has {len(self.train_order)} / {len(self.test_order)} "
+                             "(same scene, same --eval?)")
+        _set_rng_state(self.rng, state["rng"])
+        self.train_order = [int(i) for i in state["train_order"]]
+        self.test_order = [int(i) for i in state["test_order"]]
+        self.pending = [int(i) for i in state["pending"]]
+
+
+# ----- random state ------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy and torch (CPU and CUDA), as the reference's safe_state."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def capture_rng(device: torch.device) -> dict[str, Any]:
+    """Every global random state, in plain types (loadable with ``weights_only=True``)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": _rng_state(random), "numpy": [name, keys.tolist(), position, has_gauss, cached],
+             "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    _set_rng_state(random, state["python"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+# ----- checkpoints -------------------------------------------------------------------------
+def save_checkpoint(path: str | Path, iteration: int, model: GaussianModel, sampler: CameraSampler,
+                    progress: dict[str, float]) -> None:
+    """Write a splatview checkpoint atomically: everything needed to continue bit for bit."""
+    payload = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "iteration": int(iteration),
+        "model": model.state_dict(), "sampler": sampler.state_dict(),
+        "rng": capture_rng(model.device), "progress": dict(progress),
+    }
+    with atomic_write(path) as stream:
+        torch.save(payload, stream)
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any]:
+    """Read a splatview checkpoint, or graphdeco's ``(capture_tuple, iteration)``; returns our
+    dict (a reference checkpoint has no ``sampler``/``rng``/``progress`` entries)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling problem is a format problem
+        raise FileFormatError(path, f"cannot read the checkpoint ({type(error).__name__}: "
+                                    f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        if payload.get("version") != CHECKPOINT_VERSION:
+            raise FileFormatError(path, f"checkpoint version {payload.get('version')} is not supported")
+        return payload
+    if isinstance(payload, (tuple, list)) and len(payload) == 2 and isinstance(payload[0], (tuple, list)):
+        try:
+            model = convert_reference_capture(payload[0])
+        except (ValueError, KeyError, AttributeError, TypeError) as error:
+            raise FileFormatError(path, f"not a graphdeco checkpoint ({error})") from None
+        return {"format": "graphdeco", "iteration": int(payload[1]), "model": model}
+    raise FileFormatError(path, "neither a splatview checkpoint nor a graphdeco (capture, iteration) tuple")
+
+
+# ----- checks, devices ------------------------------------------------------------------------
+def check_supported(config: TrainConfig) -> None:
+    """Raise :class:`ConfigError` for flags whose feature splatview does not have yet."""
+    if config.model.depths:
+        raise ConfigError("depth regularisation (-d/--depths) is not supported yet; "
+                          "train without it")
+    if config.model.train_test_exp:
+        raise ConfigError("exposure compensation (--train_test_exp) is not supported yet; "
+                          "train without it")
+    if not config.model.source_path:
+        raise ConfigError("no scene given: use -s/--source_path SOURCE")
+    if config.script.max_gaussians is not None and config.script.max_gaussians <= 0:
+        raise ConfigError("--max_gaussians must be positive")
+    if config.script.random_init_points <= 0:
+        raise ConfigError("--random_init_points must be positive")
+    if config.script.backend == "cuda" and "cuda" not in available_backends():
+        raise ConfigError("--backend cuda: the CUDA backend is not available here (no NVIDIA GPU, "
+                          "or splatview[cuda] not installed); use --backend reference")
+
+
+def resolve_devices(config: TrainConfig, log: Callable[[str], None]) -> tuple[torch.device, str]:
+    """(training device, data device): CUDA when available, otherwise the CPU with a notice."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), config.model.data_device
+    data_device = config.model.data_device
+    if data_device.startswith("cuda"):
+        data_device = "cpu"
+    log("CUDA is not available: training on the CPU with the reference rasterizer "
+        f"(data device {config.model.data_device} -> {data_device})")
+    return torch.device("cpu"), data_device
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA/CPU allocation failures."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+# ----- evaluation ---------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_views(model: GaussianModel, scene: Scene, views: Sequence[View], background: torch.Tensor,
+                   backend: str = "auto", antialiasing: bool = False,
+                   with_ssim: bool = False) -> dict[str, float]:
+    """Mean L1 and PSNR (and SSIM) of clamped renders against the ground truth over ``views``,
+    as the reference's ``training_report`` (float64 sums of per-view values)."""
+    sums = {"l1": 0.0, "psnr": 0.0, **({"ssim": 0.0} if with_ssim else {})}
+    gaussians = model.gaussians()
+    for view in views:
+        image = render(gaussians, view.camera, background, sh_degree=model.active_sh_degree,
+                       antialiasing=antialiasing, backend=backend).image.clamp(0.0, 1.0)
+        gt = view_image_float(scene.images.get(view.index).to(image.device))
+        sums["l1"] += float(l1_loss(image, gt).double())
+        sums["psnr"] += float(psnr(image, gt).double())
+        if with_ssim:
+            sums["ssim"] += float(ssim(image, gt).double())
+    return {key: value / max(len(views), 1) for key, value in sums.items()}
+
+
+# ----- results ---------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What a training run did.
+
+    ``status`` is ``"completed"``, ``"interrupted"`` or ``"out_of_memory"``; ``iteration`` the
+    last completed iteration; ``metrics`` maps each evaluated iteration to
+    ``{"test"|"train": {"l1": .., "psnr": ..}}``; ``steps_per_second`` counts this run only.
+    """
+
+    status: str
+    model_path: Path
+    iteration: int
+    num_gaussians: int
+    steps: int
+    elapsed_s: float
+    metrics: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    saved: list[Path] = field(default_factory=list)
+    checkpoint: Path | None = None
+    message: str = ""
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class _Stop(Exception):
+    """Raised inside the loop when a Ctrl-C was requested at the previous boundary."""
+
+
+# ----- the trainer --------------------------------------------------------------------------------
+class Trainer:
+    """Set-up and loop of one training run; see the module docstring for the order of events.
+
+    Attributes worth reading from hooks: ``model`` (:class:`GaussianModel`), ``scene``,
+    ``background`` (the training background, [3] tensor), ``config``, ``device``, ``backend``.
+    """
+
+    def __init__(self, config: TrainConfig, hooks: Sequence[TrainingHook] = (),
+                 log: Callable[[str], None] | None = None):
+        self.config = config
+        self.hooks = list(hooks)
+        self.quiet = config.script.quiet
+        self._print = log or print
+        self._bar = None
+        self.model_path = Path(config.model.model_path)
+        self.completed = 0          # last fully completed iteration
+        self.first_iteration = 1
+        self.mutating = False       # inside densification / optimiser step
+        self._stop_requested = False
+        self._cap_noted = False
+        self.ema = {"loss": 0.0, "psnr": 0.0}
+        self.metrics: dict[int, dict[str, dict[str, float]]] = {}
+        self.saved: list[Path] = []
+        self.scene: Scene | None = None
+        self.model: GaussianModel | None = None
+
+    # ----- logging ----------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        """A progress line (silenced by --quiet), written around the progress bar."""
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.write(message)
+        else:
+            self._print(message)
+
+    @staticmethod
+    def error(message: str) -> None:
+        """Always printed, on stderr."""
+        print(message, file=sys.stderr, flush=True)
+
+    # ----- set-up -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Check flags, pick devices, write cfg_args, load the scene, write input.ply and
+        cameras.json, build the Gaussians and the optimiser (or restore a checkpoint)."""
+        cfg = self.config
+        check_supported(cfg)
+        seed_everything(cfg.script.seed)
+        self.device, data_device = resolve_devices(cfg, self.log)
+        self.backend = cfg.script.backend
+        self.log(f"Output folder: {self.model_path}")
+        self.model_path.mkdir(parents=True, exist_ok=True)
+        write_cfg_args(self.model_path, cfg.cfg_args_values())
+        self.scene = load_scene(cfg.model.source_path, cfg.model.images, cfg.model.resolution,
+                                cfg.model.white_background, cfg.model.eval, data_device,
+                                cfg.script.cache_budget, quiet=self.quiet, log=self.log)
+        self._override_random_points()
+        self._write_scene_files()
+        self.background = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device)
+        self.sampler = CameraSampler(len(self.scene.train_views), len(self.scene.test_views), cfg.script.seed)
+        if cfg.script.start_checkpoint:
+            self._restore(cfg.script.start_checkpoint)
+        else:
+            self._initialise()
+
+    def _override_random_points(self) -> None:
+        """``--random_init_points``: a scene without a point cloud gets that many random points
+        (the reference's 100000 are slow on a CPU)."""
+        scene, count = self.scene, self.config.script.random_init_points
+        if scene.kind == "colmap" or scene.point_cloud_path is not None or len(scene.point_cloud) == count:
+            return
+        scene.point_cloud = random_point_cloud(count)
+
+    def _write_scene_files(self) -> None:
+        scene = self.scene
+        target = self.model_path / "input.ply"
+        if scene.point_cloud_path is not None:
+            with atomic_write(target) as stream, open(scene.point_cloud_path, "rb") as source:
+                shutil.copyfileobj(source, stream)
+        else:
+            write_point_cloud(target, scene.point_cloud)
+        write_cameras_json(self.model_path, [v.original_camera for v in scene.test_views],
+                           [v.original_camera for v in scene.train_views])
+
+    def _initialise(self) -> None:
+        cloud = self.scene.point_cloud
+        if len(cloud) == 0:
+            raise ConfigError("the initial point cloud is empty; nothing to train")
+        self.log(f"Number of points at initialisation : {len(cloud)}")
+        gaussians = Gaussians.from_points(cloud.xyz, cloud.rgb, self.config.model.sh_degree)
+        self.model = GaussianModel.from_gaussians(gaussians, self.device)
+        self.model.training_setup(self.config.optimization, self.scene.extent)
+
+    def _restore(self, path: str) -> None:
+        payload = load_checkpoint(path, self.device)
+        state = payload["model"]
+        if state["max_sh_degree"] != self.config.model.sh_degree:
+            raise ConfigError(f"{path}: the checkpoint has SH degree {state['max_sh_degree']} but "
+                              f"--sh_degree is {self.config.model.sh_degree}")
+        self.model = GaussianModel.from_state_dict(state, self.config.optimization, self.device)
+        self.completed = payload["iteration"]
+        self.first_iteration = self.completed + 1
+        if "sampler" in payload:
+            try:
+                self.sampler.load_state_dict(payload["sampler"])
+            except ValueError as error:
+                raise ConfigError(f"{path}: {error}") from None
+            restore_rng(payload["rng"], self.device)
+            self.ema.update(payload.get("progress", {}))
+        else:
+            self.log(f"{path}: graphdeco checkpoint; camera order and random state start afresh")
+        self.log(f"Resuming from {path} at iteration {self.first_iteration} "
+                 f"({len(self.model)} Gaussians)")
+
+    # ----- loop ----------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Set up (unless done) and train; returns how it ended. Ctrl-C and out-of-memory
+        errors are turned into a save and a result, never a traceback."""
+        if self.model is None:
+            self.setup()
+        opt = self.config.optimization
+        start = time.perf_counter()
+        status, message = "completed", ""
+        with self._sigint_guard(), _anomaly_mode(self.config.script.detect_anomaly), self._progress():
+            try:
+                for iteration in range(self.first_iteration, opt.iterations + 1):
+                    self._iteration(iteration)
+                    self.completed = iteration
+            except (KeyboardInterrupt, _Stop):
+                status = "interrupted"
+            except Exception as error:  # noqa: BLE001 - only memory errors are handled
+                if not is_out_of_memory(error):
+                    raise
+                status, message = "out_of_memory", str(error).splitlines()[0] if str(error) else ""
+        elapsed = time.perf_counter() - start
+        result = TrainResult(status, self.model_path, self.completed, len(self.model),
+                             self.completed - self.first_iteration + 1, elapsed, dict(self.metrics),
+                             list(self.saved))
+        if status == "completed":
+            self.log("\nTraining complete.")
+        else:
+            self._save_on_stop(result, message)
+        return result
+
+    def _iteration(self, it: int) -> None:
+        cfg, opt, model = self.config, self.config.optimization, self.model
+        self._check_stop()
+        for hook in self.hooks:
+            hook(self, it)
+        self._check_stop()
+        model.update_learning_rate(it)
+        if it % 1000 == 0:
+            model.oneup_sh_degree()
+        view = self.scene.train_views[self.sampler.next()]
+        self.scene.images.prefetch(self.scene.train_views[i].index for i in self.sampler.upcoming(PREFETCH_VIEWS))
+        if it - 1 == cfg.script.debug_from:
+            cfg.pipeline.debug = True
+        background = torch.rand(3, device=self.device) if opt.random_background else self.background
+        out, loss, image, gt = self._forward_backward(it, view, background)
+
+        with torch.no_grad():
+            self._progress_update(it, loss, image, gt)
+            if it in cfg.script.test_iterations:
+                self._report(it)
+            if it in cfg.script.save_iterations:
+                self.log(f"\n[ITER {it}] Saving Gaussians")
+                self._save_ply(it)
+            self.mutating = True
+            if it < opt.densify_until_iter:
+                self._densify(it, out, view)
+            if it < opt.iterations:
+                model.step(visible=out.radii > 0)
+            self.mutating = False
+            if it in cfg.script.checkpoint_iterations:
+                self.log(f"\n[ITER {it}] Saving Checkpoint")
+                self._save_checkpoint(it)
+
+    def _forward_backward(self, it: int, view: View, background: torch.Tensor):
+        """Render, loss, backward. With --debug, a failure saves a snapshot first."""
+        opt, model = self.config.optimization, self.model
+        try:
+            out = render(model.gaussians(), view.camera, background, sh_degree=model.active_sh_degree,
+                         antialiasing=self.config.pipeline.antialiasing, backend=self.backend)
+            image = out.image.clamp(0.0, 1.0)
+            gt = view_image_float(self.scene.images.get(view.index).to(self.device, non_blocking=True))
+            loss = (1.0 - opt.lambda_dssim) * l1_loss(image, gt) + opt.lambda_dssim * (1.0 - ssim(image, gt))
+            if self.config.pipeline.debug and not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it}")
+            loss.backward()
+        except (KeyboardInterrupt, _Stop):
+            raise
+        except Exception as error:
+            if self.config.pipeline.debug and not is_out_of_memory(error):
+                self._debug_snapshot(it, view, background, error)
+            raise
+        return out, loss.detach(), image.detach(), gt
+
+    def _densify(self, it: int, out, view: View) -> None:
+        opt, model, script = self.config.optimization, self.model, self.config.script
+        if out.means2d.grad is not None:  # None when nothing reached the image
+            model.add_densification_stats(out.ndc_gradient(view.camera.width, view.camera.height), out.radii)
+        if it > opt.densify_from_iter and it % opt.densification_interval == 0:
+            size_threshold = SIZE_THRESHOLD if it > opt.opacity_reset_interval else None
+            report = model.densify_and_prune(opt.densify_grad_threshold, MIN_OPACITY, self.scene.extent,
+                                             size_threshold, script.max_gaussians,
+                                             script.fix_densification_quirks)
+            if report.capped and not self._cap_noted:
+                self._cap_noted = True
+                self.log(f"\n[ITER {it}] --max_gaussians {script.max_gaussians} reached: only the "
+                         "candidates with the largest gradients are densified from now on")
+        if it % opt.opacity_reset_interval == 0 or (
+                self.config.model.white_background and it == opt.densify_from_iter):
+            model.reset_opacity()
+
+    # ----- progress, evaluation -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _progress(self) -> Iterator[None]:
+        from tqdm import tqdm
+
+        iterations = self.config.optimization.iterations
+        self._bar = None if self.quiet else tqdm(
+            total=iterations, initial=min(self.first_iteration - 1, iterations),
+            desc="Training progress", unit="step", dynamic_ncols=True)
+        try:
+            yield
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+    def _progress_update(self, it: int, loss: torch.Tensor, image: torch.Tensor, gt: torch.Tensor) -> None:
+        step_psnr = float(psnr(image, gt))
+        self.ema["loss"] = EMA_WEIGHT * float(loss) + (1.0 - EMA_WEIGHT) * self.ema["loss"]
+        if math.isfinite(step_psnr):
+            self.ema["psnr"] = EMA_WEIGHT * step_psnr + (1.0 - EMA_WEIGHT) * self.ema["psnr"]
+        if self._bar is None:
+            return
+        if it % POSTFIX_EVERY == 0:
+            self._bar.set_postfix({"Loss": f"{self.ema['loss']:.7f}", "PSNR": f"{self.ema['psnr']:.2f}",
+                                   "N": len(self.model)}, refresh=False)
+        self._bar.update(1)
+
+    def _report(self, it: int) -> None:
+        """``[ITER N] Evaluating test|train: L1 x PSNR y`` over the test views and the train
+        views at indices 5, 10, 15, 20, 25 (mod N) of the shuffled train list."""
+        scene, sampler = self.scene, self.sampler
+        train = [scene.train_views[sampler.train_order[i % len(sampler.train_order)]] for i in EVAL_TRAIN_INDICES]
+        test = [scene.test_views[i] for i in sampler.test_order]
+        for name, views in (("test", test), ("train", train)):
+            if not views:
+                continue
+            values = evaluate_views(self.model, scene, views, self.background, self.backend,
+                                    self.config.pipeline.antialiasing)
+            self.metrics.setdefault(it, {})[name] = values
+            self.log(f"\n[ITER {it}] Evaluating {name}: L1 {values['l1']} PSNR {values['psnr']}")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ----- saving ------------------------------------------------------------------------------------
+    def _save_ply(self, it: int) -> Path:
+        path = point_cloud_path(self.model_path, it)
+        write_ply(path, self.model.gaussians())
+        self._write_exposure()
+        self.saved.append(path)
+        return path
+
+    def _write_exposure(self) -> None:
+        """``exposure.json`` as HEAD writes at every save: identity 3x4 per training image
+        (exposure compensation is off)."""
+        identity = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+        names = {view.image_name: identity for view in self.scene.train_views}
+        atomic_write_text(self.model_path / "exposure.json", json.dumps(names, indent=2))
+
+    def _save_checkpoint(self, it: int) -> Path:
+        path = self.model_path / f"chkpnt{it}.pth"
+        save_checkpoint(path, it, self.model, self.sampler, self.ema)
+        self.saved.append(path)
+        return path
+
+    def _save_on_stop(self, result: TrainResult, reason: str) -> None:
+        """Save the PLY of the iteration under way and, when the state is consistent, the
+        checkpoint of the last completed iteration; then say what happened."""
+        current = self.completed + 1
+        notes = []
+        if result.status == "out_of_memory":
+            # Gradients are not part of the saved state; dropping them frees room for the save.
+            self.model.optimizer.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        try:
+            notes.append(str(self._save_ply(current)))
+        except Exception as error:  # noqa: BLE001 - report, keep going
+            notes.append(f"(the PLY could not be saved: {error})")
+        if self.mutating:
+            notes.append("(no checkpoint: stopped in the middle of an update)")
+        else:
+            try:
+                result.checkpoint = self._save_checkpoint(self.completed)
+                notes.append(f"{result.checkpoint} (resume with --start_checkpoint {result.checkpoint})")
+            except Exception as error:  # noqa: BLE001
+                notes.append(f"(the checkpoint could not be saved: {error})")
+        result.saved = list(self.saved)
+        saved = "; saved " + ", ".join(notes)
+        if result.status == "interrupted":
+            result.message = f"Interrupted at iteration {current}{saved}"
+        else:
+            result.message = (f"Out of memory at iteration {current} with {len(self.model)} Gaussians"
+                              f"{' (' + reason + ')' if reason else ''}{saved}. To fit, cap the model "
+                              "with --max_gaussians N, raise --densify_grad_threshold (e.g. 0.0004), "
+                              "or keep images on the CPU with --data_device cpu.")
+        self.error(result.message)
+
+    def _debug_snapshot(self, it: int, view: View, background: torch.Tensor, error: Exception) -> None:
+        path = self.model_path / "snapshot_fw.pth"
+        try:
+            snapshot = {"iteration": it, "error": repr(error), "image_name": view.image_name,
+                        "gaussians": {k: v.detach().cpu() for k, v in self.model.gaussians().tensors().items()},
+                        "active_sh_degree": self.model.active_sh_degree,
+                        "camera": {"width": view.camera.width, "height": view.camera.height,
+                                   "fx": view.camera.fx, "fy": view.camera.fy, "cx": view.camera.cx,
+                                   "cy": view.camera.cy, "world_to_camera": view.camera.world_to_camera},
+                        "background": background.detach().cpu()}
+            with atomic_write(path) as stream:
+                torch.save(snapshot, stream)
+            self.error(f"[ITER {it}] error in the render or loss; debug snapshot saved to {path}")
+        except Exception as save_error:  # noqa: BLE001
+            self.error(f"[ITER {it}] could not save a debug snapshot: {save_error}")
+
+    # ----- Ctrl-C ------------------------------------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self._stop_requested:
+            raise _Stop()
+
+    def request_stop(self) -> None:
+        """Stop (with a save) at the next iteration boundary; thread-safe."""
+        self._stop_requested = True
+
+    @contextlib.contextmanager
+    def _sigint_guard(self) -> Iterator[None]:
+        """First Ctrl-C: stop at the next iteration boundary (consistent state, exact resume).
+        Second Ctrl-C: KeyboardInterrupt at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.error("\nCtrl-C: stopping after this iteration and saving (press Ctrl-C again to stop at once)")
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _anomaly_mode(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    with torch.autograd.detect_anomaly():
+        yield
+
+
+def train(config: TrainConfig, hooks: Sequence[TrainingHook] = (),
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train with ``config`` (see :class:`Trainer`); the scene's read-ahead threads are stopped
+    at the end."""
+    trainer = Trainer(config, hooks, log)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.scene is not None:
+            trainer.scene.close()
