@@ -1,0 +1,204 @@
+"""GPU training benchmark: splatview's trainer (CUDA backend) next to gsplat 1.5.3 on one scene.
+
+    python bench/train_gpu.py [--source ../shared/data/shapes] [--iterations 30000] [--snapshot 7000]
+
+Both train the same scene (default ``shapes``, NeRF-synthetic, 400x400, ``--eval -w``) with
+the same schedule: the reference's learning rates and exponential position schedule scaled
+by the scene extent, SH degree +1 every 1000 steps, loss 0.8 L1 + 0.2 (1 - SSIM) on the
+clamped render, one random training view per step without replacement, and the reference's
+densification (ours: ``splat-train``'s; gsplat: ``DefaultStrategy`` with the same thresholds
+and intervals). Both start from the same initial points. At ``--snapshot`` and at the end it
+records the wall time (evaluation excluded), the number of Gaussians and the test PSNR/SSIM
+(measured the same way for both, with our metrics); peak GPU memory covers the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from rasterizer import Gaussians  # noqa: E402
+from trainer.config import parse_args  # noqa: E402
+from trainer.metrics import l1_loss, psnr, ssim  # noqa: E402
+from trainer.scene import load_scene, view_image_float  # noqa: E402
+from trainer.train import Trainer, evaluate_views  # noqa: E402
+
+
+class Stopwatch:
+    """Wall time of training only: evaluation runs between ``pause()`` and ``resume()``."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+        self.started = time.perf_counter()
+
+    def pause(self) -> float:
+        torch.cuda.synchronize()
+        self.elapsed += time.perf_counter() - self.started
+        return self.elapsed
+
+    def resume(self) -> None:
+        self.started = time.perf_counter()
+
+
+def ours(source: str, iterations: int, snapshot: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as model:
+        config = parse_args(["-s", source, "-m", model, "--eval", "-w", "--iterations", str(iterations),
+                             "--test_iterations", "-1", "--save_iterations", str(iterations),
+                             "--backend", "cuda", "--data_device", "cuda", "--quiet", "--disable_viewer"])
+        trainer = Trainer(config)
+        trainer.setup()
+        torch.cuda.reset_peak_memory_stats()
+        watch = Stopwatch()
+
+        def record(step: int) -> None:
+            seconds = watch.pause()
+            metrics = evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views,
+                                     trainer.background, "cuda", with_ssim=True)
+            rows.append({"system": "splatview", "steps": step, "seconds": seconds,
+                         "gaussians": len(trainer.model), "psnr": metrics["psnr"], "ssim": metrics["ssim"]})
+            watch.resume()
+
+        def hook(_trainer, iteration: int) -> None:
+            if iteration == snapshot + 1:
+                record(snapshot)
+
+        trainer.hooks.append(hook)
+        result = trainer.run()
+        if result.status != "completed":
+            raise RuntimeError(f"our training ended with {result.status}: {result.message}")
+        record(iterations)
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        trainer.scene.close()
+    for row in rows:
+        row["peak_mb"] = peak
+    return rows
+
+
+def gsplat_rows(source: str, iterations: int, snapshot: int) -> list[dict] | None:
+    try:
+        from gsplat import DefaultStrategy, rasterization  # noqa: PLC0415
+    except ImportError:
+        return None
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    scene = load_scene(source, white_background=True, eval=True, data_device="cuda", quiet=True)
+    device = torch.device("cuda")
+    background = torch.ones(3, device=device)
+    extent = scene.extent
+    start = Gaussians.from_points(scene.point_cloud.xyz, scene.point_cloud.rgb, sh_degree=3)
+    params = torch.nn.ParameterDict({
+        "means": start.means, "scales": start.log_scales, "quats": start.quaternions,
+        "opacities": start.opacity_logits, "sh0": start.sh_dc, "shN": start.sh_rest,
+    }).to(device)
+    rates = {"means": 1.6e-4 * extent, "scales": 5e-3, "quats": 1e-3, "opacities": 0.025,
+             "sh0": 2.5e-3, "shN": 2.5e-3 / 20}
+    optimizers = {name: torch.optim.Adam([{"params": params[name], "lr": lr, "name": name}], eps=1e-15)
+                  for name, lr in rates.items()}
+    strategy = DefaultStrategy()  # its defaults are the reference's thresholds and intervals
+    strategy.check_sanity(params, optimizers)
+    state = strategy.initialize_state(scene_scale=extent)
+    cameras = [v.camera for v in scene.train_views]
+    images = [scene.images.get(v.index) for v in scene.train_views]
+    order: list[int] = []
+    torch.cuda.reset_peak_memory_stats()
+    rows = []
+
+    def render(camera, degree):
+        """[1, H, W, 3] image over the background, and gsplat's info for its strategy."""
+        colors = torch.cat([params["sh0"], params["shN"]], dim=1)
+        image, alpha, info = rasterization(
+            params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
+            colors, camera.world_to_camera.float().to(device)[None], camera.intrinsics.float().to(device)[None],
+            camera.width, camera.height, sh_degree=degree)
+        # C + T * background, as both rasterizers define it (gsplat's packed mode rejects a
+        # per-camera background argument in 1.5.3).
+        return image + (1.0 - alpha) * background, alpha, info
+
+    def evaluate(step: int, seconds: float) -> None:
+        totals = {"psnr": 0.0, "ssim": 0.0}
+        with torch.no_grad():
+            for view in scene.test_views:
+                image = render(view.camera, 3)[0][0].permute(2, 0, 1).clamp(0, 1)
+                gt = view_image_float(scene.images.get(view.index))
+                totals["psnr"] += float(psnr(image, gt))
+                totals["ssim"] += float(ssim(image, gt))
+        count = len(scene.test_views)
+        rows.append({"system": "gsplat 1.5.3", "steps": step, "seconds": seconds,
+                     "gaussians": len(params["means"]), "psnr": totals["psnr"] / count,
+                     "ssim": totals["ssim"] / count})
+
+    watch = Stopwatch()
+    for step in range(iterations):
+        progress = min(step / 30000, 1.0)  # the position schedule spans 30k steps, as the reference
+        for group in optimizers["means"].param_groups:
+            group["lr"] = math.exp((1 - progress) * math.log(1.6e-4 * extent) + progress * math.log(1.6e-6 * extent))
+        if not order:
+            order = list(range(len(cameras)))
+            random.shuffle(order)
+        index = order.pop()
+        degree = min((step + 1) // 1000, 3)
+        image, _, info = render(cameras[index], degree)
+        strategy.step_pre_backward(params, optimizers, state, step, info)
+        image = image[0].permute(2, 0, 1).clamp(0, 1)
+        gt = view_image_float(images[index])
+        loss = 0.8 * l1_loss(image, gt) + 0.2 * (1.0 - ssim(image, gt))
+        loss.backward()
+        strategy.step_post_backward(params, optimizers, state, step, info, packed=True)
+        for optimizer in optimizers.values():
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if step + 1 in (snapshot, iterations):
+            evaluate(step + 1, watch.pause())
+            watch.resume()
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    for row in rows:
+        row["peak_mb"] = peak
+    scene.close()
+    return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    for row in rows:
+        print(f"| {row['system']} | {row['steps']} | {row['seconds']:.1f} | {row['peak_mb']:.0f} | "
+              f"{row['gaussians']} | {row['psnr']:.2f} | {row['ssim']:.4f} |", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", default=str(REPO.parent / "shared" / "data" / "shapes"))
+    parser.add_argument("--iterations", type=int, default=30000)
+    parser.add_argument("--snapshot", type=int, default=7000)
+    parser.add_argument("--skip_gsplat", action="store_true")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench/train_gpu.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    print(f"$ python {' '.join(sys.argv)}")
+    print(f"machine: {torch.cuda.get_device_name()} | torch {torch.__version__} | Python {platform.python_version()}")
+    print(f"scene: {args.source}")
+    print("| system | steps | train wall s | peak GPU MB | Gaussians | test PSNR | test SSIM |")
+    print("| --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    print_rows(ours(args.source, args.iterations, args.snapshot))
+    if not args.skip_gsplat:
+        theirs = gsplat_rows(args.source, args.iterations, args.snapshot)
+        if theirs is None:
+            print("gsplat not importable: ours only")
+        else:
+            print_rows(theirs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
