@@ -149,8 +149,10 @@ class GaussianModel:
         ]
         self.optimizer_type = opt.optimizer_type
         optimizer_class = SparseGaussianAdam if opt.optimizer_type == "sparse_adam" else torch.optim.Adam
-        # foreach=False: one kernel per tensor, identical on every device and after a resume.
-        self.optimizer = optimizer_class(groups, lr=0.0, eps=ADAM_EPS, foreach=False)
+        # On CUDA, fused Adam (one kernel for every group: the step is launch-bound otherwise).
+        # Elsewhere foreach=False: one kernel per tensor, identical after a resume.
+        fused = self.device.type == "cuda" and optimizer_class is torch.optim.Adam
+        self.optimizer = optimizer_class(groups, lr=0.0, eps=ADAM_EPS, foreach=False, fused=fused or None)
         # Quirk kept: the reference never passes lr_delay_steps, so position_lr_delay_mult is
         # inert (the delay factor needs delay_steps > 0).
         self.xyz_schedule = ExponentialLR(opt.position_lr_init * self.spatial_lr_scale,
@@ -204,10 +206,13 @@ class GaussianModel:
     def add_densification_stats(self, ndc_grad: Tensor, radii: Tensor) -> None:
         """Accumulate one step's statistics for the visible Gaussians (``radii > 0``):
         ``max_radii = max(max_radii, radii)``, ``grad_accum += |ndc_grad[:, :2]|``, ``denom += 1``."""
+        # Masked arithmetic rather than boolean indexing: no host synchronisation per step.
         visible = radii > 0
-        self.max_radii[visible] = torch.maximum(self.max_radii[visible], radii[visible].to(self.max_radii.dtype))
-        self.grad_accum[visible] += torch.norm(ndc_grad[visible, :2], dim=-1)
-        self.denom[visible] += 1
+        radii = radii.to(self.max_radii.dtype)
+        self.max_radii.copy_(torch.where(visible, torch.maximum(self.max_radii, radii), self.max_radii))
+        norms = torch.norm(ndc_grad[:, :2], dim=-1).to(self.grad_accum.dtype)
+        self.grad_accum.add_(torch.where(visible, norms, torch.zeros_like(norms)))
+        self.denom.add_(visible.to(self.denom.dtype))
 
     # ----- optimiser surgery (the reference's cat/prune/replace_tensor_to_optimizer) -----------
     def _swap(self, new_params: dict[str, Tensor], new_moments: Callable[[str, Tensor], Tensor]) -> None:

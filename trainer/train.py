@@ -301,7 +301,9 @@ class Trainer:
         self.mutating = False       # inside densification / optimiser step
         self._stop_requested = False
         self._cap_noted = False
-        self.ema = {"loss": 0.0, "psnr": 0.0}
+        # Running progress values as 0-dim tensors on the training device, so that updating them
+        # never waits for the GPU; ``ema`` reads them as floats.
+        self._ema = {"loss": torch.zeros(()), "psnr": torch.zeros(())}
         self.metrics: dict[int, dict[str, dict[str, float]]] = {}
         self.saved: list[Path] = []
         self.scene: Scene | None = None
@@ -389,7 +391,7 @@ class Trainer:
             except ValueError as error:
                 raise ConfigError(f"{path}: {error}") from None
             restore_rng(payload["rng"], self.device)
-            self.ema.update(payload.get("progress", {}))
+            self._ema.update({key: torch.tensor(float(value)) for key, value in payload.get("progress", {}).items()})
         else:
             self.log(f"{path}: graphdeco checkpoint; camera order and random state start afresh")
         self.log(f"Resuming from {path} at iteration {self.first_iteration} "
@@ -511,15 +513,24 @@ class Trainer:
                 self._bar.close()
                 self._bar = None
 
+    @property
+    def ema(self) -> dict[str, float]:
+        """The progress bar's running loss and PSNR (EMA weight 0.4, as the reference)."""
+        return {key: float(value) for key, value in self._ema.items()}
+
     def _progress_update(self, it: int, loss: torch.Tensor, image: torch.Tensor, gt: torch.Tensor) -> None:
-        step_psnr = float(psnr(image, gt))
-        self.ema["loss"] = EMA_WEIGHT * float(loss) + (1.0 - EMA_WEIGHT) * self.ema["loss"]
-        if math.isfinite(step_psnr):
-            self.ema["psnr"] = EMA_WEIGHT * step_psnr + (1.0 - EMA_WEIGHT) * self.ema["psnr"]
+        step_psnr = psnr(image, gt)
+        previous = {key: value.to(loss.device) for key, value in self._ema.items()}
+        self._ema["loss"] = EMA_WEIGHT * loss + (1.0 - EMA_WEIGHT) * previous["loss"]
+        # Identical images give PSNR inf: such a step leaves the running PSNR as it was.
+        self._ema["psnr"] = torch.where(torch.isfinite(step_psnr),
+                                        EMA_WEIGHT * step_psnr + (1.0 - EMA_WEIGHT) * previous["psnr"],
+                                        previous["psnr"])
         if self._bar is None:
             return
         if it % POSTFIX_EVERY == 0:
-            self._bar.set_postfix({"Loss": f"{self.ema['loss']:.7f}", "PSNR": f"{self.ema['psnr']:.2f}",
+            ema = self.ema  # the only host synchronisation of the progress display
+            self._bar.set_postfix({"Loss": f"{ema['loss']:.7f}", "PSNR": f"{ema['psnr']:.2f}",
                                    "N": len(self.model)}, refresh=False)
         self._bar.update(1)
 

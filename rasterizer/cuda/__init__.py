@@ -53,8 +53,12 @@ def _ptr(tensor: torch.Tensor) -> tuple:
     return (tensor.data_ptr(), POINTER)
 
 
+@functools.lru_cache(maxsize=1024)
 def camera_block(camera: Camera, device: torch.device) -> torch.Tensor:
-    """float32[23] as ``splat.cu``'s ``CameraBlock``: R, t, centre, fx, fy, cx, cy, ratio clamps."""
+    """float32[23] as ``splat.cu``'s ``CameraBlock``: R, t, centre, fx, fy, cx, cy, ratio clamps.
+
+    Cached per camera object (cameras are immutable), because uploading a small host array
+    waits for the GPU: training renders the same views again and again."""
     matrix = camera.world_to_camera
     guard_x = FRUSTUM_GUARD * camera.width / (2.0 * camera.fx)
     guard_y = FRUSTUM_GUARD * camera.height / (2.0 * camera.fy)
