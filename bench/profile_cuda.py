@@ -1,19 +1,35 @@
-"""Per-kernel CUDA time of one forward+backward (development aid): python bench/profile_cuda.py [N]."""
+"""Per-kernel CUDA time of one forward+backward (development aid).
+
+    python bench/profile_cuda.py [N]            # N random Gaussians at 1080p
+    python bench/profile_cuda.py --ply MODEL    # a trained model, framed as in bench/rasterizer.py
+"""
+import argparse
 import sys
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from bench.rasterizer import scene_and_camera  # noqa: E402
-from rasterizer import render  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.rasterizer import framing_camera, scene_and_camera  # noqa: E402
+from rasterizer import read_ply, render  # noqa: E402
 
-n = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000_000
-gaussians, camera = scene_and_camera(n)
+parser = argparse.ArgumentParser()
+parser.add_argument("count", type=int, nargs="?", default=3_000_000)
+parser.add_argument("--ply")
+args = parser.parse_args()
+if args.ply:
+    gaussians = read_ply(args.ply).to("cuda")
+    for tensor in gaussians.tensors().values():
+        tensor.requires_grad_(True)
+    camera = framing_camera(gaussians)
+else:
+    gaussians, camera = scene_and_camera(args.count)
 for _ in range(3):
     render(gaussians, camera, backend="cuda").image.sum().backward()
 torch.cuda.synchronize()
-with profile(activities=[ProfilerActivity.CUDA]) as prof:
+with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     render(gaussians, camera, backend="cuda").image.sum().backward()
     torch.cuda.synchronize()
-print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18))
+print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))

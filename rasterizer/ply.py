@@ -139,8 +139,6 @@ class _MatrixTable(dict):
 
 def _load_vertex_table(path: Path) -> dict[str, np.ndarray]:
     """Property name -> column array of the ``vertex`` element; clear errors for bad files."""
-    from plyfile import PlyData
-
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such PLY file")
     try:
@@ -151,6 +149,8 @@ def _load_vertex_table(path: Path) -> dict[str, np.ndarray]:
         table = None
     if table is not None:
         return table
+    from plyfile import PlyData  # only for ASCII, big-endian and unusual layouts
+
     try:
         ply = PlyData.read(str(path))
     except Exception as error:  # plyfile raises several types for malformed data

@@ -11,6 +11,7 @@ Backends:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -51,6 +52,13 @@ class RenderOutput:
         scale = torch.tensor([width / 2.0, height / 2.0], dtype=self.means2d.grad.dtype,
                              device=self.means2d.grad.device)
         return self.means2d.grad * scale
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor, uploaded once: a fresh host-to-GPU copy per frame would make the
+    CPU wait for the GPU to drain, and stall the launches that should run ahead."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def available_backends() -> list[str]:
@@ -98,7 +106,10 @@ def render(gaussians: Gaussians, camera: Camera | Sequence[Camera],
     degree = gaussians.sh_degree if sh_degree is None else int(sh_degree)
     if not 0 <= degree <= gaussians.sh_degree:
         raise ValueError(f"sh_degree {degree} is outside 0..{gaussians.sh_degree} (the degree stored)")
-    background_t = torch.as_tensor(background, dtype=gaussians.dtype, device=gaussians.device)
+    if isinstance(background, torch.Tensor):
+        background_t = background.to(dtype=gaussians.dtype, device=gaussians.device)
+    else:
+        background_t = _constant(tuple(float(v) for v in background), gaussians.dtype, gaussians.device)
     if background_t.shape != (3,):
         raise ValueError(f"background must be 3 values (RGB), got shape {tuple(background_t.shape)}")
     chosen = _resolve_backend(backend, gaussians.device)

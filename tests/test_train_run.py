@@ -273,8 +273,11 @@ def test_training_with_the_cuda_backend(tiny_scene, tmp_path):
 @pytest.mark.cuda
 @needs_cuda_backend
 def test_cuda_backend_resume_matches(tiny_scene, tmp_path):
-    """With the CUDA backend the gradients are summed with atomics, so the resumed run agrees
-    with the uninterrupted one closely rather than bit for bit."""
+    """With the CUDA backend the gradients are summed with atomics in a varying order, so the
+    resumed run agrees with the uninterrupted one closely rather than bit for bit. Adam (eps
+    1e-15) normalises each element's step, so a rounding-level gradient sign flip moves that one
+    element by a full learning rate: whole tensors are compared by relative norm, not element by
+    element. (The reference backend's resume test is bitwise.)"""
     args = ["--iterations", "60", "--checkpoint_iterations", "30", "60", "--test_iterations", "-1",
             "--backend", "cuda", "--random_background", *QUICK]
     train(tiny_config(tiny_scene, tmp_path / "a", *args))
@@ -283,4 +286,5 @@ def test_cuda_backend_resume_matches(tiny_scene, tmp_path):
     assert a["sampler"] == b["sampler"]
     for name, tensor in a["model"]["params"].items():
         assert tensor.shape == b["model"]["params"][name].shape
-        torch.testing.assert_close(tensor, b["model"]["params"][name], rtol=1e-4, atol=1e-4)
+        difference = (tensor - b["model"]["params"][name]).norm()
+        assert difference <= 1e-3 * tensor.norm() + 1e-6, (name, float(difference), float(tensor.norm()))

@@ -75,7 +75,7 @@ def _grid(count: int) -> tuple[int]:
 
 class _Project(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, scales, rotations, opacities, sh_dc, sh_rest, camera_data, settings):
+    def forward(ctx, means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest, camera_data, settings):
         degree, scale_mod, antialiasing, tiles_x, tiles_y = settings
         n, k_rest = means.shape[0], sh_rest.shape[1]
         device = means.device
@@ -85,28 +85,28 @@ class _Project(torch.autograd.Function):
         radii, rects, touched = empty(n, dtype=torch.int32), empty(n, 4, dtype=torch.int32), empty(n, dtype=torch.int32)
         _module(device).launch("project_forward", _grid(n), (_THREADS,), [
             (n, INT), (k_rest, INT), (degree, INT), (tiles_x, INT), (tiles_y, INT), (scale_mod, FLOAT),
-            (int(antialiasing), INT), _ptr(camera_data), _ptr(means), _ptr(scales), _ptr(rotations),
-            _ptr(opacities), _ptr(sh_dc), _ptr(sh_rest), _ptr(means2d), _ptr(conic_opacity), _ptr(colors),
+            (int(antialiasing), INT), _ptr(camera_data), _ptr(means), _ptr(log_scales), _ptr(quaternions),
+            _ptr(opacity_logits), _ptr(sh_dc), _ptr(sh_rest), _ptr(means2d), _ptr(conic_opacity), _ptr(colors),
             _ptr(inv_depths), _ptr(depths), _ptr(radii), _ptr(rects), _ptr(touched)])
-        ctx.save_for_backward(means, scales, rotations, opacities, sh_dc, sh_rest, camera_data, radii)
+        ctx.save_for_backward(means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest, camera_data, radii)
         ctx.settings = settings
         ctx.mark_non_differentiable(depths, radii, rects, touched)
         return means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched
 
     @staticmethod
     def backward(ctx, g_means2d, g_conic_opacity, g_colors, g_inv_depths, *_):
-        means, scales, rotations, opacities, sh_dc, sh_rest, camera_data, radii = ctx.saved_tensors
+        means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest, camera_data, radii = ctx.saved_tensors
         degree, scale_mod, antialiasing, _, _ = ctx.settings
         n, k_rest = means.shape[0], sh_rest.shape[1]
         # Written in full by the kernel (zeros for culled Gaussians): no zero-fill needed.
-        grads = [torch.empty_like(t) for t in (means, scales, rotations, opacities, sh_dc, sh_rest)]
+        grads = [torch.empty_like(t) for t in (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest)]
         incoming = [g.contiguous() if g is not None else torch.zeros(shape, device=means.device)
                     for g, shape in ((g_means2d, (n, 2)), (g_conic_opacity, (n, 4)), (g_colors, (n, 3)),
                                      (g_inv_depths, (n,)))]
         _module(means.device).launch("project_backward", _grid(n), (_THREADS,), [
             (n, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT),
-            _ptr(camera_data), _ptr(means), _ptr(scales), _ptr(rotations), _ptr(opacities), _ptr(sh_dc),
-            _ptr(sh_rest), _ptr(radii), *map(_ptr, incoming), *map(_ptr, grads)])
+            _ptr(camera_data), _ptr(means), _ptr(log_scales), _ptr(quaternions), _ptr(opacity_logits),
+            _ptr(sh_dc), _ptr(sh_rest), _ptr(radii), *map(_ptr, incoming), *map(_ptr, grads)])
         return (*grads, None, None)
 
 
@@ -155,13 +155,15 @@ class _Rasterize(torch.autograd.Function):
         device = means2d.device
         zeros = functools.partial(torch.zeros, device=device)
         g_image = g_image.contiguous() if g_image is not None else zeros(3, height, width)
-        g_alpha = g_alpha.contiguous() if g_alpha is not None else zeros(height, width)
-        g_inv_depth = g_inv_depth.contiguous() if g_inv_depth is not None else zeros(height, width)
+        # Outputs without a gradient are passed as null pointers (the kernel reads them as 0).
+        # The contiguous tensors stay referenced here until the launch has been queued.
+        present = [g.contiguous() if g is not None else None for g in (g_inv_depth, g_alpha)]
+        optional = [_ptr(g) if g is not None else (0, POINTER) for g in present]
         grads = [torch.zeros_like(t) for t in (means2d, conic_opacity, colors, inv_depths)]
         _module(device).launch("render_backward", (tiles_x, tiles_y), (TILE_SIZE, TILE_SIZE), [
             (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
             _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(transmittance),
-            _ptr(last), _ptr(g_image), _ptr(g_inv_depth), _ptr(g_alpha), *map(_ptr, grads)])
+            _ptr(last), _ptr(g_image), *optional, *map(_ptr, grads)])
         g_background = (g_image * transmittance[None]).sum(dim=(1, 2)) if ctx.needs_input_grad[4] else None
         return (*grads, g_background, None, None, None, None)
 
@@ -174,17 +176,18 @@ def render_cuda(gaussians: Gaussians, cameras: list[Camera], background: torch.T
     if gaussians.dtype != torch.float32:
         raise ValueError("the CUDA backend renders float32 Gaussians; use backend='reference' for float64")
     device = gaussians.device
+    # Raw parameters: the kernels apply exp / normalise / sigmoid themselves (fewer launches).
     means = gaussians.means.contiguous()
-    scales = gaussians.scales.contiguous()
-    rotations = gaussians.rotations.contiguous()
-    opacities = gaussians.opacities.contiguous()
+    log_scales = gaussians.log_scales.contiguous()
+    quaternions = gaussians.quaternions.contiguous()
+    opacity_logits = gaussians.opacity_logits.contiguous()
     sh_dc, sh_rest = gaussians.sh_dc.contiguous(), gaussians.sh_rest.contiguous()
     background = background.to(device=device, dtype=torch.float32).contiguous()
     projections = []
     for camera in cameras:
         tiles = ((camera.width + TILE_SIZE - 1) // TILE_SIZE, (camera.height + TILE_SIZE - 1) // TILE_SIZE)
         settings = (sh_degree, scaling_modifier, antialiasing, *tiles)
-        projections.append(_Project.apply(means, scales, rotations, opacities, sh_dc, sh_rest,
+        projections.append(_Project.apply(means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest,
                                           camera_block(camera, device), settings))
     means2d = torch.stack([p[0] for p in projections]) if batched else projections[0][0]
     if means2d.requires_grad:

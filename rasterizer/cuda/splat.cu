@@ -7,7 +7,8 @@
 //     at integer coordinates;
 //   * conic (A, B, C) = inverse of the dilated 2D covariance, q(d) = A dx^2 + 2 B dx dy + C dy^2,
 //     power = -q/2 with d = mean2d - pixel;
-//   * quaternions (w, x, y, z), already normalised; scales already exp'd; opacities in [0, 1];
+//   * raw parameters as stored: quaternions (w, x, y, z), unnormalised; log-scales; opacity
+//     logits; the kernels apply normalise / exp / sigmoid and their derivatives;
 //   * SH coefficients [N, K, 3], K stored per Gaussian, `degree` bands evaluated.
 // Gradients are the true derivatives of the forward pass (as autograd gives them for the
 // reference backend), e.g. zero through the 0.99 opacity clamp.
@@ -100,6 +101,25 @@ __device__ void quat_to_rot(const float* q, float* R) {
     R[6] = 2.f * (x * z - w * y); R[7] = 2.f * (y * z + w * x); R[8] = 1.f - 2.f * (x * x + y * y);
 }
 
+// Activated parameters of Gaussian idx from the raw ones: scales = exp(log_scales),
+// unit quaternion = q / max(|q|, 1e-12) (as torch's normalize), opacity = sigmoid(logit).
+struct Activated {
+    float scale[3], rotation[4], opacity, quat_norm;
+};
+
+__device__ __forceinline__ Activated activate(int idx, const float* __restrict__ log_scales,
+                                              const float* __restrict__ quaternions,
+                                              const float* __restrict__ opacity_logits) {
+    Activated a;
+    for (int i = 0; i < 3; i++) a.scale[i] = expf(log_scales[3 * idx + i]);
+    float q[4], sum = 0.f;
+    for (int i = 0; i < 4; i++) { q[i] = quaternions[4 * idx + i]; sum += q[i] * q[i]; }
+    a.quat_norm = fmaxf(sqrtf(sum), 1e-12f);
+    for (int i = 0; i < 4; i++) a.rotation[i] = q[i] / a.quat_norm;
+    a.opacity = 1.f / (1.f + expf(-opacity_logits[idx]));
+    return a;
+}
+
 // Everything the projection computes for one Gaussian, shared by forward and backward.
 struct Projected {
     float view[3];        // camera-space position
@@ -169,8 +189,8 @@ __device__ bool tile_reached(float px, float py, float A, float B, float C, floa
 
 extern "C" __global__ void project_forward(
     int N, int k_rest, int degree, int tiles_x, int tiles_y, float scale_mod, int antialiasing,
-    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ scales,
-    const float* __restrict__ rotations, const float* __restrict__ opacities,
+    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
+    const float* __restrict__ quaternions, const float* __restrict__ opacity_logits,
     const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, float* __restrict__ means2d, float* __restrict__ conic_opacity, float* __restrict__ colors,
     float* __restrict__ inv_depths, float* __restrict__ depths, int* __restrict__ radii,
     int* __restrict__ rects, int* __restrict__ tiles_touched) {
@@ -186,10 +206,11 @@ extern "C" __global__ void project_forward(
 
     CameraBlock cam = load_camera(camera);
     Projected pr;
-    project_one(cam, means + 3 * idx, scales + 3 * idx, rotations + 4 * idx, scale_mod, pr);
+    Activated act = activate(idx, log_scales, quaternions, opacity_logits);
+    project_one(cam, means + 3 * idx, act.scale, act.rotation, scale_mod, pr);
     if (pr.z <= NEAR_PLANE || pr.det == 0.f) return;
 
-    float opacity = opacities[idx];
+    float opacity = act.opacity;
     if (antialiasing) {
         float det_undilated = (pr.a - DILATION) * (pr.c - DILATION) - pr.b * pr.b;
         opacity *= sqrtf(fmaxf(det_undilated / pr.det, AA_DET_RATIO_MIN));
@@ -406,11 +427,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
     float bg_dot = 0.f;
     if (inside) {
         for (int ch = 0; ch < 3; ch++) dpix[ch] = grad_color[ch * plane + pix];
-        dpix[3] = grad_inv_depth[pix];
+        dpix[3] = grad_inv_depth ? grad_inv_depth[pix] : 0.f;  // null: that output has no gradient
         // alpha = 1 - T_final: its gradient acts like a background of -1 on every channel-free
         // term, i.e. d alpha / d T_final = -1.
         for (int ch = 0; ch < 3; ch++) bg_dot += background[ch] * dpix[ch];
-        bg_dot -= grad_alpha[pix];
+        if (grad_alpha) bg_dot -= grad_alpha[pix];
     }
     float accum[4] = {0.f, 0.f, 0.f, 0.f}, last_feature[4] = {0.f, 0.f, 0.f, 0.f};
     float last_alpha = 0.f;
@@ -488,17 +509,18 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
 // and SH. ``rest`` is its higher-SH row in shared memory, overwritten with the row's gradient.
 __device__ void project_backward_one(
     int idx, int k_rest, int degree, float scale_mod, int antialiasing,
-    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ scales,
-    const float* __restrict__ rotations, const float* __restrict__ opacities,
+    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
+    const float* __restrict__ quaternions, const float* __restrict__ opacity_logits,
     const float* __restrict__ sh_dc, float* rest, const float* __restrict__ grad_means2d,
     const float* __restrict__ grad_conic_opacity, const float* __restrict__ grad_colors,
     const float* __restrict__ grad_inv_depths, float* __restrict__ grad_means, float* __restrict__ grad_scales,
     float* __restrict__ grad_rotations, float* __restrict__ grad_opacities, float* __restrict__ grad_sh_dc) {
     CameraBlock cam = load_camera(camera);
     const float* p = means + 3 * idx;
-    const float* s = scales + 3 * idx;
+    Activated act = activate(idx, log_scales, quaternions, opacity_logits);
+    const float* s = act.scale;
     Projected pr;
-    project_one(cam, p, s, rotations + 4 * idx, scale_mod, pr);
+    project_one(cam, p, s, act.rotation, scale_mod, pr);
     float z = pr.z, x = pr.view[0], y = pr.view[1];
     float g_view[3] = {0.f, 0.f, 0.f};
 
@@ -515,23 +537,25 @@ __device__ void project_backward_one(
     float ga = (-gA * c * c + gB * b * c - gC * b * b) / det2;
     float gb = (2.f * gA * b * c - gB * (a * c + b * b) + 2.f * gC * a * b) / det2;
     float gc = (-gA * b * b + gB * a * b - gC * a * a) / det2;
-    float opacity = opacities[idx];
+    float opacity = act.opacity;
+    float g_opacity;  // w.r.t. the activated opacity; chained to the logit below
     if (antialiasing) {
         float det0 = (a - DILATION) * (c - DILATION) - b * b;
         float ratio = det0 / det;
         if (ratio > AA_DET_RATIO_MIN) {
             float factor = sqrtf(ratio);
-            grad_opacities[idx] = g_opacity_eff * factor;
+            g_opacity = g_opacity_eff * factor;
             float k = g_opacity_eff * opacity * 0.5f / factor / det2;
             ga += k * ((c - DILATION) * det - det0 * c);
             gb += k * (2.f * b * (det0 - det));
             gc += k * ((a - DILATION) * det - det0 * a);
         } else {
-            grad_opacities[idx] = g_opacity_eff * sqrtf(AA_DET_RATIO_MIN);
+            g_opacity = g_opacity_eff * sqrtf(AA_DET_RATIO_MIN);
         }
     } else {
-        grad_opacities[idx] = g_opacity_eff;
+        g_opacity = g_opacity_eff;
     }
+    grad_opacities[idx] = g_opacity * opacity * (1.f - opacity);  // d sigmoid
 
     // cov2D = T S T^T with S = M M^T; rows T0, T1 of T.
     float S[9];
@@ -567,17 +591,22 @@ __device__ void project_backward_one(
             gs += gM[3 * r + i] * pr.Rq[3 * r + i];
             gRq[3 * r + i] = gM[3 * r + i] * s[i] * scale_mod;
         }
-        grad_scales[3 * idx + i] = gs * scale_mod;
+        grad_scales[3 * idx + i] = gs * scale_mod * s[i];  // d exp(log_scale)
     }
-    const float* q = rotations + 4 * idx;
+    const float* q = act.rotation;
     float w = q[0], qx = q[1], qy = q[2], qz = q[3];
-    grad_rotations[4 * idx] = 2.f * (-qz * gRq[1] + qy * gRq[2] + qz * gRq[3] - qx * gRq[5] - qy * gRq[6] + qx * gRq[7]);
-    grad_rotations[4 * idx + 1] = 2.f * (qy * gRq[1] + qz * gRq[2] + qy * gRq[3] - 2.f * qx * gRq[4] - w * gRq[5]
-                                         + qz * gRq[6] + w * gRq[7] - 2.f * qx * gRq[8]);
-    grad_rotations[4 * idx + 2] = 2.f * (-2.f * qy * gRq[0] + qx * gRq[1] + w * gRq[2] + qx * gRq[3] + qz * gRq[5]
-                                         - w * gRq[6] + qz * gRq[7] - 2.f * qy * gRq[8]);
-    grad_rotations[4 * idx + 3] = 2.f * (-2.f * qz * gRq[0] - w * gRq[1] + qx * gRq[2] + w * gRq[3] - 2.f * qz * gRq[4]
-                                         + qy * gRq[5] + qx * gRq[6] + qy * gRq[7]);
+    float gq[4];
+    gq[0] = 2.f * (-qz * gRq[1] + qy * gRq[2] + qz * gRq[3] - qx * gRq[5] - qy * gRq[6] + qx * gRq[7]);
+    gq[1] = 2.f * (qy * gRq[1] + qz * gRq[2] + qy * gRq[3] - 2.f * qx * gRq[4] - w * gRq[5]
+                   + qz * gRq[6] + w * gRq[7] - 2.f * qx * gRq[8]);
+    gq[2] = 2.f * (-2.f * qy * gRq[0] + qx * gRq[1] + w * gRq[2] + qx * gRq[3] + qz * gRq[5]
+                   - w * gRq[6] + qz * gRq[7] - 2.f * qy * gRq[8]);
+    gq[3] = 2.f * (-2.f * qz * gRq[0] - w * gRq[1] + qx * gRq[2] + w * gRq[3] - 2.f * qz * gRq[4]
+                   + qy * gRq[5] + qx * gRq[6] + qy * gRq[7]);
+
+    // Through the normalisation q / |q|: (g - u (u . g)) / |q|.
+    float u_dot_g = q[0] * gq[0] + q[1] * gq[1] + q[2] * gq[2] + q[3] * gq[3];
+    for (int i = 0; i < 4; i++) grad_rotations[4 * idx + i] = (gq[i] - q[i] * u_dot_g) / act.quat_norm;
 
     // T = J R_view: dL/dJ = dL/dT R_view^T; J depends on the view position (clamped ratios).
     float gJ[6];
@@ -643,8 +672,8 @@ __device__ void project_backward_one(
 
 extern "C" __global__ void __launch_bounds__(256) project_backward(
     int N, int k_rest, int degree, float scale_mod, int antialiasing,
-    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ scales,
-    const float* __restrict__ rotations, const float* __restrict__ opacities,
+    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
+    const float* __restrict__ quaternions, const float* __restrict__ opacity_logits,
     const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, const int* __restrict__ radii, const float* __restrict__ grad_means2d,
     const float* __restrict__ grad_conic_opacity, const float* __restrict__ grad_colors,
     const float* __restrict__ grad_inv_depths,
@@ -662,8 +691,8 @@ extern "C" __global__ void __launch_bounds__(256) project_backward(
     __syncthreads();
     float* my_rest = s_rest + threadIdx.x * row;
     if (idx < N && radii[idx] != 0) {
-        project_backward_one(idx, k_rest, degree, scale_mod, antialiasing, camera, means, scales, rotations,
-                             opacities, sh_dc, my_rest, grad_means2d, grad_conic_opacity, grad_colors,
+        project_backward_one(idx, k_rest, degree, scale_mod, antialiasing, camera, means, log_scales,
+                             quaternions, opacity_logits, sh_dc, my_rest, grad_means2d, grad_conic_opacity, grad_colors,
                              grad_inv_depths, grad_means, grad_scales, grad_rotations, grad_opacities,
                              grad_sh_dc);
     } else if (idx < N) {  // culled: every gradient is zero (the outputs are not pre-zeroed)
