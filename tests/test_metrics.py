@@ -216,7 +216,7 @@ def test_splat_metrics_end_to_end(tmp_path, monkeypatch, capsys):
     weights.mkdir()
     monkeypatch.setenv(LPIPS_DIR_ENV, str(weights))  # empty: LPIPS skipped
     model = write_model(tmp_path / "model")
-    assert metrics_main(["-m", str(model), "--quiet"]) == 0
+    assert metrics_main(["-m", str(model), "--quiet", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "LPIPS skipped" in out and "Method: ours_7000" in out and "  SSIM : " in out and "  PSNR : " in out
 
@@ -240,7 +240,7 @@ def test_splat_metrics_end_to_end(tmp_path, monkeypatch, capsys):
     # with weights present, LPIPS is written and equals the module's value
     torch.save(random_vgg_state(), weights / "vgg16-397923af.pth")
     torch.save(random_lin_state(), weights / "vgg.pth")
-    assert metrics_main(["--model_paths", str(model), "-q"]) == 0
+    assert metrics_main(["--model_paths", str(model), "-q", "--device", "cpu"]) == 0
     assert "  LPIPS: " in capsys.readouterr().out
     results = json.loads((model / "results.json").read_text())
     per_view = json.loads((model / "per_view.json").read_text())

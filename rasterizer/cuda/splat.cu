@@ -319,6 +319,18 @@ __device__ void find_ranges(long long P, const Key* __restrict__ tiles, int* __r
 extern "C" __global__ void tile_ranges16(long long P, const short* tiles, int* ranges) { find_ranges<short>(P, tiles, ranges); }
 extern "C" __global__ void tile_ranges32(long long P, const int* tiles, int* ranges) { find_ranges<int>(P, tiles, ranges); }
 
+// Copy Gaussian ``id``'s blending inputs into the block's shared-memory batch at ``slot``.
+__device__ __forceinline__ void stage_gaussian(int slot, int id, const float* __restrict__ means2d,
+                                               const float* __restrict__ conic_opacity,
+                                               const float* __restrict__ colors,
+                                               const float* __restrict__ inv_depths, float2* s_xy,
+                                               float4* s_conic_opacity, float4* s_feature) {
+    s_xy[slot] = make_float2(means2d[2 * id], means2d[2 * id + 1]);
+    s_conic_opacity[slot] = make_float4(conic_opacity[4 * id], conic_opacity[4 * id + 1],
+                                        conic_opacity[4 * id + 2], conic_opacity[4 * id + 3]);
+    s_feature[slot] = make_float4(colors[3 * id], colors[3 * id + 1], colors[3 * id + 2], inv_depths[id]);
+}
+
 // Front-to-back blending, one block per 16x16 tile, one thread per pixel.
 // Channels 0-2 are RGB, channel 3 is inverse depth (no background).
 extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
@@ -347,11 +359,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
         if (__syncthreads_count(done) == BLOCK_SIZE) break;
         int progress = start + round * BLOCK_SIZE + rank;
         if (progress < end) {
-            int id = point_list[progress];
-            s_xy[rank] = make_float2(means2d[2 * id], means2d[2 * id + 1]);
-            s_conic_opacity[rank] = make_float4(conic_opacity[4 * id], conic_opacity[4 * id + 1],
-                                                conic_opacity[4 * id + 2], conic_opacity[4 * id + 3]);
-            s_feature[rank] = make_float4(colors[3 * id], colors[3 * id + 1], colors[3 * id + 2], inv_depths[id]);
+            stage_gaussian(rank, point_list[progress], means2d, conic_opacity, colors, inv_depths,
+                           s_xy, s_conic_opacity, s_feature);
         }
         __syncthreads();
         int batch = min(BLOCK_SIZE, to_do);
@@ -443,10 +452,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
         if (start + progress < end) {
             int id = point_list[end - progress - 1];
             s_id[rank] = id;
-            s_xy[rank] = make_float2(means2d[2 * id], means2d[2 * id + 1]);
-            s_conic_opacity[rank] = make_float4(conic_opacity[4 * id], conic_opacity[4 * id + 1],
-                                                conic_opacity[4 * id + 2], conic_opacity[4 * id + 3]);
-            s_feature[rank] = make_float4(colors[3 * id], colors[3 * id + 1], colors[3 * id + 2], inv_depths[id]);
+            stage_gaussian(rank, id, means2d, conic_opacity, colors, inv_depths, s_xy, s_conic_opacity, s_feature);
         }
         __syncthreads();
         int batch = min(BLOCK_SIZE, to_do);

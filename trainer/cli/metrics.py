@@ -14,11 +14,12 @@ otherwise one line says why and the ``LPIPS`` keys are left out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -102,6 +103,18 @@ def evaluate_model(model: Path, lpips_model: Callable | None, device: torch.devi
     return results, per_view
 
 
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """Turn off TF32 while measuring: on NVIDIA GPUs PyTorch lets cuDNN convolve in TF32, which
+    moves LPIPS and SSIM by about 1e-3 relative and would make metrics depend on the machine."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="splat-metrics", description="SSIM, PSNR and LPIPS of <model>/test/<method>/renders against gt.")
@@ -121,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for model in args.model_paths:
         print("Scene:", model)
         try:
-            results, per_view = evaluate_model(Path(model), lpips_model, device, args.quiet)
+            with full_float32():
+                results, per_view = evaluate_model(Path(model), lpips_model, device, args.quiet)
         except (OSError, ValueError) as error:  # FileFormatError is a ValueError
             print(f"splat-metrics: error: {error}", file=sys.stderr)
             failed = True
