@@ -1,6 +1,7 @@
 """The package installs as declared: console scripts, and shaders/assets found from any install."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,13 @@ def test_shaders_and_assets_from_the_checkout():
 
 def test_regular_install_ships_shaders_and_assets(tmp_path):
     """``pip install .`` (not editable) into a fresh folder; imported from there, not the checkout."""
+    # Build from a copy: setuptools writes build/ and *.egg-info into the source tree.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", ".data", ".whl", ".gl", ".pytest_cache"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                    "--quiet", "--target", str(target), str(REPO)], check=True)
+                    "--quiet", "--target", str(target), str(source)], check=True)
     probe = ("import shaders, assets, rasterizer;"
              "assert not shaders.__file__.startswith(%r), shaders.__file__;"
              "print(len(shaders.shader_source('blit.frag')), len(assets.asset_bytes('icon.png')))") % str(REPO)

@@ -25,7 +25,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 __all__ = ["ModelParams", "PipelineParams", "OptimizationParams", "ScriptParams", "TrainConfig",
-           "build_parser", "parse_args", "default_model_path", "parse_bytes", "ConfigError"]
+           "build_parser", "parse_args", "default_model_path", "parse_bytes", "ConfigError",
+           "add_model_params", "model_param_defaults"]
 
 
 class ConfigError(ValueError):
@@ -165,18 +166,32 @@ _GROUPS = (("model", ModelParams, "Loading Parameters"),
            ("script", ScriptParams, "Script and splatview Parameters"))
 
 
-def _add_group(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+def _add_group(parser: argparse.ArgumentParser, cls: type, title: str, sentinel: bool = False) -> None:
+    """One argument group from a parameter dataclass. With ``sentinel`` every default is None,
+    so that a caller can tell flags given on the command line from flags left out (the
+    reference's ``ParamGroup(parser, sentinel=True)``, used by render.py with cfg_args)."""
     group = parser.add_argument_group(title)
     for f in fields(cls):
         meta = f.metadata
         names = [f"--{f.name}"] + ([meta["short"]] if meta["short"] else [])
         default = f.default_factory() if f.default_factory is not MISSING else f.default
+        shown = None if sentinel else default
         if isinstance(default, bool):
-            group.add_argument(*names, action="store_true", default=default, help=meta["help"])
+            group.add_argument(*names, action="store_true", default=shown, help=meta["help"])
             continue
         kind = meta["type"] or type(default)
-        group.add_argument(*names, type=kind, default=default, nargs=meta["nargs"],
+        group.add_argument(*names, type=kind, default=shown, nargs=meta["nargs"],
                            choices=meta["choices"], metavar=meta["metavar"], help=meta["help"])
+
+
+def add_model_params(parser: argparse.ArgumentParser, sentinel: bool = False) -> None:
+    """The reference's "Loading Parameters" flags (``-s -m -i -r -w`` ...); see ``_add_group``."""
+    _add_group(parser, ModelParams, "Loading Parameters", sentinel)
+
+
+def model_param_defaults() -> dict[str, Any]:
+    """``ModelParams`` field -> the reference's default."""
+    return {f.name: f.default for f in fields(ModelParams)}
 
 
 def build_parser(prog: str = "splat-train") -> argparse.ArgumentParser:

@@ -22,25 +22,14 @@ from tqdm import tqdm
 
 from rasterizer import read_ply, render
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cfg_args
+from trainer.config import add_model_params, model_param_defaults
 from trainer.image_io import save_png
 from trainer.scene import Scene, View, load_scene
 
-# Loading parameters a user may override; unset ones come from cfg_args, then these defaults.
-_MODEL_DEFAULTS = {"source_path": "", "images": "images", "resolution": -1,
-                   "white_background": False, "data_device": "cuda", "eval": False, "sh_degree": 3}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splat-render", description=__doc__.split("\n")[0])
-    parser.add_argument("-m", "--model_path", required=True, help="trained model folder")
-    # default=None marks "not given", so cfg_args can fill it in.
-    parser.add_argument("-s", "--source_path", default=None, help="dataset folder (default: from cfg_args)")
-    parser.add_argument("-i", "--images", default=None)
-    parser.add_argument("-r", "--resolution", type=int, default=None)
-    parser.add_argument("-w", "--white_background", action="store_true", default=None)
-    parser.add_argument("--data_device", default=None)
-    parser.add_argument("--eval", action="store_true", default=None)
-    parser.add_argument("--sh_degree", type=int, default=None)
+    # Loading flags default to None ("not given") so that cfg_args can fill them in.
+    add_model_params(parser, sentinel=True)
     parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
     parser.add_argument("--skip_train", action="store_true")
     parser.add_argument("--skip_test", action="store_true")
@@ -54,11 +43,13 @@ def combined_settings(args: argparse.Namespace) -> dict:
     """Loading parameters: command line, else cfg_args, else the reference's defaults."""
     recorded = read_cfg_args(Path(args.model_path))
     settings = {}
-    for key, default in _MODEL_DEFAULTS.items():
+    for key, default in model_param_defaults().items():
         given = getattr(args, key)
         settings[key] = given if given is not None else recorded.get(key, default)
     if not settings["source_path"]:
         raise ValueError(f"{args.model_path}/cfg_args names no source_path; pass -s SOURCE")
+    if settings["train_test_exp"]:
+        raise ValueError("--train_test_exp (exposure compensation) is not supported yet")
     return settings
 
 
@@ -78,7 +69,10 @@ def render_split(name: str, views: list[View], scene: Scene, gaussians, iteratio
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.model_path:
+        parser.error("-m/--model_path MODEL is required")
     model_path = Path(args.model_path)
     try:
         settings = combined_settings(args)

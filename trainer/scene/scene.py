@@ -18,6 +18,7 @@ import numpy as np
 from rasterizer.camera import Camera
 from rasterizer.files import FileFormatError
 from rasterizer.ply import PointCloud, read_point_cloud
+from rasterizer.sh import SH_C0
 
 from . import colmap, nerf
 from .images import ImageCache, ImageSource
@@ -29,7 +30,6 @@ __all__ = ["View", "Scene", "load_scene", "detect_scene_kind", "scene_extent",
 
 LLFF_HOLD = 8
 RANDOM_POINT_COUNT = 100_000
-_SH_C0 = 0.28209479177387814
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def random_point_cloud(count: int = RANDOM_POINT_COUNT, seed: int = 0) -> PointC
     rng = np.random.RandomState(seed)
     xyz = rng.random_sample((count, 3)) * 2.6 - 1.3
     sh = rng.random_sample((count, 3)) / 255.0
-    rgb = np.floor((sh * _SH_C0 + 0.5) * 255.0) / 255.0
+    rgb = np.floor((sh * SH_C0 + 0.5) * 255.0) / 255.0
     return PointCloud(xyz, rgb)
 
 
