@@ -139,3 +139,33 @@ def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
     write_scene(tmp_path / "s", [(8, 8)])
     with pytest.raises(ValueError, match="CUDA"):
         load_scene(tmp_path / "s", data_device="cuda", quiet=True)
+
+
+@pytest.mark.parametrize("size", [(16, 12), (8, 6)])  # native size, and resized by -r 2
+def test_kept_alpha_composites_like_loading_over_that_background(tmp_path, size):
+    """With keep_alpha the cache holds premultiplied RGB + alpha; compositing it over a
+    background gives what loading with that background gives (up to uint8 rounding)."""
+    write_scene(tmp_path / "s", [(16, 12)], rgba=True)
+    resolution = 1 if size == (16, 12) else 2
+    kept = load_scene(tmp_path / "s", resolution=resolution, keep_alpha=True, quiet=True)
+    image = kept.images.get(0)
+    assert image.shape == (size[1], size[0], 4)
+    rgb, alpha = image[..., :3].int(), image[..., 3:].int()
+    assert (rgb <= alpha).all()  # premultiplied colour never exceeds its alpha
+    for white in (False, True):
+        loaded = load_scene(tmp_path / "s", resolution=resolution, white_background=white, quiet=True)
+        background = torch.full((3,), 1.0 if white else 0.0)
+        torch.testing.assert_close(view_image_float(image, background),
+                                   view_image_float(loaded.images.get(0)), rtol=0, atol=2.5 / 255)
+    # A background that is neither: the exact blend of the stored values.
+    background = torch.tensor([0.2, 0.5, 0.9])
+    expected = image[..., :3].float() / 255 + background * (1 - image[..., 3:].float() / 255)
+    torch.testing.assert_close(view_image_float(image, background), expected.permute(2, 0, 1))
+    with pytest.raises(ValueError, match="background"):
+        view_image_float(image)
+
+
+def test_kept_alpha_on_opaque_images_is_fully_opaque(tmp_path):
+    write_scene(tmp_path / "s", [(8, 8)])
+    image = load_scene(tmp_path / "s", keep_alpha=True, quiet=True).images.get(0)
+    assert image.shape == (8, 8, 4) and (image[..., 3] == 255).all()

@@ -4,6 +4,7 @@ reference layout, exact resume, Ctrl-C and out-of-memory handling, COLMAP data."
 from __future__ import annotations
 
 import json
+import math
 import signal
 from pathlib import Path
 
@@ -288,3 +289,18 @@ def test_cuda_backend_resume_matches(tiny_scene, tmp_path):
         assert tensor.shape == b["model"]["params"][name].shape
         difference = (tensor - b["model"]["params"][name]).norm()
         assert difference <= 1e-3 * tensor.norm() + 1e-6, (name, float(difference), float(tensor.norm()))
+
+
+def test_random_background_keeps_alpha_and_composites_each_step(tiny_scene, tmp_path):
+    """With --random_background the ground truth is composited over each step's background,
+    so the cache keeps premultiplied RGB + alpha; evaluation composites over the fixed one."""
+    seen = []
+
+    def hook(trainer, iteration):
+        image = trainer.scene.images.get(trainer.scene.train_views[0].index)
+        seen.append(image.shape[-1])
+
+    result = train(tiny_config(tiny_scene, tmp_path / "m", "--iterations", "5", "--random_background",
+                               "--eval", "--test_iterations", "5"), hooks=[hook])
+    assert result.status == "completed" and seen == [4] * 5
+    assert math.isfinite(result.metrics[5]["test"]["psnr"])

@@ -242,7 +242,7 @@ def evaluate_views(model: GaussianModel, scene: Scene, views: Sequence[View], ba
     for view in views:
         image = render(gaussians, view.camera, background, sh_degree=model.active_sh_degree,
                        antialiasing=antialiasing, backend=backend).image.clamp(0.0, 1.0)
-        gt = view_image_float(scene.images.get(view.index).to(image.device))
+        gt = view_image_float(scene.images.get(view.index).to(image.device), background)
         sums["l1"] += float(l1_loss(image, gt).double())
         sums["psnr"] += float(psnr(image, gt).double())
         if with_ssim:
@@ -338,7 +338,9 @@ class Trainer:
         write_cfg_args(self.model_path, cfg.cfg_args_values())
         self.scene = load_scene(cfg.model.source_path, cfg.model.images, cfg.model.resolution,
                                 cfg.model.white_background, cfg.model.eval, data_device,
-                                cfg.script.cache_budget, quiet=self.quiet, log=self.log)
+                                cfg.script.cache_budget, quiet=self.quiet, log=self.log,
+                                # a background that changes every step needs the alpha kept
+                                keep_alpha=cfg.optimization.random_background)
         self._override_random_points()
         self._write_scene_files()
         self.background = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device)
@@ -467,7 +469,7 @@ class Trainer:
             out = render(model.gaussians(), view.camera, background, sh_degree=model.active_sh_degree,
                          antialiasing=self.config.pipeline.antialiasing, backend=self.backend)
             image = out.image.clamp(0.0, 1.0)
-            gt = view_image_float(self.scene.images.get(view.index).to(self.device, non_blocking=True))
+            gt = view_image_float(self.scene.images.get(view.index).to(self.device, non_blocking=True), background)
             loss = (1.0 - opt.lambda_dssim) * l1_loss(image, gt) + opt.lambda_dssim * (1.0 - ssim(image, gt))
             if self.config.pipeline.debug and not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it}")

@@ -1,7 +1,9 @@
 """Ground-truth images: decoding (alpha compositing, undistortion, resizing) and the cache.
 
-Images are held as uint8 ``[H, W, 3]`` RGB tensors (1 byte per channel); the float conversion
-(:func:`view_image_float`) happens per training step. When all decoded images would not fit the
+Images are held as uint8 ``[H, W, 3]`` RGB tensors (1 byte per channel), transparency
+composited over the scene background; or, for training with a background that changes every
+step, as ``[H, W, 4]``: RGB premultiplied by alpha, plus alpha. The float conversion
+(:func:`view_image_float`, which composites the 4-channel form) happens per training step. When all decoded images would not fit the
 memory budget, the cache keeps the *encoded* files in memory (or, if even those do not fit,
 only their paths) and decodes on demand; :meth:`ImageCache.prefetch` decodes upcoming indices
 on a thread pool so that training does not wait.
@@ -36,33 +38,38 @@ class ImageSource:
     Attributes:
         path: the image file.
         size: output (width, height) in pixels (the loading resolution).
-        background: RGB in [0, 1] that transparent pixels are composited over.
+        background: RGB in [0, 1] that transparent pixels are composited over; None keeps the
+            alpha instead (4 channels: premultiplied RGB and alpha).
         intrinsics: (fx, fy, cx, cy) in pixels at the file's own size; only used to undistort.
         distortion: lens distortion to remove before resizing, or None.
     """
 
     path: Path
     size: tuple[int, int]
-    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    background: tuple[float, float, float] | None = (0.0, 0.0, 0.0)
     intrinsics: tuple[float, float, float, float] | None = None
     distortion: Distortion | None = None
 
     @property
     def decoded_nbytes(self) -> int:
-        return self.size[0] * self.size[1] * 3
+        return self.size[0] * self.size[1] * (3 if self.background is not None else 4)
 
 
-def _to_rgb(image: Image.Image, background: tuple[float, float, float]) -> np.ndarray:
-    """uint8 [H, W, 3]: alpha (if any) composited over ``background``, rounded."""
+def _to_rgb(image: Image.Image, background: tuple[float, float, float] | None) -> np.ndarray:
+    """uint8 [H, W, 3]: alpha (if any) composited over ``background``, rounded; with
+    ``background=None``, uint8 [H, W, 4]: RGB premultiplied by alpha, then alpha."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255)
                                 .astype(np.uint8))
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode == "P" and "transparency" in image.info)
-    if not has_alpha:
+    if not has_alpha and background is not None:
         return np.asarray(image.convert("RGB"))
     rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
     alpha = rgba[..., 3:4]
+    if background is None:
+        premultiplied = np.concatenate([rgba[..., :3] * alpha, alpha], axis=-1)
+        return (premultiplied * 255.0).round().clip(0, 255).astype(np.uint8)
     composite = rgba[..., :3] * alpha + np.asarray(background, dtype=np.float32) * (1.0 - alpha)
     return (composite * 255.0).round().clip(0, 255).astype(np.uint8)
 
@@ -83,15 +90,27 @@ def decode_image(source: ImageSource, data: bytes | None = None) -> np.ndarray:
         fx, fy, cx, cy = source.intrinsics
         rgb = undistort_image(rgb, fx, fy, cx, cy, source.distortion)
     if (rgb.shape[1], rgb.shape[0]) != tuple(source.size):
-        rgb = np.asarray(Image.fromarray(rgb).resize(tuple(source.size)))
+        # "RGBa" tells PIL the colour is already premultiplied, so it resamples it as it is.
+        mode = "RGB" if rgb.shape[-1] == 3 else "RGBa"
+        rgb = np.asarray(Image.fromarray(rgb, mode).resize(tuple(source.size)).convert(mode))
     if not rgb.flags.writeable or not rgb.flags.c_contiguous:
         rgb = np.array(rgb, order="C")  # torch wants a writable array
     return rgb
 
 
-def view_image_float(image: torch.Tensor) -> torch.Tensor:
-    """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1] (on the same device)."""
-    return image.to(torch.float32).div_(255.0).permute(2, 0, 1).contiguous()
+def view_image_float(image: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1] (on the same device).
+
+    A 4-channel image (premultiplied RGB and alpha) is composited over ``background`` (RGB in
+    [0, 1]): ``rgb + background * (1 - alpha)``, exactly what a render over that background shows.
+    """
+    values = image.to(torch.float32).div_(255.0).permute(2, 0, 1)
+    if values.shape[0] == 3:
+        return values.contiguous()
+    if background is None:
+        raise ValueError("a ground-truth image with alpha needs the background to composite over")
+    background = torch.as_tensor(background, dtype=torch.float32, device=values.device)
+    return (values[:3] + background[:, None, None] * (1.0 - values[3:4])).contiguous()
 
 
 def available_memory(device: str = "cpu") -> int:

@@ -194,7 +194,7 @@ def _llff_split(specs: list[_Spec], eval: bool) -> tuple[list[_Spec], list[_Spec
 def load_scene(source_path: str | os.PathLike, images: str = "images", resolution: int = -1,
                white_background: bool = False, eval: bool = False, data_device: str = "cpu",
                cache_budget_bytes: int | None = None, quiet: bool = False,
-               log: Callable[[str], None] | None = None) -> Scene:
+               log: Callable[[str], None] | None = None, keep_alpha: bool = False) -> Scene:
     """Load a COLMAP, NeRF-synthetic or transforms.json scene as the reference trainer does.
 
     Args:
@@ -208,6 +208,9 @@ def load_scene(source_path: str | os.PathLike, images: str = "images", resolutio
             above it images stay encoded and are decoded on demand.
         quiet: no log lines.
         log: where log lines go (default ``print``).
+        keep_alpha: hold images as premultiplied RGB + alpha instead of compositing them over
+            the background when loading, for training with ``--random_background``
+            (composite each step with ``view_image_float(image, background)``).
     """
     log = None if quiet else (log or print)
     source = Path(source_path).expanduser().resolve()
@@ -243,7 +246,7 @@ def load_scene(source_path: str | os.PathLike, images: str = "images", resolutio
         size = rule.size(*spec.file_size)
         camera = file_camera if size == spec.file_size else file_camera.resized(*size)
         views.append(View(camera, spec.original, spec.original.image_name, len(sources), spec.path))
-        sources.append(ImageSource(spec.path, size, background,
+        sources.append(ImageSource(spec.path, size, None if keep_alpha else background,
                                    (file_camera.fx, file_camera.fy, file_camera.cx, file_camera.cy),
                                    spec.distortion))
     train_views, test_views = views[:len(train)], views[len(train):]
