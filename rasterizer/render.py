@@ -20,7 +20,7 @@ import torch
 from .camera import Camera
 from .gaussians import Gaussians
 
-__all__ = ["RenderOutput", "render", "available_backends"]
+__all__ = ["RenderOutput", "render", "available_backends", "resolve_backend"]
 
 
 @dataclass
@@ -73,7 +73,9 @@ def available_backends() -> list[str]:
     return names
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend ``render`` will use for Gaussians on ``device``: ``auto`` picks ``cuda`` when it
+    is available there, else ``reference``; an unusable explicit choice raises."""
     if backend not in ("auto", "reference", "cuda"):
         raise ValueError(f"unknown backend {backend!r}: use 'reference', 'cuda' or 'auto'")
     if backend == "auto":
@@ -112,7 +114,7 @@ def render(gaussians: Gaussians, camera: Camera | Sequence[Camera],
         background_t = _constant(tuple(float(v) for v in background), gaussians.dtype, gaussians.device)
     if background_t.shape != (3,):
         raise ValueError(f"background must be 3 values (RGB), got shape {tuple(background_t.shape)}")
-    chosen = _resolve_backend(backend, gaussians.device)
+    chosen = resolve_backend(backend, gaussians.device)
     if chosen == "cuda":
         from .cuda import render_cuda as backend_render  # noqa: PLC0415
     else:

@@ -43,7 +43,7 @@ from rasterizer.files import FileFormatError, atomic_write, atomic_write_text
 from rasterizer.gaussians import Gaussians
 from rasterizer.model_folder import point_cloud_path, write_cameras_json, write_cfg_args
 from rasterizer.ply import write_ply, write_point_cloud
-from rasterizer.render import available_backends, render
+from rasterizer.render import available_backends, render, resolve_backend
 from trainer.metrics import l1_loss, psnr, ssim
 from trainer.scene import Scene, View, load_scene, random_point_cloud, view_image_float
 
@@ -332,7 +332,12 @@ class Trainer:
         check_supported(cfg)
         seed_everything(cfg.script.seed)
         self.device, data_device = resolve_devices(cfg, self.log)
-        self.backend = cfg.script.backend
+        self.backend = resolve_backend(cfg.script.backend, self.device)
+        described = {"cuda": "CUDA kernels", "reference": "PyTorch reference rasterizer"}[self.backend]
+        self.log(f"Rasterizer: {self.backend} ({described} on {self.device})")
+        if self.device.type == "cuda" and self.backend == "reference":
+            self.log("The CUDA backend is unavailable (install it with: pip install 'splatview[cuda]'); "
+                     "training on the GPU with the much slower reference rasterizer")
         self.log(f"Output folder: {self.model_path}")
         self.model_path.mkdir(parents=True, exist_ok=True)
         write_cfg_args(self.model_path, cfg.cfg_args_values())
