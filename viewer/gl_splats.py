@@ -1,0 +1,157 @@
+"""OpenGL splatting path: instanced quads fed from shader storage buffers (GL 4.3 core).
+
+Conventions:
+
+* Cameras are :class:`rasterizer.Camera` (OpenCV axes, COLMAP principal point). The image is
+  drawn so that image row 0 is the *top* of the framebuffer; :func:`read_framebuffer` flips
+  GL's bottom-up rows back, so its result lines up with ``rasterizer.render``.
+* ``world_to_camera`` is row-major in numpy; it is uploaded with ``transpose=GL_TRUE`` so that
+  GLSL's column-major ``mat4`` holds the same matrix (``p_cam = W * p_world``).
+* SSBOs (std430, float32): binding 0 ``vec4`` (mean xyz, opacity); binding 1 six floats of the
+  world 3D covariance (xx xy xz yy yz zz, computed once on the CPU); binding 2 48 floats of SH
+  (16 coefficients x RGB, zero-padded to degree 3); binding 3 ``uint`` draw order.
+* Blending is back to front, premultiplied colour, ``glBlendFunc(GL_ONE, GL_ONE_MINUS_SRC_ALPHA)``
+  over a clear to the background colour; the alpha channel ends up as 1 - transmittance.
+
+The renderer never creates a window: it draws into whatever GL 4.3 context is current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from OpenGL import GL
+
+from rasterizer.camera import Camera
+from rasterizer.gaussians import Gaussians
+from rasterizer.reference import covariance_3d
+from shaders import shader_source
+
+__all__ = ["SplatRenderer", "read_framebuffer"]
+
+
+def _compile_program(vertex: str, fragment: str) -> int:
+    program = GL.glCreateProgram()
+    shaders = []
+    for kind, source in ((GL.GL_VERTEX_SHADER, vertex), (GL.GL_FRAGMENT_SHADER, fragment)):
+        shader = GL.glCreateShader(kind)
+        GL.glShaderSource(shader, source)
+        GL.glCompileShader(shader)
+        if not GL.glGetShaderiv(shader, GL.GL_COMPILE_STATUS):
+            raise RuntimeError(f"shader compile error: {GL.glGetShaderInfoLog(shader).decode()}")
+        GL.glAttachShader(program, shader)
+        shaders.append(shader)
+    GL.glLinkProgram(program)
+    for shader in shaders:
+        GL.glDeleteShader(shader)
+    if not GL.glGetProgramiv(program, GL.GL_LINK_STATUS):
+        raise RuntimeError(f"shader link error: {GL.glGetProgramInfoLog(program).decode()}")
+    return program
+
+
+class SplatRenderer:
+    """Draws a :class:`Gaussians` model with the GLSL splat shaders into the current framebuffer.
+
+    The model is uploaded once (:meth:`upload`); the CPU depth sort (``np.argsort`` of view z,
+    back to front, ties in reverse index order as the reference's stable sort) runs only when
+    the camera pose differs from the last sorted one. ``sort_count`` counts the sorts.
+    """
+
+    def __init__(self, gaussians: Gaussians | None = None) -> None:
+        self.program = _compile_program(shader_source("splat.vert"), shader_source("splat.frag"))
+        self.vao = GL.glGenVertexArrays(1)
+        self.buffers = GL.glGenBuffers(4)   # means+opacity, cov3d, sh, order
+        self.count = 0
+        self.sh_degree = 0
+        self.sort_count = 0
+        self._means = np.zeros((0, 3))
+        self._sorted_pose: bytes | None = None
+        self._uniforms = {name: GL.glGetUniformLocation(self.program, name) for name in (
+            "world_to_camera", "camera_center", "intrinsics", "image_size", "sh_degree",
+            "scale2", "antialiasing")}
+        if gaussians is not None:
+            self.upload(gaussians)
+
+    def upload(self, gaussians: Gaussians) -> None:
+        """Copy the model's activated parameters into the SSBOs (float32); forces a re-sort."""
+        with torch.no_grad():
+            g = gaussians.to("cpu", torch.float32)
+            n = len(g)
+            cov = covariance_3d(g.scales, g.rotations)
+            upper = cov[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
+            sh = torch.zeros(n, 16, 3)
+            sh[:, : g.sh.shape[1]] = g.sh
+            mean_opacity = torch.cat([g.means, g.opacities[:, None]], dim=1)
+        for buffer, data in zip(self.buffers[:3], (mean_opacity, upper, sh)):
+            array = np.ascontiguousarray(data.numpy(), dtype=np.float32)
+            GL.glBindBuffer(GL.GL_SHADER_STORAGE_BUFFER, buffer)
+            GL.glBufferData(GL.GL_SHADER_STORAGE_BUFFER, max(array.nbytes, 4), array if n else None,
+                            GL.GL_STATIC_DRAW)
+        GL.glBindBuffer(GL.GL_SHADER_STORAGE_BUFFER, 0)
+        self.count, self.sh_degree = n, g.sh_degree
+        self._means = g.means.double().numpy()
+        self._sorted_pose = None
+
+    def sort(self, camera: Camera) -> bool:
+        """Re-sort back to front for ``camera`` if its pose changed; returns whether it sorted."""
+        pose = camera.world_to_camera.numpy()
+        key = pose.tobytes()
+        if key == self._sorted_pose:
+            return False
+        depth = self._means @ pose[2, :3] + pose[2, 3]
+        order = np.argsort(depth, kind="stable")[::-1].astype(np.uint32)
+        GL.glBindBuffer(GL.GL_SHADER_STORAGE_BUFFER, self.buffers[3])
+        GL.glBufferData(GL.GL_SHADER_STORAGE_BUFFER, max(order.nbytes, 4),
+                        np.ascontiguousarray(order) if self.count else None, GL.GL_DYNAMIC_DRAW)
+        GL.glBindBuffer(GL.GL_SHADER_STORAGE_BUFFER, 0)
+        self._sorted_pose = key
+        self.sort_count += 1
+        return True
+
+    def draw(self, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
+             sh_degree: int | None = None, scaling_modifier: float = 1.0,
+             antialiasing: bool = False) -> None:
+        """Clear to ``background`` and draw the splats; the viewport is set to the camera's size."""
+        GL.glViewport(0, 0, camera.width, camera.height)
+        GL.glClearColor(*(float(v) for v in background), 0.0)
+        GL.glClear(GL.GL_COLOR_BUFFER_BIT)
+        if self.count == 0:
+            return
+        self.sort(camera)
+        pose = np.ascontiguousarray(camera.world_to_camera.numpy(), dtype=np.float32)
+        degree = self.sh_degree if sh_degree is None else min(int(sh_degree), self.sh_degree)
+        u = self._uniforms
+        GL.glUseProgram(self.program)
+        GL.glUniformMatrix4fv(u["world_to_camera"], 1, GL.GL_TRUE, pose)   # row-major -> transpose
+        GL.glUniform3f(u["camera_center"], *camera.center.tolist())
+        GL.glUniform4f(u["intrinsics"], camera.fx, camera.fy, camera.cx, camera.cy)
+        GL.glUniform2f(u["image_size"], float(camera.width), float(camera.height))
+        GL.glUniform1i(u["sh_degree"], degree)
+        GL.glUniform1f(u["scale2"], float(scaling_modifier) ** 2)
+        GL.glUniform1i(u["antialiasing"], int(antialiasing))
+        for binding, buffer in enumerate(self.buffers):
+            GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, binding, buffer)
+        GL.glDisable(GL.GL_DEPTH_TEST)
+        GL.glEnable(GL.GL_BLEND)
+        GL.glBlendFunc(GL.GL_ONE, GL.GL_ONE_MINUS_SRC_ALPHA)
+        GL.glBindVertexArray(self.vao)
+        GL.glDrawArraysInstanced(GL.GL_TRIANGLE_STRIP, 0, 4, self.count)
+        GL.glBindVertexArray(0)
+        GL.glDisable(GL.GL_BLEND)
+        GL.glUseProgram(0)
+
+    def release(self) -> None:
+        """Delete the GL objects (the context they were made in must be current)."""
+        GL.glDeleteBuffers(4, self.buffers)
+        GL.glDeleteVertexArrays(1, [self.vao])
+        GL.glDeleteProgram(self.program)
+
+
+def read_framebuffer(width: int, height: int) -> torch.Tensor:
+    """The bound read framebuffer's RGB as float32 [3, H, W], row 0 = top (GL rows flipped)."""
+    GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+    data = GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_FLOAT)
+    array = np.frombuffer(data, dtype=np.float32).reshape(height, width, 3)[::-1]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
