@@ -1,5 +1,8 @@
 """Shared test fixtures (kept small and generic)."""
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,3 +21,30 @@ def shared_data():
         return path
 
     return scene
+
+
+@pytest.fixture(scope="session")
+def xvfb_display():
+    """Start ``Xvfb -displayfd`` (it picks a free display) and point DISPLAY at it."""
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb not installed (apt-get install xvfb)")
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x480x24",
+                             "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        number = pipe.readline().strip()   # blocks until the server accepts connections
+    if not number:
+        proc.kill()
+        proc.wait()
+        pytest.skip("Xvfb failed to start")
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = f":{number}"
+    yield os.environ["DISPLAY"]
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -1,16 +1,67 @@
-"""``splat-view``: the real-time viewer (arrives with its own issue)."""
+"""``splat-view``: look at a trained model (``-m MODEL``) or a bare ``.ply`` file.
+
+    splat-view -m output/garden [--iteration N] [--rendering-size W H]
+    splat-view path/to/point_cloud.ply
+    splat-view -m output/garden --camera 3 --frames 10 --screenshot view3.png   # scripted
+
+This version draws with the OpenGL splatting path; the CUDA path, the control panel and the
+other render modes arrive with the rest of the viewer.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
 
+from rasterizer.files import FileFormatError
+
+from .scene_source import load_viewer_input
+from .state import ViewerState
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splat-view", description=__doc__.split("\n")[0])
+    parser.add_argument("path", nargs="?", help="a model folder or a .ply file")
+    parser.add_argument("-m", "--model-path", "--model_path", dest="model_path", help="trained model folder")
+    parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
+    parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
+                        help="default: width min(1200, first camera width), that camera's aspect")
+    parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
+    parser.add_argument("--frames", type=int, help="render this many frames, then exit")
+    parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
+    return parser
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    print("splat-view: not yet available in this version of splatview "
-          "(the viewer is being built; use the SIBR viewer on splat-train's model folders meanwhile)",
-          file=sys.stderr)
-    return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    target = args.model_path or args.path
+    if not target or (args.model_path and args.path):
+        parser.error("give one model folder (-m MODEL) or one .ply file")
+    if args.screenshot and args.frames is None:
+        parser.error("--screenshot needs --frames K")
+    try:
+        viewer_input = load_viewer_input(target, args.iteration)
+        cameras = viewer_input.cameras
+        if not 0 <= args.camera < len(cameras):
+            raise ValueError(f"--camera {args.camera}: the model has {len(cameras)} input cameras")
+        state = ViewerState.from_input_camera(cameras, args.camera, background=viewer_input.background,
+                                              max_sh_degree=viewer_input.gaussians.sh_degree,
+                                              sh_degree=viewer_input.gaussians.sh_degree)
+        if args.rendering_size:
+            state.width, state.height = args.rendering_size
+        from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
+
+        app = ViewerApp(viewer_input, state, visible=args.frames is None)
+    except (OSError, FileFormatError, ValueError, RuntimeError) as error:
+        print(f"splat-view: error: {error}", file=sys.stderr)
+        return 1
+    try:
+        app.run(args.frames, args.screenshot)
+    finally:
+        app.close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""What the viewer opens: a trained model folder (as SIBR does) or a bare PLY (SIBR cannot).
+
+A model folder gives ``point_cloud/iteration_<N>/point_cloud.ply`` (default: the largest N),
+the background and SH degree from ``cfg_args``, and the input cameras from ``cameras.json``.
+A bare PLY gets a black background and one camera placed to frame the model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rasterizer import Camera, Gaussians, look_at, read_ply
+from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
+
+__all__ = ["ViewerInput", "load_viewer_input", "framing_camera"]
+
+
+@dataclass
+class ViewerInput:
+    """A model to show: Gaussians, the cameras to start from and snap to, the background."""
+
+    gaussians: Gaussians
+    cameras: list[Camera]
+    background: tuple[float, float, float]
+    title: str
+
+
+def framing_camera(gaussians: Gaussians, width: int = 1200, height: int = 800) -> Camera:
+    """A camera outside the bulk of the model (around its median point, 90% quantile extent),
+    looking at that point, with a 60 degree vertical field of view."""
+    means = gaussians.means.detach().double()
+    if len(means) == 0:
+        return Camera.from_fov(width, height, 1.2, None, look_at([0.0, 0.0, -3.0], [0.0, 0.0, 0.0]))
+    centre = means.median(dim=0).values
+    spread = max(float((means - centre).abs().quantile(0.9, dim=0).max()), 1e-6)
+    eye = centre + torch.tensor([0.0, -0.3, -2.5], dtype=torch.float64) * spread
+    fy = height / (2.0 * math.tan(math.radians(30.0)))
+    return Camera(width, height, fy, fy, width / 2.0, height / 2.0,
+                  look_at(eye.tolist(), centre.tolist(), up=(0.0, -1.0, 0.0)))
+
+
+def load_viewer_input(path: str | os.PathLike, iteration: int = -1) -> ViewerInput:
+    """Open a model folder or a ``.ply`` file (see the module docstring).
+
+    Raises ``FileNotFoundError``/``FileFormatError`` (a ``ValueError``) naming the file.
+    """
+    path = Path(path)
+    if path.is_file():
+        gaussians = read_ply(path)
+        return ViewerInput(gaussians, [framing_camera(gaussians)], (0.0, 0.0, 0.0), path.name)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model folder or PLY file")
+    iteration = latest_iteration(path) if iteration == -1 else iteration
+    ply = point_cloud_path(path, iteration)
+    if not ply.is_file():
+        raise FileNotFoundError(f"{ply}: no such file (iteration {iteration} was not saved)")
+    gaussians = read_ply(ply)
+    settings = read_cfg_args(path) if (path / "cfg_args").is_file() else {}
+    background = (1.0, 1.0, 1.0) if settings.get("white_background") else (0.0, 0.0, 0.0)
+    cameras = read_cameras_json(path) if (path / "cameras.json").is_file() else []
+    return ViewerInput(gaussians, cameras or [framing_camera(gaussians)], background,
+                       f"{path.name} (iteration {iteration})")
