@@ -11,8 +11,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.rasterizer import framing_camera, scene_and_camera  # noqa: E402
+from bench.rasterizer import HEIGHT, TRAINED_MODEL_FOV, WIDTH, scene_and_camera  # noqa: E402
 from rasterizer import read_ply, render  # noqa: E402
+from viewer.scene_source import framing_camera  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("count", type=int, nargs="?", default=3_000_000)
@@ -22,7 +23,7 @@ if args.ply:
     gaussians = read_ply(args.ply).to("cuda")
     for tensor in gaussians.tensors().values():
         tensor.requires_grad_(True)
-    camera = framing_camera(gaussians)
+    camera = framing_camera(gaussians, WIDTH, HEIGHT, TRAINED_MODEL_FOV)
 else:
     gaussians, camera = scene_and_camera(args.count)
 for _ in range(3):

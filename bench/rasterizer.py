@@ -25,8 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rasterizer import Camera, Gaussians, look_at, read_ply, render  # noqa: E402
+from viewer.scene_source import framing_camera  # noqa: E402
 
 WIDTH, HEIGHT = 1920, 1080
+TRAINED_MODEL_FOV = 2 * math.atan(HEIGHT / 2 / 1100)  # focal 1100 px at 1080p
 
 
 def random_scene(n: int, seed: int = 0) -> Gaussians:
@@ -45,15 +47,6 @@ def scene_and_camera(n: int):
     for tensor in gaussians.tensors().values():
         tensor.requires_grad_(True)
     return gaussians, Camera(WIDTH, HEIGHT, 1200, 1200, WIDTH / 2, HEIGHT / 2, look_at([0, 0, -4], [0, 0, 0]))
-
-
-def framing_camera(gaussians: Gaussians) -> Camera:
-    """A camera outside the model's central bulk, looking at its median point."""
-    means = gaussians.means.detach()
-    centre = means.median(dim=0).values
-    spread = (means - centre).abs().quantile(0.9, dim=0).max().item()
-    eye = (centre + torch.tensor([0.0, -0.3, -2.5], device=means.device) * spread).tolist()
-    return Camera(WIDTH, HEIGHT, 1100, 1100, WIDTH / 2, HEIGHT / 2, look_at(eye, centre.tolist(), up=(0, -1, 0)))
 
 
 def time_ms(step: Callable[[], None], repeats: int, warmup: int = 5) -> float:
@@ -173,7 +166,7 @@ def main(argv=None) -> int:
         for tensor in gaussians.tensors().values():
             tensor.requires_grad_(True)
         for row in run_case(f"{Path(args.ply).name} ({len(gaussians) / 1e6:.2f}M)", gaussians,
-                            framing_camera(gaussians), args.repeats):
+                            framing_camera(gaussians, WIDTH, HEIGHT, TRAINED_MODEL_FOV), args.repeats):
             print(row, flush=True)
     return 0
 

@@ -30,16 +30,17 @@ class ViewerInput:
     title: str
 
 
-def framing_camera(gaussians: Gaussians, width: int = 1200, height: int = 800) -> Camera:
+def framing_camera(gaussians: Gaussians, width: int = 1200, height: int = 800,
+                   fov_y: float = math.radians(60.0)) -> Camera:
     """A camera outside the bulk of the model (around its median point, 90% quantile extent),
-    looking at that point, with a 60 degree vertical field of view."""
+    looking at that point, with vertical field of view ``fov_y`` (radians)."""
     means = gaussians.means.detach().double()
     if len(means) == 0:
-        return Camera.from_fov(width, height, 1.2, None, look_at([0.0, 0.0, -3.0], [0.0, 0.0, 0.0]))
+        return Camera.from_fov(width, height, fov_y * width / height, fov_y, look_at([0.0, 0.0, -3.0], [0.0, 0.0, 0.0]))
     centre = means.median(dim=0).values
     spread = max(float((means - centre).abs().quantile(0.9, dim=0).max()), 1e-6)
     eye = centre + torch.tensor([0.0, -0.3, -2.5], dtype=torch.float64) * spread
-    fy = height / (2.0 * math.tan(math.radians(30.0)))
+    fy = height / (2.0 * math.tan(fov_y / 2.0))
     return Camera(width, height, fy, fy, width / 2.0, height / 2.0,
                   look_at(eye.tolist(), centre.tolist(), up=(0.0, -1.0, 0.0)))
 
