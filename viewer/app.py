@@ -34,9 +34,10 @@ class ViewerError(RuntimeError):
 class ViewerApp:
     """Owns the window and the GL renderer; reads and updates a :class:`ViewerState`."""
 
-    def __init__(self, viewer_input: ViewerInput, state: ViewerState, visible: bool = True):
+    def __init__(self, viewer_input: ViewerInput, state: ViewerState, visible: bool = True, panel=None):
         self.input = viewer_input
         self.state = state
+        self.panel = panel  # optional ControlPanel (viewer/panel.py), driven once per frame
         self.target = viewer_input.gaussians.means.detach().double().median(dim=0).values \
             if len(viewer_input.gaussians) else torch.zeros(3, dtype=torch.float64)
         self.window = self._create_window(visible)
@@ -60,6 +61,7 @@ class ViewerApp:
             raise ViewerError("could not create an OpenGL 4.3 core window (update the GPU driver)")
         glfw.make_context_current(window)
         glfw.swap_interval(1 if self.state.vsync else 0)
+        self._vsync = self.state.vsync
         glfw.set_key_callback(window, self._on_key)
         glfw.set_mouse_button_callback(window, self._on_mouse_button)
         glfw.set_cursor_pos_callback(window, self._on_cursor)
@@ -67,6 +69,9 @@ class ViewerApp:
         return window
 
     def close(self) -> None:
+        if self.panel is not None:
+            self.panel.close()
+            glfw.make_context_current(self.window)
         self.renderer.release()
         glfw.destroy_window(self.window)
         glfw.terminate()
@@ -124,6 +129,10 @@ class ViewerApp:
             now = time.perf_counter()
             self.frame_seconds, last = now - last, now
             self.state.move(self._held_keys(), self.frame_seconds)
+            glfw.make_context_current(self.window)  # the panel's DPG frame made its own current
+            if self.state.vsync != self._vsync:
+                self._vsync = self.state.vsync
+                glfw.swap_interval(1 if self._vsync else 0)
             self.draw()
             count += 1
             if frames is not None and count >= frames:
@@ -134,3 +143,7 @@ class ViewerApp:
                 self.screenshot(self.state.screenshot_path)
                 self.state.screenshot_path = None
             glfw.swap_buffers(self.window)
+            if self.panel is not None:
+                self.panel.frame(self.frame_seconds, len(self.input.gaussians))
+                if not self.panel.is_open():
+                    self.panel = None

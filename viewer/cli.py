@@ -4,7 +4,8 @@
     splat-view path/to/point_cloud.ply
     splat-view -m output/garden --camera 3 --frames 10 --screenshot view3.png   # scripted
 
-This version draws with the OpenGL splatting path; the CUDA path, the control panel and the
+A Dear PyGui control panel opens next to the render window unless ``--hide-panel`` or
+``--frames`` is given. This version draws with the OpenGL splatting path; the CUDA path and the
 other render modes arrive with the rest of the viewer.
 """
 
@@ -30,7 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
     parser.add_argument("--frames", type=int, help="render this many frames, then exit")
     parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
+    parser.add_argument("--hide-panel", action="store_true",
+                        help="no control panel (it opens by default when the window is shown, not with --frames)")
     return parser
+
+
+def open_panel(state: ViewerState):
+    """The Dear PyGui control panel, or None (one notice) when it cannot be created."""
+    try:
+        from .panel import ControlPanel  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
+
+        return ControlPanel(state)
+    except Exception as error:  # noqa: BLE001 - the viewer works without its panel
+        print(f"splat-view: notice: no control panel ({error}); continuing without it", file=sys.stderr)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, FileFormatError, ValueError, RuntimeError) as error:
         print(f"splat-view: error: {error}", file=sys.stderr)
         return 1
+    if args.frames is None and not args.hide_panel:
+        app.panel = open_panel(state)
     try:
         app.run(args.frames, args.screenshot)
     finally:
