@@ -17,6 +17,7 @@ uniform vec2 image_size;        // width, height in pixels
 uniform int sh_degree;          // 0..3
 uniform float scale2;           // scaling_modifier^2 (multiplies the 3D covariance)
 uniform bool antialiasing;      // Mip-Splatting opacity compensation, as the reference
+uniform bool inverse_depth;     // depth mode (viewer/gl_modes.py): colour = (1/z, 0, 0) instead of SH
 
 out vec2 offset;                // pixel offset from the Gaussian's centre
 flat out vec3 conic;            // inverse 2D covariance (a, b, c)
@@ -94,5 +95,6 @@ void main() {
     vec2 pixel = centre + offset;
     gl_Position = vec4(2.0 * pixel.x / image_size.x - 1.0, 1.0 - 2.0 * pixel.y / image_size.y, 0.0, 1.0);
     conic = vec3(c, -b, a) / det;
-    color_opacity = vec4(sh_color(splat, normalize(mo.xyz - camera_center)), opacity);
+    vec3 rgb = inverse_depth ? vec3(1.0 / z, 0.0, 0.0) : sh_color(splat, normalize(mo.xyz - camera_center));
+    color_opacity = vec4(rgb, opacity);
 }

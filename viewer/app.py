@@ -1,6 +1,8 @@
 """The render window: a GLFW window (OpenGL 4.3 core) drawing the viewer state every frame.
 
-This version draws with the OpenGL splatting path (``viewer/gl_splats.py``). Keys follow SIBR:
+This version draws with the OpenGL splatting path (``viewer/gl_splats.py``); the other render
+modes (ellipsoids, initial points, depth) come from ``viewer/gl_modes.py``, picked by
+``state.render_mode``. Keys follow SIBR:
 W/S/A/D/Q/E move, I/K/J/L/U/O turn (held keys, scaled by frame time), P snaps to the closest
 input camera, [ and ] step to the previous/next input camera, M saves a screenshot, Esc quits.
 The left mouse button orbits around the model's median point, the wheel dollies towards it.
@@ -42,6 +44,7 @@ class ViewerApp:
             if len(viewer_input.gaussians) else torch.zeros(3, dtype=torch.float64)
         self.window = self._create_window(visible)
         self.renderer = SplatRenderer(viewer_input.gaussians)
+        self.mode_renderers: dict = {}   # render mode -> renderer, created on first use
         self._last_cursor: tuple[float, float] | None = None
         self.frame_seconds = 0.0
 
@@ -72,6 +75,8 @@ class ViewerApp:
         if self.panel is not None:
             self.panel.close()
             glfw.make_context_current(self.window)
+        for renderer in self.mode_renderers.values():
+            renderer.release()
         self.renderer.release()
         glfw.destroy_window(self.window)
         glfw.terminate()
@@ -112,8 +117,32 @@ class ViewerApp:
     def draw(self) -> None:
         """Render the current state into the window's back buffer."""
         state = self.state
-        self.renderer.draw(state.camera(), state.background, sh_degree=state.sh_degree,
-                           scaling_modifier=state.scaling_modifier, antialiasing=state.antialiasing)
+        mode = state.render_mode
+        if mode == "splats":
+            self.renderer.draw(state.camera(), state.background, sh_degree=state.sh_degree,
+                               scaling_modifier=state.scaling_modifier, antialiasing=state.antialiasing)
+        elif mode == "depth":
+            self._mode_renderer(mode).draw(state.camera(), state.background,
+                                           scaling_modifier=state.scaling_modifier,
+                                           antialiasing=state.antialiasing)
+        else:
+            self._mode_renderer(mode).draw(state.camera(), state.background)
+
+    def _mode_renderer(self, mode: str):
+        """The renderer of ``mode`` (viewer/gl_modes.py), created on first use."""
+        if mode not in self.mode_renderers:
+            from . import gl_modes  # noqa: PLC0415
+
+            if mode == "ellipsoids":
+                renderer = gl_modes.EllipsoidRenderer(self.renderer, self.input.gaussians)
+            elif mode == "initial_points":
+                renderer = gl_modes.PointsRenderer(self.input.gaussians, self.input.initial_points)
+            elif mode == "depth":
+                renderer = gl_modes.DepthRenderer(self.renderer)
+            else:
+                raise ValueError(f"unknown render mode {mode!r}")
+            self.mode_renderers[mode] = renderer
+        return self.mode_renderers[mode]
 
     def screenshot(self, path: str | Path) -> None:
         """Save the back buffer (the frame just drawn) as a PNG."""

@@ -5,8 +5,8 @@
     splat-view -m output/garden --camera 3 --frames 10 --screenshot view3.png   # scripted
 
 A Dear PyGui control panel opens next to the render window unless ``--hide-panel`` or
-``--frames`` is given. This version draws with the OpenGL splatting path; the CUDA path and the
-other render modes arrive with the rest of the viewer.
+``--frames`` is given. This version draws with the OpenGL path: ``--render-mode`` picks splats
+(default), ellipsoids (SIBR's), initial_points or depth; the CUDA path arrives later.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Sequence
 from rasterizer.files import FileFormatError
 
 from .scene_source import load_viewer_input
-from .state import ViewerState
+from .state import RENDER_MODES, ViewerState
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
                         help="default: width min(1200, first camera width), that camera's aspect")
     parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
+    parser.add_argument("--render-mode", choices=RENDER_MODES, default="splats",
+                        help="splats (default), ellipsoids, initial_points or depth")
     parser.add_argument("--frames", type=int, help="render this many frames, then exit")
     parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
     parser.add_argument("--hide-panel", action="store_true",
@@ -62,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--camera {args.camera}: the model has {len(cameras)} input cameras")
         state = ViewerState.from_input_camera(cameras, args.camera, background=viewer_input.background,
                                               max_sh_degree=viewer_input.gaussians.sh_degree,
-                                              sh_degree=viewer_input.gaussians.sh_degree)
+                                              sh_degree=viewer_input.gaussians.sh_degree,
+                                              render_mode=args.render_mode)
         if args.rendering_size:
             state.width, state.height = args.rendering_size
         from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rasterizer import Camera, Gaussians, look_at, read_ply
+from rasterizer import Camera, Gaussians, PointCloud, look_at, read_ply, read_point_cloud
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
 
 __all__ = ["ViewerInput", "load_viewer_input", "framing_camera"]
@@ -28,6 +28,7 @@ class ViewerInput:
     cameras: list[Camera]
     background: tuple[float, float, float]
     title: str
+    initial_points: PointCloud | None = None  # the model folder's input.ply, when present
 
 
 def framing_camera(gaussians: Gaussians, width: int = 1200, height: int = 800,
@@ -64,5 +65,6 @@ def load_viewer_input(path: str | os.PathLike, iteration: int = -1) -> ViewerInp
     settings = read_cfg_args(path) if (path / "cfg_args").is_file() else {}
     background = (1.0, 1.0, 1.0) if settings.get("white_background") else (0.0, 0.0, 0.0)
     cameras = read_cameras_json(path) if (path / "cameras.json").is_file() else []
+    initial = read_point_cloud(path / "input.ply") if (path / "input.ply").is_file() else None
     return ViewerInput(gaussians, cameras or [framing_camera(gaussians)], background,
-                       f"{path.name} (iteration {iteration})")
+                       f"{path.name} (iteration {iteration})", initial)
