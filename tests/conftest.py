@@ -48,3 +48,18 @@ def xvfb_display():
         os.environ["DISPLAY"] = old
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gl_context(xvfb_display):
+    """A hidden GLFW window (128x96) with a current GL 4.3 core context, one per test module."""
+    glfw = pytest.importorskip("glfw")
+    pytest.importorskip("OpenGL.GL")
+    from viewer.gl_context import create_hidden_window
+
+    window = create_hidden_window(128, 96)
+    if window is None:
+        pytest.skip("cannot create a GL 4.3 core context")
+    yield window
+    glfw.destroy_window(window)
+    glfw.terminate()

@@ -14,20 +14,6 @@ WIDTH, HEIGHT = 128, 96
 BACKGROUND = (0.2, 0.3, 0.5)
 
 
-@pytest.fixture(scope="session")
-def gl_context(xvfb_display):
-    """A hidden GLFW window with a current GL 4.3 core context, for the whole session."""
-    glfw = pytest.importorskip("glfw")
-    pytest.importorskip("OpenGL.GL")
-    from viewer.gl_context import create_hidden_window
-
-    window = create_hidden_window(WIDTH, HEIGHT)
-    if window is None:
-        pytest.skip("cannot create a GL 4.3 core context")
-    yield window
-    glfw.terminate()
-
-
 def random_scene(n: int, seed: int = 0) -> Gaussians:
     generator = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731

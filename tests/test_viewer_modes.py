@@ -28,21 +28,6 @@ OPACITIES = [0.95, 0.95, 0.95, 0.1]
 FAINT = 3
 
 
-@pytest.fixture(scope="module")
-def gl_context(xvfb_display):
-    """A hidden GLFW window with a current GL 4.3 core context, for this module."""
-    glfw = pytest.importorskip("glfw")
-    pytest.importorskip("OpenGL.GL")
-    from viewer.gl_context import create_hidden_window
-
-    window = create_hidden_window(WIDTH, HEIGHT)
-    if window is None:
-        pytest.skip("cannot create a GL 4.3 core context")
-    yield window
-    glfw.destroy_window(window)
-    glfw.terminate()
-
-
 def scene() -> Gaussians:
     n = len(MEANS)
     colours = torch.tensor(COLOURS)
