@@ -8,7 +8,7 @@
 layout(std430, binding = 0) readonly buffer Means { vec4 mean_opacity[]; };  // xyz, opacity
 layout(std430, binding = 1) readonly buffer Covs { float cov3d[]; };         // 6 per splat: xx xy xz yy yz zz
 layout(std430, binding = 2) readonly buffer Shs { float sh[]; };             // 48 per splat: [16 coeffs][rgb]
-layout(std430, binding = 3) readonly buffer Order { uint order[]; };         // back-to-front splat indices
+layout(std430, binding = 3) readonly buffer Order { uvec2 sorted_pairs[]; };  // back to front: (key, ~index)
 
 uniform mat4 world_to_camera;   // column-vector convention p_cam = W p_world (uploaded transposed)
 uniform vec3 camera_center;     // world position of the camera
@@ -17,6 +17,7 @@ uniform vec2 image_size;        // width, height in pixels
 uniform int sh_degree;          // 0..3
 uniform float scale2;           // scaling_modifier^2 (multiplies the 3D covariance)
 uniform bool antialiasing;      // Mip-Splatting opacity compensation, as the reference
+uniform bool fast_culling;      // SIBR's per-axis 3-sigma extents (tightened by opacity) instead of the square
 uniform bool inverse_depth;     // depth mode (viewer/gl_modes.py): colour = (1/z, 0, 0) instead of SH
 
 out vec2 offset;                // pixel offset from the Gaussian's centre
@@ -60,7 +61,7 @@ vec3 sh_color(uint splat, vec3 dir) {
 void cull() { gl_Position = vec4(0.0, 0.0, 2.0, 1.0); }  // outside the clip volume: no fragments
 
 void main() {
-    uint splat = order[gl_InstanceID];
+    uint splat = ~sorted_pairs[gl_InstanceID].y;
     vec4 mo = mean_opacity[splat];
     vec3 view = (world_to_camera * vec4(mo.xyz, 1.0)).xyz;
     float z = view.z;
@@ -89,9 +90,17 @@ void main() {
 
     float mid = 0.5 * (a + c);
     float radius = ceil(3.0 * sqrt(mid + sqrt(max(mid * mid - det, 0.1))));
+    vec2 extent = vec2(radius);
+    if (fast_culling) {
+        // Beyond power = ln(1 / (255 opacity)) every fragment is discarded (alpha < 1/255), so
+        // that contour's per-axis extent is exact; SIBR's 3-sigma per-axis cut bounds it above.
+        if (opacity < 1.0 / 255.0) { cull(); return; }
+        float t2 = min(9.0, 2.0 * log(255.0 * opacity));
+        extent = min(extent, ceil(sqrt(t2 * vec2(a, c))));
+    }
     vec2 centre = vec2(fx * view.x / z + cx, fy * view.y / z + cy);   // COLMAP continuous pixels
     vec2 corner = vec2(gl_VertexID & 1, (gl_VertexID >> 1) & 1) * 2.0 - 1.0;
-    offset = corner * radius;
+    offset = corner * extent;
     vec2 pixel = centre + offset;
     gl_Position = vec4(2.0 * pixel.x / image_size.x - 1.0, 1.0 - 2.0 * pixel.y / image_size.y, 0.0, 1.0);
     conic = vec3(c, -b, a) / det;

@@ -46,6 +46,7 @@ PRELUDE = textwrap.dedent("""
             sh_degree=state.sh_degree, background=list(state.background), fov_y=state.fov_y,
             pose=state.world_to_camera.tolist(), navigation=state.navigation, speed=state.speed,
             antialiasing=state.antialiasing, vsync=state.vsync, screenshot=state.screenshot_path,
+            fast_culling=state.fast_culling, backend=state.backend,
             version=state.version, **extra)))
 """)
 
@@ -54,13 +55,14 @@ PANEL_SCRIPT = PRELUDE + textwrap.dedent("""
     panel = ControlPanel(state, stats_source=lambda: {"sorted": "yes"})
     for _ in range(3):
         panel.frame(0.016, 1234)
-    texts = [dpg.get_value(tag) for tag in ("stat_frame", "stat_count", "stat_backend", "stat_extra")]
+    texts = [dpg.get_value(tag) for tag in ("stat_frame", "stat_count", "backend", "stat_extra")]
     fire("render_mode", "depth")
     fire("scaling_modifier", 0.25)
     fire("sh_degree", 1)
     fire("antialiasing", True)
     fire("navigation", "orbit")
     fire("vsync", True)
+    fire("fast_culling", False)
     dpg.set_value("background", [127.5, 63.75, 255.0, 255.0])  # DPG colours: 0..255 in set/get_value,
     dpg.get_item_callback("background")("background", [0.5, 0.25, 1.0, 1.0], None)  # 0..1 as app_data
     panel.frame(0.016, 1234)
@@ -111,13 +113,14 @@ def test_panel_widgets_edit_the_state(xvfb_display):
     out = run_child(PANEL_SCRIPT, xvfb_display)
     frame_text, count_text, backend_text, extra_text = out["texts"]
     assert "16.00 ms" in frame_text and "62.5 FPS" in frame_text
-    assert "1,234" in count_text and backend_text == "backend: gl" and extra_text == "sorted: yes"
+    assert "1,234" in count_text and backend_text == "gl" and extra_text == "sorted: yes"
 
     assert out["first"]["render_mode"] == "depth"
     assert out["first"]["scaling_modifier"] == pytest.approx(0.25)
     assert out["first"]["sh_degree"] == 1
     assert out["first"]["background"] == pytest.approx([0.5, 0.25, 1.0], abs=1e-3)
     assert out["antialiasing"] is True and out["navigation"] == "orbit" and out["vsync"] is True
+    assert out["fast_culling"] is False and out["backend"] == "gl"
 
     assert out["clamped_high"] == 1.0
     assert out["clamped_low"] == pytest.approx([0.001, 0.001])  # the widget shows the clamped value

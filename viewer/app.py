@@ -1,11 +1,13 @@
-"""The render window: a GLFW window (OpenGL 4.3 core) drawing the viewer state every frame.
+"""The render loop: draws the viewer state every frame into a GLFW window (OpenGL 4.3 core) or,
+with ``offscreen=True``, into a framebuffer of a headless EGL context (``viewer/surfaces.py``).
 
-This version draws with the OpenGL splatting path (``viewer/gl_splats.py``); the other render
-modes (ellipsoids, initial points, depth) come from ``viewer/gl_modes.py``, picked by
-``state.render_mode``. Keys follow SIBR:
-W/S/A/D/Q/E move, I/K/J/L/U/O turn (held keys, scaled by frame time), P snaps to the closest
-input camera, [ and ] step to the previous/next input camera, M saves a screenshot, Esc quits.
-The left mouse button orbits around the model's median point, the wheel dollies towards it.
+Splats are drawn by the backend in ``state.backend``: ``"cuda"`` (the CUDA rasterizer through
+CUDA-GL interop, ``viewer/cuda_view.py``) or ``"gl"`` (the GLSL splatting path,
+``viewer/gl_splats.py``). The other render modes (ellipsoids, initial points, depth) are GL
+drawings (``viewer/gl_modes.py``), as in SIBR. Renderers are created on first use. Keys follow
+SIBR: W/S/A/D/Q/E move, I/K/J/L/U/O turn (held keys, scaled by frame time), P snaps to the
+closest input camera, [ and ] step to the previous/next input camera, M saves a screenshot,
+Esc quits. The left mouse button orbits around the model's median point, the wheel dollies.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import glfw
 import torch
 from trainer.image_io import save_png
 
@@ -21,68 +22,94 @@ from .gl_splats import SplatRenderer, read_framebuffer
 from .navigation import ROTATION_KEYS, TRANSLATION_KEYS, dolly, orbit
 from .scene_source import ViewerInput
 from .state import ViewerState
+from .surfaces import OffscreenSurface, SurfaceError, WindowSurface
 
 __all__ = ["ViewerApp", "ViewerError"]
 
-_MOVE_KEYS = {name: getattr(glfw, f"KEY_{name}") for name in (*TRANSLATION_KEYS, *ROTATION_KEYS)}
 ORBIT_RADIANS_PER_PIXEL = 0.005
 DOLLY_PER_WHEEL_STEP = 0.9
-
-
-class ViewerError(RuntimeError):
-    """The window or its GL context could not be created (message for the user)."""
+ViewerError = SurfaceError   # the window or its GL context could not be created
 
 
 class ViewerApp:
-    """Owns the window and the GL renderer; reads and updates a :class:`ViewerState`."""
+    """Owns the surface and the renderers; reads and updates a :class:`ViewerState`.
 
-    def __init__(self, viewer_input: ViewerInput, state: ViewerState, visible: bool = True, panel=None):
+    Args:
+        viewer_input: the model and its cameras.
+        state: what to draw (``state.backend`` picks the splat renderer).
+        visible: show the window (hidden windows still render; tests and ``--frames``).
+        panel: optional ``ControlPanel``, driven once per frame.
+        offscreen: draw into an EGL framebuffer instead of a window (no input, no panel).
+        device: CUDA device for the ``cuda`` backend (and the EGL device offscreen).
+        interop: use CUDA-GL interop (else a host copy, as SIBR's ``--no_interop``).
+    """
+
+    def __init__(self, viewer_input: ViewerInput, state: ViewerState, visible: bool = True, panel=None,
+                 offscreen: bool = False, device: torch.device | None = None, interop: bool = True):
         self.input = viewer_input
         self.state = state
-        self.panel = panel  # optional ControlPanel (viewer/panel.py), driven once per frame
+        self.panel = panel
+        self.device = device if device is not None else (
+            torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None)
+        self.interop = interop
         self.target = viewer_input.gaussians.means.detach().double().median(dim=0).values \
             if len(viewer_input.gaussians) else torch.zeros(3, dtype=torch.float64)
-        self.window = self._create_window(visible)
-        self.renderer = SplatRenderer(viewer_input.gaussians)
-        self.mode_renderers: dict = {}   # render mode -> renderer, created on first use
+        title = f"splatview - {viewer_input.title}"
+        cuda_index = self.device.index if self.device is not None else None
+        self.surface = OffscreenSurface(state.width, state.height, cuda_index) if offscreen \
+            else WindowSurface(state.width, state.height, title, visible, state.vsync)
+        self._vsync = state.vsync
+        self.window = getattr(self.surface, "window", None)
+        if self.window is not None:
+            self._install_callbacks()
+        self.splat_renderers: dict = {}   # backend -> renderer, created on first use
+        self.mode_renderers: dict = {}    # render mode -> renderer, created on first use
         self._last_cursor: tuple[float, float] | None = None
         self.frame_seconds = 0.0
+        self._splat_renderer()   # now, so that a failure is reported before the first frame
 
-    # ----- window ---------------------------------------------------------------------------
-    def _create_window(self, visible: bool):
-        if not glfw.init():
-            raise ViewerError("could not initialise GLFW (is there a display? set DISPLAY or use Xvfb)")
-        for hint, value in ((glfw.CONTEXT_VERSION_MAJOR, 4), (glfw.CONTEXT_VERSION_MINOR, 3),
-                            (glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE),
-                            (glfw.OPENGL_FORWARD_COMPAT, True), (glfw.VISIBLE, visible),
-                            (glfw.RESIZABLE, False)):
-            glfw.window_hint(hint, value)
-        window = glfw.create_window(self.state.width, self.state.height,
-                                    f"splatview - {self.input.title}", None, None)
-        if not window:
-            glfw.terminate()
-            raise ViewerError("could not create an OpenGL 4.3 core window (update the GPU driver)")
-        glfw.make_context_current(window)
-        glfw.swap_interval(1 if self.state.vsync else 0)
-        self._vsync = self.state.vsync
-        glfw.set_key_callback(window, self._on_key)
-        glfw.set_mouse_button_callback(window, self._on_mouse_button)
-        glfw.set_cursor_pos_callback(window, self._on_cursor)
-        glfw.set_scroll_callback(window, self._on_scroll)
-        return window
+    @property
+    def renderer(self) -> SplatRenderer:
+        """The GL splat renderer (the model in GL buffers), created on first use."""
+        if "gl" not in self.splat_renderers:
+            self.splat_renderers["gl"] = SplatRenderer(self.input.gaussians)
+        return self.splat_renderers["gl"]
+
+    def _splat_renderer(self):
+        backend = self.state.backend
+        if backend == "gl":
+            return self.renderer
+        if backend != "cuda":
+            raise ValueError(f"unknown backend {backend!r}")
+        if "cuda" not in self.splat_renderers:
+            from .cuda_view import CudaSplatRenderer  # noqa: PLC0415 - cuda-bindings only when used
+
+            if self.device is None:
+                raise ViewerError("the cuda backend needs an NVIDIA GPU (use --backend gl)")
+            self.splat_renderers["cuda"] = CudaSplatRenderer(self.input.gaussians, self.device, self.interop)
+        return self.splat_renderers["cuda"]
+
+    def _install_callbacks(self) -> None:
+        import glfw  # noqa: PLC0415
+
+        self._glfw = glfw
+        self._move_keys = {name: getattr(glfw, f"KEY_{name}") for name in (*TRANSLATION_KEYS, *ROTATION_KEYS)}
+        glfw.set_key_callback(self.window, self._on_key)
+        glfw.set_mouse_button_callback(self.window, self._on_mouse_button)
+        glfw.set_cursor_pos_callback(self.window, self._on_cursor)
+        glfw.set_scroll_callback(self.window, self._on_scroll)
 
     def close(self) -> None:
         if self.panel is not None:
             self.panel.close()
-            glfw.make_context_current(self.window)
-        for renderer in self.mode_renderers.values():
+        self.surface.make_current()   # the panel's DPG frame made its own context current
+        for renderer in (*self.mode_renderers.values(), *self.splat_renderers.values()):
             renderer.release()
-        self.renderer.release()
-        glfw.destroy_window(self.window)
-        glfw.terminate()
+        self.surface.release()
 
     # ----- input ----------------------------------------------------------------------------
     def _on_key(self, window, key, scancode, action, mods) -> None:
+        glfw = self._glfw
         if action != glfw.PRESS:
             return
         cameras = self.state.input_cameras
@@ -96,6 +123,7 @@ class ViewerApp:
             self.state.screenshot_path = time.strftime("splatview-%Y%m%d-%H%M%S.png")
 
     def _on_mouse_button(self, window, button, action, mods) -> None:
+        glfw = self._glfw
         if button == glfw.MOUSE_BUTTON_LEFT:
             self._last_cursor = glfw.get_cursor_pos(window) if action == glfw.PRESS else None
 
@@ -111,16 +139,24 @@ class ViewerApp:
         self.state.set_pose(dolly(self.state.world_to_camera, self.target, DOLLY_PER_WHEEL_STEP ** dy))
 
     def _held_keys(self) -> list[str]:
-        return [name for name, key in _MOVE_KEYS.items() if glfw.get_key(self.window, key) == glfw.PRESS]
+        if self.window is None:
+            return []
+        glfw = self._glfw
+        return [name for name, key in self._move_keys.items() if glfw.get_key(self.window, key) == glfw.PRESS]
 
     # ----- frames ---------------------------------------------------------------------------
     def draw(self) -> None:
         """Render the current state into the window's back buffer."""
         state = self.state
         mode = state.render_mode
-        if mode == "splats":
+        self.surface.bind()
+        if mode == "splats" and state.backend == "cuda":
+            self._splat_renderer().draw(state.camera(), state.background, sh_degree=state.sh_degree,
+                                        scaling_modifier=state.scaling_modifier, antialiasing=state.antialiasing)
+        elif mode == "splats":
             self.renderer.draw(state.camera(), state.background, sh_degree=state.sh_degree,
-                               scaling_modifier=state.scaling_modifier, antialiasing=state.antialiasing)
+                               scaling_modifier=state.scaling_modifier, antialiasing=state.antialiasing,
+                               fast_culling=state.fast_culling)
         elif mode == "depth":
             self._mode_renderer(mode).draw(state.camera(), state.background,
                                            scaling_modifier=state.scaling_modifier,
@@ -146,22 +182,24 @@ class ViewerApp:
 
     def screenshot(self, path: str | Path) -> None:
         """Save the back buffer (the frame just drawn) as a PNG."""
-        width, height = glfw.get_framebuffer_size(self.window)
+        self.surface.bind()
+        width, height = self.surface.size()
         save_png(path, read_framebuffer(width, height).clamp(0, 1))
 
     def run(self, frames: int | None = None, screenshot: str | Path | None = None) -> None:
         """Run the frame loop until the window closes, or for ``frames`` frames; with
         ``screenshot``, the last frame is saved there."""
         count, last = 0, time.perf_counter()
-        while not glfw.window_should_close(self.window):
-            glfw.poll_events()
+        surface = self.surface
+        while not surface.should_close():
+            surface.poll()
             now = time.perf_counter()
             self.frame_seconds, last = now - last, now
             self.state.move(self._held_keys(), self.frame_seconds)
-            glfw.make_context_current(self.window)  # the panel's DPG frame made its own current
+            surface.make_current()   # the panel's DPG frame made its own context current
             if self.state.vsync != self._vsync:
                 self._vsync = self.state.vsync
-                glfw.swap_interval(1 if self._vsync else 0)
+                surface.set_vsync(self._vsync)
             self.draw()
             count += 1
             if frames is not None and count >= frames:
@@ -171,7 +209,7 @@ class ViewerApp:
             if self.state.screenshot_path:
                 self.screenshot(self.state.screenshot_path)
                 self.state.screenshot_path = None
-            glfw.swap_buffers(self.window)
+            surface.swap()
             if self.panel is not None:
                 self.panel.frame(self.frame_seconds, len(self.input.gaussians))
                 if not self.panel.is_open():

@@ -1,12 +1,15 @@
 """``splat-view``: look at a trained model (``-m MODEL``) or a bare ``.ply`` file.
 
-    splat-view -m output/garden [--iteration N] [--rendering-size W H]
+    splat-view -m output/garden [--iteration N] [-s SOURCE] [--rendering-size W H]
+               [--backend cuda|gl] [--device N] [--no_interop]
     splat-view path/to/point_cloud.ply
     splat-view -m output/garden --camera 3 --frames 10 --screenshot view3.png   # scripted
 
 A Dear PyGui control panel opens next to the render window unless ``--hide-panel`` or
-``--frames`` is given. This version draws with the OpenGL path: ``--render-mode`` picks splats
-(default), ellipsoids (SIBR's), initial_points or depth; the CUDA path arrives later.
+``--frames`` is given. Splats are drawn by the CUDA rasterizer through CUDA-GL interop on NVIDIA
+machines (``--no_interop``: through host memory), else by the OpenGL path; ``--render-mode``
+picks splats (default), ellipsoids (SIBR's), initial_points or depth. ``--offscreen`` draws into
+a headless EGL framebuffer instead of a window (with ``--frames``; for servers without display).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Sequence
 from rasterizer.files import FileFormatError
 
 from .scene_source import load_viewer_input
-from .state import RENDER_MODES, ViewerState
+from .state import BACKENDS, RENDER_MODES, ViewerState
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("path", nargs="?", help="a model folder or a .ply file")
     parser.add_argument("-m", "--model-path", "--model_path", dest="model_path", help="trained model folder")
     parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
+    parser.add_argument("-s", "--path", "--source_path", dest="source_path",
+                        help="dataset whose cameras to use (default: cfg_args' source_path, else cameras.json)")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                        help="cuda (CUDA rasterizer + interop) or gl (OpenGL splatting); auto: cuda when usable")
+    parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    parser.add_argument("--no_interop", "--no-interop", dest="no_interop", action="store_true",
+                        help="copy CUDA frames through host memory instead of CUDA-GL interop")
+    parser.add_argument("--offscreen", action="store_true",
+                        help="draw into a headless EGL framebuffer (needs --frames; no window, no panel)")
     parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
                         help="default: width min(1200, first camera width), that camera's aspect")
     parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
@@ -49,6 +61,26 @@ def open_panel(state: ViewerState):
         return None
 
 
+def choose_backend(requested: str, device_index: int):
+    """(backend name, CUDA device or None) for ``--backend`` and ``--device``; raises ValueError
+    when ``cuda`` was asked for and cannot be used."""
+    import torch  # noqa: PLC0415
+
+    from rasterizer.render import available_backends  # noqa: PLC0415
+
+    cuda_ok = torch.cuda.is_available() and "cuda" in available_backends()
+    if requested == "cuda" and not cuda_ok:
+        raise ValueError("--backend cuda: no usable NVIDIA GPU or the CUDA backend is not installed "
+                         "(pip install 'splatview[cuda]'); use --backend gl")
+    if cuda_ok and not 0 <= device_index < torch.cuda.device_count():
+        raise ValueError(f"--device {device_index}: there are {torch.cuda.device_count()} CUDA devices")
+    backend = requested if requested != "auto" else ("cuda" if cuda_ok else "gl")
+    device = torch.device("cuda", device_index) if cuda_ok else None
+    if device is not None:
+        torch.cuda.set_device(device)
+    return backend, device
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,24 +89,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give one model folder (-m MODEL) or one .ply file")
     if args.screenshot and args.frames is None:
         parser.error("--screenshot needs --frames K")
+    if args.offscreen and args.frames is None:
+        parser.error("--offscreen needs --frames K (there is no window to close)")
+    if args.offscreen:
+        from .egl_context import require_egl_platform  # noqa: PLC0415
+
+        require_egl_platform()   # before anything imports OpenGL
     try:
-        viewer_input = load_viewer_input(target, args.iteration)
+        backend, device = choose_backend(args.backend, args.device)
+        viewer_input = load_viewer_input(target, args.iteration, args.source_path)
         cameras = viewer_input.cameras
         if not 0 <= args.camera < len(cameras):
             raise ValueError(f"--camera {args.camera}: the model has {len(cameras)} input cameras")
         state = ViewerState.from_input_camera(cameras, args.camera, background=viewer_input.background,
                                               max_sh_degree=viewer_input.gaussians.sh_degree,
                                               sh_degree=viewer_input.gaussians.sh_degree,
-                                              render_mode=args.render_mode)
+                                              render_mode=args.render_mode, backend=backend,
+                                              available_backends=("cuda", "gl") if device is not None else ("gl",))
         if args.rendering_size:
             state.width, state.height = args.rendering_size
         from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
 
-        app = ViewerApp(viewer_input, state, visible=args.frames is None)
+        app = ViewerApp(viewer_input, state, visible=args.frames is None, offscreen=args.offscreen,
+                        device=device, interop=not args.no_interop)
     except (OSError, FileFormatError, ValueError, RuntimeError) as error:
         print(f"splat-view: error: {error}", file=sys.stderr)
         return 1
-    if args.frames is None and not args.hide_panel:
+    if args.frames is None and not args.hide_panel and not args.offscreen:
         app.panel = open_panel(state)
     try:
         app.run(args.frames, args.screenshot)

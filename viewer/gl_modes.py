@@ -241,7 +241,7 @@ class DepthRenderer:
 
     def inverse_depth_range(self, camera: Camera) -> tuple[float, float]:
         """(min, max) of 1/z over the Gaussians in front of the near plane and inside the image."""
-        means = self.splats._means
+        means = self.splats.means.astype(np.float64)
         if len(means) == 0:
             return 0.0, 1.0
         pose = camera.world_to_camera.numpy()

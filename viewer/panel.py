@@ -87,7 +87,8 @@ class ControlPanel:
         with dpg.window(tag="splatview_panel", label=TITLE):
             dpg.add_text("frame: -", tag="stat_frame")
             dpg.add_text("Gaussians: -", tag="stat_count")
-            dpg.add_text(f"backend: {state.backend}", tag="stat_backend")
+            dpg.add_combo(list(state.available_backends), label="backend", tag="backend",
+                          default_value=state.backend, callback=self._setting("backend"))
             dpg.add_text("", tag="stat_extra")
             dpg.add_separator()
             dpg.add_combo(RENDER_MODES, label="render mode", tag="render_mode", default_value=state.render_mode,
@@ -159,7 +160,6 @@ class ControlPanel:
         fps = 1.0 / frame_seconds if frame_seconds > 0 else 0.0
         dpg.set_value("stat_frame", f"frame: {frame_seconds * 1000:.2f} ms ({fps:.1f} FPS)")
         dpg.set_value("stat_count", f"Gaussians: {gaussian_count:,}")
-        dpg.set_value("stat_backend", f"backend: {self.state.backend}")
         if self.stats_source is not None:
             extra = self.stats_source() or {}
             dpg.set_value("stat_extra", "\n".join(f"{key}: {value}" for key, value in extra.items()))

@@ -1,21 +1,27 @@
 """What the viewer opens: a trained model folder (as SIBR does) or a bare PLY (SIBR cannot).
 
-A model folder gives ``point_cloud/iteration_<N>/point_cloud.ply`` (default: the largest N),
-the background and SH degree from ``cfg_args``, and the input cameras from ``cameras.json``.
-A bare PLY gets a black background and one camera placed to frame the model.
+A model folder gives ``point_cloud/iteration_<N>/point_cloud.ply`` (default: the largest N) and
+the background and SH degree from ``cfg_args``. Input cameras come, as in SIBR, from the source
+dataset (``-s``, else ``cfg_args``' ``source_path``) when it can be read, else from the model's
+``cameras.json``, with a notice. A bare PLY gets a black background and the cameras of ``-s``
+when given, else one camera placed to frame the model.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rasterizer import Camera, Gaussians, PointCloud, look_at, read_ply, read_point_cloud
+from rasterizer.files import FileFormatError
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
+from trainer.scene import load_cameras
 
 __all__ = ["ViewerInput", "load_viewer_input", "framing_camera"]
 
@@ -46,15 +52,33 @@ def framing_camera(gaussians: Gaussians, width: int = 1200, height: int = 800,
                   look_at(eye.tolist(), centre.tolist(), up=(0.0, -1.0, 0.0)))
 
 
-def load_viewer_input(path: str | os.PathLike, iteration: int = -1) -> ViewerInput:
-    """Open a model folder or a ``.ply`` file (see the module docstring).
+def _notice(message: str) -> None:
+    print(f"splat-view: notice: {message}", file=sys.stderr, flush=True)
+
+
+def dataset_cameras(source: str | os.PathLike | None, images: str = "images",
+                    notice: Callable[[str], None] = _notice) -> list[Camera]:
+    """The source dataset's cameras, or [] (after a notice saying why) when it cannot be read."""
+    if not source:
+        return []
+    try:
+        return load_cameras(source, images)
+    except (OSError, FileFormatError, ValueError) as error:
+        notice(f"cameras not read from the dataset ({error}); using the model's cameras.json")
+        return []
+
+
+def load_viewer_input(path: str | os.PathLike, iteration: int = -1, source: str | os.PathLike | None = None,
+                      notice: Callable[[str], None] = _notice) -> ViewerInput:
+    """Open a model folder or a ``.ply`` file (see the module docstring); ``source`` is ``-s``.
 
     Raises ``FileNotFoundError``/``FileFormatError`` (a ``ValueError``) naming the file.
     """
     path = Path(path)
     if path.is_file():
         gaussians = read_ply(path)
-        return ViewerInput(gaussians, [framing_camera(gaussians)], (0.0, 0.0, 0.0), path.name)
+        cameras = dataset_cameras(source, notice=notice) or [framing_camera(gaussians)]
+        return ViewerInput(gaussians, cameras, (0.0, 0.0, 0.0), path.name)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model folder or PLY file")
     iteration = latest_iteration(path) if iteration == -1 else iteration
@@ -64,7 +88,9 @@ def load_viewer_input(path: str | os.PathLike, iteration: int = -1) -> ViewerInp
     gaussians = read_ply(ply)
     settings = read_cfg_args(path) if (path / "cfg_args").is_file() else {}
     background = (1.0, 1.0, 1.0) if settings.get("white_background") else (0.0, 0.0, 0.0)
-    cameras = read_cameras_json(path) if (path / "cameras.json").is_file() else []
+    cameras = dataset_cameras(source or settings.get("source_path"), settings.get("images") or "images", notice)
+    if not cameras and (path / "cameras.json").is_file():
+        cameras = read_cameras_json(path)
     initial = read_point_cloud(path / "input.ply") if (path / "input.ply").is_file() else None
     return ViewerInput(gaussians, cameras or [framing_camera(gaussians)], background,
                        f"{path.name} (iteration {iteration})", initial)

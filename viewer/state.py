@@ -16,8 +16,9 @@ from rasterizer.camera import Camera, focal_to_fov, fov_to_focal
 
 from .navigation import closest_camera, fps_step
 
-__all__ = ["RENDER_MODES", "NAVIGATION_MODES", "ViewerState"]
+__all__ = ["RENDER_MODES", "NAVIGATION_MODES", "BACKENDS", "ViewerState"]
 
+BACKENDS = ("cuda", "gl")
 RENDER_MODES = ("splats", "ellipsoids", "initial_points", "depth")
 NAVIGATION_MODES = ("fps", "trackball", "orbit")
 SCALING_RANGE = (0.001, 1.0)  # SIBR's slider
@@ -32,7 +33,7 @@ class ViewerState:
         fov_y: vertical field of view in radians (the horizontal one follows the aspect).
         world_to_camera: current pose, 4x4 float64.
         input_cameras: the dataset's cameras (for snapping and the initial view).
-        render_mode: one of ``RENDER_MODES``; backend: ``"cuda"`` or ``"gl"``.
+        render_mode: one of ``RENDER_MODES``; backend: one of ``available_backends`` (``BACKENDS``).
         scaling_modifier: in ``SCALING_RANGE``; sh_degree: 0..max_sh_degree.
         antialiasing, fast_culling, vsync: toggles; background: RGB in [0, 1].
         navigation: one of ``NAVIGATION_MODES``; speed (world units/s), rotation_speed (rad/s).
@@ -46,6 +47,7 @@ class ViewerState:
     max_sh_degree: int = 3
     input_cameras: Sequence[Camera] = ()
     backend: str = "gl"
+    available_backends: tuple[str, ...] = ("gl",)
     render_mode: str = "splats"
     scaling_modifier: float = 1.0
     sh_degree: int = 3
@@ -118,6 +120,8 @@ class ViewerState:
         for name, value in changes.items():
             if name == "render_mode" and value not in RENDER_MODES:
                 raise ValueError(f"render mode must be one of {RENDER_MODES}, got {value!r}")
+            if name == "backend" and value not in self.available_backends:
+                raise ValueError(f"backend must be one of {self.available_backends}, got {value!r}")
             if name == "navigation" and value not in NAVIGATION_MODES:
                 raise ValueError(f"navigation must be one of {NAVIGATION_MODES}, got {value!r}")
             if name == "scaling_modifier":
@@ -126,7 +130,8 @@ class ViewerState:
                 value = min(max(int(value), 0), self.max_sh_degree)
             if name == "background":
                 value = tuple(min(max(float(v), 0.0), 1.0) for v in value)
-            if not hasattr(self, name) or name in ("version", "world_to_camera", "input_cameras"):
+            if not hasattr(self, name) or name in ("version", "world_to_camera", "input_cameras",
+                                                   "available_backends"):
                 raise AttributeError(f"ViewerState has no setting {name!r}")
             setattr(self, name, value)
         self.version += 1

@@ -11,11 +11,11 @@ Public API::
 from .colmap import UnsupportedCameraModelError
 from .images import ImageCache, ImageSource, decode_image, view_image_float
 from .resolution import ResolutionRule
-from .scene import Scene, View, detect_scene_kind, load_scene, random_point_cloud, scene_extent
+from .scene import Scene, View, detect_scene_kind, load_cameras, load_scene, random_point_cloud, scene_extent
 from .undistort import Distortion, undistort_image
 
 __all__ = [
-    "load_scene", "Scene", "View", "view_image_float", "ImageCache", "ImageSource",
+    "load_scene", "load_cameras", "Scene", "View", "view_image_float", "ImageCache", "ImageSource",
     "decode_image", "ResolutionRule", "UnsupportedCameraModelError", "detect_scene_kind",
     "random_point_cloud", "scene_extent", "Distortion", "undistort_image",
 ]

@@ -25,7 +25,7 @@ from .images import ImageCache, ImageSource
 from .resolution import ResolutionRule
 from .undistort import Distortion
 
-__all__ = ["View", "Scene", "load_scene", "detect_scene_kind", "scene_extent",
+__all__ = ["View", "Scene", "load_scene", "load_cameras", "detect_scene_kind", "scene_extent",
            "llff_test_mask", "random_point_cloud"]
 
 LLFF_HOLD = 8
@@ -133,6 +133,13 @@ def random_point_cloud(count: int = RANDOM_POINT_COUNT, seed: int = 0) -> PointC
 
 # ----- per-kind readers -> specs -------------------------------------------------------------
 def _colmap_specs(source: Path, images: str, log) -> tuple[list[_Spec], PointCloud, Path | None]:
+    specs, model = _colmap_view_specs(source, images, log)
+    points, points_file = colmap.read_points3d(model, log)
+    return specs, points, points_file
+
+
+def _colmap_view_specs(source: Path, images: str, log) -> tuple[list[_Spec], Path]:
+    """The registered views of a COLMAP scene, and the model folder they came from."""
     model = colmap.find_model_folder(source / "sparse")
     cameras, cameras_file = colmap.read_cameras(model, log)
     registered, images_file = colmap.read_images(model, log)
@@ -150,8 +157,7 @@ def _colmap_specs(source: Path, images: str, log) -> tuple[list[_Spec], PointClo
         camera = Camera(intrinsics.width, intrinsics.height, fx, fy, cx, cy,
                         image.world_to_camera(), image_name=image.name)
         specs.append(_Spec(camera, path, nerf.image_size(path, images_file)))
-    points, points_file = colmap.read_points3d(model, log)
-    return specs, points, points_file
+    return specs, model
 
 
 def _frame_spec(frame: nerf.Frame) -> _Spec:
@@ -190,7 +196,27 @@ def _llff_split(specs: list[_Spec], eval: bool) -> tuple[list[_Spec], list[_Spec
             [s for s, t in zip(specs, test_mask) if t])
 
 
-# ----- front door ----------------------------------------------------------------------------
+# ----- front doors ---------------------------------------------------------------------------
+def load_cameras(source_path: str | os.PathLike, images: str = "images") -> list[Camera]:
+    """Every camera of a scene (train and test), without decoding images or reading points:
+    what a viewer snaps to. Sizes are the image files' (intrinsics scaled to them); COLMAP and
+    transforms.json views are sorted by name, NeRF-synthetic ones keep the train-then-test file
+    order. Errors name the file, as :func:`load_scene`'s."""
+    source = Path(source_path).expanduser().resolve()
+    kind = detect_scene_kind(source)
+    if kind == "colmap":
+        specs = _by_name(_colmap_view_specs(source, images, None)[0])
+    elif kind == "nerf_synthetic":
+        specs = [_frame_spec(f) for name in ("transforms_train.json", "transforms_test.json")
+                 if (source / name).is_file() for f in nerf.read_nerf_synthetic(source, name)]
+    else:
+        specs = _by_name([_frame_spec(f) for f in nerf.read_transforms(source)])
+    if not specs:
+        raise FileFormatError(source, "the scene has no views")
+    return [s.original if (s.original.width, s.original.height) == s.file_size
+            else s.original.resized(*s.file_size) for s in specs]
+
+
 def load_scene(source_path: str | os.PathLike, images: str = "images", resolution: int = -1,
                white_background: bool = False, eval: bool = False, data_device: str = "cpu",
                cache_budget_bytes: int | None = None, quiet: bool = False,

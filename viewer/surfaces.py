@@ -1,0 +1,143 @@
+"""Where the render loop draws: a GLFW window, or an offscreen framebuffer in an EGL context.
+
+Both give the loop the same small interface (``make_current``, ``bind``, ``size``, ``swap``,
+``poll``, ``should_close``, ``set_vsync``, ``release``), so ``ViewerApp`` has one frame loop.
+The offscreen surface serves ``splat-view --offscreen`` (scripted frames and screenshots on
+machines without a display) and ``bench/viewer.py``; it has no input and never closes itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["WindowSurface", "OffscreenSurface", "SurfaceError"]
+
+
+class SurfaceError(RuntimeError):
+    """The window or the GL context could not be created (message for the user)."""
+
+
+class WindowSurface:
+    """A GLFW window with an OpenGL 4.3 core context (not resizable: the rendering size is the
+    window size, as SIBR's ``--rendering-size``)."""
+
+    def __init__(self, width: int, height: int, title: str, visible: bool = True, vsync: bool = False) -> None:
+        import glfw  # noqa: PLC0415
+
+        self._glfw = glfw
+        if not glfw.init():
+            raise SurfaceError("could not initialise GLFW (is there a display? set DISPLAY, use Xvfb, "
+                               "or run with --offscreen)")
+        for hint, value in ((glfw.CONTEXT_VERSION_MAJOR, 4), (glfw.CONTEXT_VERSION_MINOR, 3),
+                            (glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE),
+                            (glfw.OPENGL_FORWARD_COMPAT, True), (glfw.VISIBLE, visible),
+                            (glfw.RESIZABLE, False)):
+            glfw.window_hint(hint, value)
+        self.window = glfw.create_window(width, height, title, None, None)
+        if not self.window:
+            glfw.terminate()
+            raise SurfaceError("could not create an OpenGL 4.3 core window (update the GPU driver)")
+        glfw.make_context_current(self.window)
+        self.set_vsync(vsync)
+        icon = _icon()
+        if icon is not None:
+            try:
+                glfw.set_window_icon(self.window, 1, [icon])
+            except Exception:  # noqa: BLE001 - some platforms (Wayland) refuse icons; harmless
+                pass
+
+    def make_current(self) -> None:
+        self._glfw.make_context_current(self.window)
+
+    def bind(self) -> None:
+        from OpenGL import GL  # noqa: PLC0415
+
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
+
+    def size(self) -> tuple[int, int]:
+        """Framebuffer size in pixels (HiDPI-aware)."""
+        return tuple(self._glfw.get_framebuffer_size(self.window))
+
+    def swap(self) -> None:
+        self._glfw.swap_buffers(self.window)
+
+    def poll(self) -> None:
+        self._glfw.poll_events()
+
+    def should_close(self) -> bool:
+        return bool(self._glfw.window_should_close(self.window))
+
+    def set_vsync(self, on: bool) -> None:
+        self._glfw.swap_interval(1 if on else 0)
+
+    def release(self) -> None:
+        self._glfw.destroy_window(self.window)
+        self._glfw.terminate()
+
+
+def _icon():
+    """The window icon as a GLFW image, or None when it cannot be read."""
+    try:
+        from importlib.resources import files  # noqa: PLC0415
+
+        from PIL import Image  # noqa: PLC0415
+
+        with Image.open(Path(str(files("assets") / "icon.png"))) as image:
+            return image.convert("RGBA").copy()
+    except Exception:  # noqa: BLE001 - an icon is cosmetic
+        return None
+
+
+class OffscreenSurface:
+    """An RGBA8 framebuffer object in a headless EGL context (see ``viewer/egl_context.py``).
+
+    ``cuda_device`` picks the EGL device of that CUDA device, so interop works on NVIDIA.
+    """
+
+    def __init__(self, width: int, height: int, cuda_device: int | None = None) -> None:
+        from .egl_context import EglContext  # noqa: PLC0415
+
+        try:
+            self.context = EglContext(cuda_device)
+        except Exception as error:  # noqa: BLE001 - any EGL failure is one message for the user
+            raise SurfaceError(f"no offscreen OpenGL context: {error}") from None
+        from OpenGL import GL  # noqa: PLC0415
+
+        self._gl = GL
+        self.width, self.height = width, height
+        self.colour = GL.glGenRenderbuffers(1)
+        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, self.colour)
+        GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_RGBA8, width, height)
+        self.fbo = GL.glGenFramebuffers(1)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
+        GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, GL.GL_RENDERBUFFER, self.colour)
+        if GL.glCheckFramebufferStatus(GL.GL_FRAMEBUFFER) != GL.GL_FRAMEBUFFER_COMPLETE:
+            raise SurfaceError("the offscreen framebuffer is incomplete")
+
+    def make_current(self) -> None:
+        self.context.make_current()
+
+    def bind(self) -> None:
+        self._gl.glBindFramebuffer(self._gl.GL_FRAMEBUFFER, self.fbo)
+
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def swap(self) -> None:
+        self._gl.glFlush()   # nothing to present; let the GPU start on the frame
+
+    def poll(self) -> None:
+        pass
+
+    def should_close(self) -> bool:
+        return False
+
+    def set_vsync(self, on: bool) -> None:
+        pass
+
+    def release(self) -> None:
+        GL = self._gl  # noqa: N806
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
+        GL.glDeleteFramebuffers(1, [self.fbo])
+        GL.glDeleteRenderbuffers(1, [self.colour])
+        self.context.release()
