@@ -2,8 +2,8 @@
 with ``offscreen=True``, into a framebuffer of a headless EGL context (``viewer/surfaces.py``).
 
 Splats are drawn by the backend in ``state.backend``: ``"cuda"`` (the CUDA rasterizer through
-CUDA-GL interop, ``viewer/cuda_view.py``) or ``"gl"`` (the GLSL splatting path,
-``viewer/gl_splats.py``). The other render modes (ellipsoids, initial points, depth) are GL
+CUDA-GL interop, ``viewer/cuda_view.py``), ``"gl"`` (instanced quads, ``viewer/gl_splats.py``)
+or ``"gl-compute"`` (the tile algorithm in compute shaders, ``viewer/gl_tiles.py``). The other render modes (ellipsoids, initial points, depth) are GL
 drawings (``viewer/gl_modes.py``), as in SIBR. Renderers are created on first use. Keys follow
 SIBR: W/S/A/D/Q/E move, I/K/J/L/U/O turn (held keys, scaled by frame time), P snaps to the
 closest input camera, [ and ] step to the previous/next input camera, M saves a screenshot,
@@ -76,18 +76,24 @@ class ViewerApp:
         return self.splat_renderers["gl"]
 
     def _splat_renderer(self):
+        """The renderer of ``state.backend``, created on first use."""
         backend = self.state.backend
         if backend == "gl":
             return self.renderer
-        if backend != "cuda":
-            raise ValueError(f"unknown backend {backend!r}")
-        if "cuda" not in self.splat_renderers:
-            from .cuda_view import CudaSplatRenderer  # noqa: PLC0415 - cuda-bindings only when used
+        if backend not in self.splat_renderers:
+            if backend == "gl-compute":
+                from .gl_tiles import TileSplatRenderer  # noqa: PLC0415
 
-            if self.device is None:
-                raise ViewerError("the cuda backend needs an NVIDIA GPU (use --backend gl)")
-            self.splat_renderers["cuda"] = CudaSplatRenderer(self.input.gaussians, self.device, self.interop)
-        return self.splat_renderers["cuda"]
+                self.splat_renderers[backend] = TileSplatRenderer(self.renderer)
+            elif backend == "cuda":
+                from .cuda_view import CudaSplatRenderer  # noqa: PLC0415 - cuda-bindings only when used
+
+                if self.device is None:
+                    raise ViewerError("the cuda backend needs an NVIDIA GPU (use --backend gl)")
+                self.splat_renderers[backend] = CudaSplatRenderer(self.input.gaussians, self.device, self.interop)
+            else:
+                raise ValueError(f"unknown backend {backend!r}")
+        return self.splat_renderers[backend]
 
     def _install_callbacks(self) -> None:
         import glfw  # noqa: PLC0415
@@ -103,7 +109,9 @@ class ViewerApp:
         if self.panel is not None:
             self.panel.close()
         self.surface.make_current()   # the panel's DPG frame made its own context current
-        for renderer in (*self.mode_renderers.values(), *self.splat_renderers.values()):
+        # The GL quad renderer last: the compute path and the modes share its buffers.
+        for renderer in (*self.mode_renderers.values(),
+                         *sorted(self.splat_renderers.values(), key=lambda r: isinstance(r, SplatRenderer))):
             renderer.release()
         self.surface.release()
 
@@ -150,13 +158,10 @@ class ViewerApp:
         state = self.state
         mode = state.render_mode
         self.surface.bind()
-        if mode == "splats" and state.backend == "cuda":
+        if mode == "splats":
             self._splat_renderer().draw(state.camera(), state.background, sh_degree=state.sh_degree,
-                                        scaling_modifier=state.scaling_modifier, antialiasing=state.antialiasing)
-        elif mode == "splats":
-            self.renderer.draw(state.camera(), state.background, sh_degree=state.sh_degree,
-                               scaling_modifier=state.scaling_modifier, antialiasing=state.antialiasing,
-                               fast_culling=state.fast_culling)
+                                        scaling_modifier=state.scaling_modifier, antialiasing=state.antialiasing,
+                                        fast_culling=state.fast_culling)
         elif mode == "depth":
             self._mode_renderer(mode).draw(state.camera(), state.background,
                                            scaling_modifier=state.scaling_modifier,

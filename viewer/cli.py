@@ -7,7 +7,8 @@
 
 A Dear PyGui control panel opens next to the render window unless ``--hide-panel`` or
 ``--frames`` is given. Splats are drawn by the CUDA rasterizer through CUDA-GL interop on NVIDIA
-machines (``--no_interop``: through host memory), else by the OpenGL path; ``--render-mode``
+machines (``--no_interop``: through host memory), else by OpenGL instanced quads (``--backend
+gl``) or OpenGL compute shaders (``--backend gl-compute``); ``--render-mode``
 picks splats (default), ellipsoids (SIBR's), initial_points or depth. ``--offscreen`` draws into
 a headless EGL framebuffer instead of a window (with ``--frames``; for servers without display).
 """
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-s", "--path", "--source_path", dest="source_path",
                         help="dataset whose cameras to use (default: cfg_args' source_path, else cameras.json)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
-                        help="cuda (CUDA rasterizer + interop) or gl (OpenGL splatting); auto: cuda when usable")
+                        help="cuda (CUDA rasterizer + interop), gl (OpenGL instanced quads) or gl-compute "
+                             "(OpenGL compute shaders, for GPUs with few graphics units); auto: cuda when usable, else gl")
     parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
     parser.add_argument("--no_interop", "--no-interop", dest="no_interop", action="store_true",
                         help="copy CUDA frames through host memory instead of CUDA-GL interop")
@@ -105,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               max_sh_degree=viewer_input.gaussians.sh_degree,
                                               sh_degree=viewer_input.gaussians.sh_degree,
                                               render_mode=args.render_mode, backend=backend,
-                                              available_backends=("cuda", "gl") if device is not None else ("gl",))
+                                              available_backends=BACKENDS if device is not None else BACKENDS[1:])
         if args.rendering_size:
             state.width, state.height = args.rendering_size
         from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine

@@ -16,16 +16,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from OpenGL import GL
 
 from rasterizer.camera import Camera
 from rasterizer.gaussians import Gaussians
 from rasterizer.render import render
-from shaders import shader_source
-
-from .gl_splats import _compile_program
+from .gl_display import DisplayTexture
 
 __all__ = ["CudaSplatRenderer", "DisplayTexture", "interop_devices", "InteropError"]
 
@@ -60,58 +57,6 @@ def interop_devices() -> list[int]:
         return []
     count, devices = result[1], result[2]
     return [int(d) for d in list(devices)[:count]]
-
-
-class DisplayTexture:
-    """An RGBA8 texture of the image size and the program that stretches it over the viewport."""
-
-    def __init__(self) -> None:
-        self.program = _compile_program(shader_source("blit.vert"), shader_source("blit.frag"))
-        self._flip = GL.glGetUniformLocation(self.program, "flip_y")
-        self.vao = GL.glGenVertexArrays(1)
-        self.texture = 0
-        self.size = (0, 0)
-
-    def allocate(self, width: int, height: int) -> None:
-        """(Re)create the texture at ``width`` x ``height``; the caller unregisters it first."""
-        if self.texture:
-            GL.glDeleteTextures(1, [self.texture])
-        self.texture = GL.glGenTextures(1)
-        GL.glBindTexture(GL.GL_TEXTURE_2D, self.texture)
-        GL.glTexStorage2D(GL.GL_TEXTURE_2D, 1, GL.GL_RGBA8, width, height)
-        for name in (GL.GL_TEXTURE_MIN_FILTER, GL.GL_TEXTURE_MAG_FILTER):
-            GL.glTexParameteri(GL.GL_TEXTURE_2D, name, GL.GL_NEAREST)
-        GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
-        self.size = (width, height)
-
-    def upload_from_host(self, rgba: torch.Tensor) -> None:
-        """The fallback copy: ``rgba`` [H, W, 4] uint8 (any device) through host memory."""
-        array = np.ascontiguousarray(rgba.cpu().numpy())
-        GL.glBindTexture(GL.GL_TEXTURE_2D, self.texture)
-        GL.glPixelStorei(GL.GL_UNPACK_ALIGNMENT, 1)
-        GL.glTexSubImage2D(GL.GL_TEXTURE_2D, 0, 0, 0, self.size[0], self.size[1], GL.GL_RGBA,
-                           GL.GL_UNSIGNED_BYTE, array)
-        GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
-
-    def draw(self, viewport: tuple[int, int]) -> None:
-        """Stretch the texture over ``viewport`` (width, height); row 0 of the image at the top."""
-        GL.glViewport(0, 0, *viewport)
-        GL.glDisable(GL.GL_BLEND)
-        GL.glUseProgram(self.program)
-        GL.glUniform1i(self._flip, 1)
-        GL.glActiveTexture(GL.GL_TEXTURE0)
-        GL.glBindTexture(GL.GL_TEXTURE_2D, self.texture)
-        GL.glBindVertexArray(self.vao)
-        GL.glDrawArrays(GL.GL_TRIANGLES, 0, 3)
-        GL.glBindVertexArray(0)
-        GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
-        GL.glUseProgram(0)
-
-    def release(self) -> None:
-        if self.texture:
-            GL.glDeleteTextures(1, [self.texture])
-        GL.glDeleteVertexArrays(1, [self.vao])
-        GL.glDeleteProgram(self.program)
 
 
 class InteropUpload:
@@ -165,18 +110,19 @@ class CudaSplatRenderer:
         self._notice = notice
         self._interop_wanted = interop
         self.interop: InteropUpload | None = None
-        self.fallback_reason: str | None = None if interop else "--no_interop"
+        self.fallback_reason: str | None = None
         self._rgba: torch.Tensor | None = None
-        if interop:
-            try:
-                devices = interop_devices()
-            except InteropError as error:
-                devices, self.fallback_reason = [], str(error)
-            if device.index not in devices and self.fallback_reason is None:
-                self.fallback_reason = (f"the OpenGL context is not on CUDA device {device.index} "
-                                        f"(interop devices: {devices or 'none'})")
-            if self.fallback_reason is not None:
-                self._fall_back(self.fallback_reason)
+        if not interop:
+            self._fall_back("turned off by --no_interop")
+            return
+        try:
+            devices = interop_devices()
+        except InteropError as error:
+            self._fall_back(str(error))
+            return
+        if device.index not in devices:
+            self._fall_back(f"the OpenGL context is not on CUDA device {device.index} "
+                            f"(interop devices: {devices or 'none'})")
 
     def _fall_back(self, reason: str) -> None:
         self._interop_wanted = False
@@ -213,8 +159,10 @@ class CudaSplatRenderer:
         return self._rgba
 
     def draw(self, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0), sh_degree: int | None = None,
-             scaling_modifier: float = 1.0, antialiasing: bool = False) -> None:
-        """Render ``camera``'s view and draw it over the viewport of the camera's size."""
+             scaling_modifier: float = 1.0, antialiasing: bool = False, fast_culling: bool = True) -> None:
+        """Render ``camera``'s view and draw it over the viewport of the camera's size.
+        ``fast_culling`` has no effect here: the CUDA kernels always drop the tiles where a
+        splat's alpha stays below 1/255, which is tighter than SIBR's per-axis extents."""
         rgba = self.render_rgba(camera, background, sh_degree, scaling_modifier, antialiasing)
         if self.interop is not None:
             self.interop.upload(rgba)

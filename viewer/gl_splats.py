@@ -54,6 +54,15 @@ def _compile_program(vertex: str, fragment: str) -> int:
     return program
 
 
+VIEW_UNIFORMS = ("world_to_camera", "camera_center", "intrinsics", "image_size", "sh_degree", "scale2",
+                 "antialiasing", "fast_culling")
+
+
+def view_uniform_locations(program: int) -> dict[str, int]:
+    """Locations of ``splat_common.glsl``'s view uniforms in ``program``."""
+    return {name: GL.glGetUniformLocation(program, name) for name in VIEW_UNIFORMS}
+
+
 def _compile_compute(source: str) -> int:
     shader = GL.glCreateShader(GL.GL_COMPUTE_SHADER)
     GL.glShaderSource(shader, source)
@@ -90,7 +99,7 @@ class GpuDepthSort:
     def allocate(self, count: int) -> None:
         self.padded = max(SHARED_SORT_BLOCK, 1 << max(count - 1, 1).bit_length())
         GL.glBindBuffer(GL.GL_SHADER_STORAGE_BUFFER, self.buffer)
-        GL.glBufferData(GL.GL_SHADER_STORAGE_BUFFER, self.padded * 8, None, GL.GL_DYNAMIC_DRAW)
+        GL.glBufferData(GL.GL_SHADER_STORAGE_BUFFER, self.padded * 8, None, GL.GL_DYNAMIC_COPY)   # written and read by the GPU only
         GL.glBindBuffer(GL.GL_SHADER_STORAGE_BUFFER, 0)
 
     def run(self, means_buffer: int, count: int, world_to_camera: np.ndarray) -> None:
@@ -155,9 +164,7 @@ class SplatRenderer:
         self.sort_count = 0
         self._sorted_pose: bytes | None = None
         self.means = np.zeros((0, 3), dtype=np.float32)   # host copy, for the depth mode's range
-        self._uniforms = {name: GL.glGetUniformLocation(self.program, name) for name in (
-            "world_to_camera", "camera_center", "intrinsics", "image_size", "sh_degree",
-            "scale2", "antialiasing", "fast_culling")}
+        self._uniforms = view_uniform_locations(self.program)
         if gaussians is not None:
             self.upload(gaussians)
 
@@ -193,6 +200,21 @@ class SplatRenderer:
         self.sort_count += 1
         return True
 
+    def set_view_uniforms(self, locations: dict, camera: Camera, sh_degree: int | None, scaling_modifier: float,
+                          antialiasing: bool, fast_culling: bool) -> None:
+        """Set ``splat_common.glsl``'s uniforms of the program in use (``locations``: name ->
+        location) for ``camera``."""
+        pose = np.ascontiguousarray(camera.world_to_camera.numpy(), dtype=np.float32)
+        degree = self.sh_degree if sh_degree is None else min(int(sh_degree), self.sh_degree)
+        GL.glUniformMatrix4fv(locations["world_to_camera"], 1, GL.GL_TRUE, pose)   # row-major -> transpose
+        GL.glUniform3f(locations["camera_center"], *camera.center.tolist())
+        GL.glUniform4f(locations["intrinsics"], camera.fx, camera.fy, camera.cx, camera.cy)
+        GL.glUniform2f(locations["image_size"], float(camera.width), float(camera.height))
+        GL.glUniform1i(locations["sh_degree"], degree)
+        GL.glUniform1f(locations["scale2"], float(scaling_modifier) ** 2)
+        GL.glUniform1i(locations["antialiasing"], int(antialiasing))
+        GL.glUniform1i(locations["fast_culling"], int(fast_culling))
+
     def draw(self, camera: Camera, background: Sequence[float] = (0.0, 0.0, 0.0),
              sh_degree: int | None = None, scaling_modifier: float = 1.0,
              antialiasing: bool = False, fast_culling: bool = False) -> None:
@@ -205,18 +227,8 @@ class SplatRenderer:
         if self.count == 0:
             return
         self.sort(camera)
-        pose = np.ascontiguousarray(camera.world_to_camera.numpy(), dtype=np.float32)
-        degree = self.sh_degree if sh_degree is None else min(int(sh_degree), self.sh_degree)
-        u = self._uniforms
         GL.glUseProgram(self.program)
-        GL.glUniformMatrix4fv(u["world_to_camera"], 1, GL.GL_TRUE, pose)   # row-major -> transpose
-        GL.glUniform3f(u["camera_center"], *camera.center.tolist())
-        GL.glUniform4f(u["intrinsics"], camera.fx, camera.fy, camera.cx, camera.cy)
-        GL.glUniform2f(u["image_size"], float(camera.width), float(camera.height))
-        GL.glUniform1i(u["sh_degree"], degree)
-        GL.glUniform1f(u["scale2"], float(scaling_modifier) ** 2)
-        GL.glUniform1i(u["antialiasing"], int(antialiasing))
-        GL.glUniform1i(u["fast_culling"], int(fast_culling))
+        self.set_view_uniforms(self._uniforms, camera, sh_degree, scaling_modifier, antialiasing, fast_culling)
         for binding, buffer in enumerate((*self.buffers, self.sorter.buffer)):
             GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, binding, buffer)
         GL.glMemoryBarrier(GL.GL_SHADER_STORAGE_BARRIER_BIT)

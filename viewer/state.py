@@ -18,7 +18,7 @@ from .navigation import closest_camera, fps_step
 
 __all__ = ["RENDER_MODES", "NAVIGATION_MODES", "BACKENDS", "ViewerState"]
 
-BACKENDS = ("cuda", "gl")
+BACKENDS = ("cuda", "gl", "gl-compute")
 RENDER_MODES = ("splats", "ellipsoids", "initial_points", "depth")
 NAVIGATION_MODES = ("fps", "trackball", "orbit")
 SCALING_RANGE = (0.001, 1.0)  # SIBR's slider
