@@ -12,6 +12,8 @@ Esc quits. The left mouse button orbits around the model's median point, the whe
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,12 +22,13 @@ from trainer.image_io import save_png
 
 from .gl_splats import SplatRenderer, read_framebuffer
 from .navigation import ROTATION_KEYS, TRANSLATION_KEYS, dolly, orbit
-from .scene_source import ViewerInput
+from .scene_source import ViewerInput, bulk_points
 from .state import ViewerState
 from .surfaces import OffscreenSurface, SurfaceError, WindowSurface
 
 __all__ = ["ViewerApp", "ViewerError"]
 
+LAUNCH_TIME_VARIABLE = "SPLATVIEW_LAUNCH_TIME"   # set by bench/viewer.py to time start-up
 ORBIT_RADIANS_PER_PIXEL = 0.005
 DOLLY_PER_WHEEL_STEP = 0.9
 ViewerError = SurfaceError   # the window or its GL context could not be created
@@ -52,7 +55,7 @@ class ViewerApp:
         self.device = device if device is not None else (
             torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None)
         self.interop = interop
-        self.target = viewer_input.gaussians.means.detach().double().median(dim=0).values \
+        self.target = bulk_points(viewer_input.gaussians).median(dim=0).values \
             if len(viewer_input.gaussians) else torch.zeros(3, dtype=torch.float64)
         title = f"splatview - {viewer_input.title}"
         cuda_index = self.device.index if self.device is not None else None
@@ -185,6 +188,15 @@ class ViewerApp:
             self.mode_renderers[mode] = renderer
         return self.mode_renderers[mode]
 
+    @staticmethod
+    def _report_first_frame(launched: float) -> None:
+        """For bench/viewer.py: seconds from ``launched`` (a ``time.time()`` taken by whoever
+        started this process) until the first frame has been drawn on the GPU."""
+        from OpenGL import GL  # noqa: PLC0415
+
+        GL.glFinish()
+        print(f"splat-view: first frame drawn {time.time() - launched:.3f} s after launch", file=sys.stderr, flush=True)
+
     def screenshot(self, path: str | Path) -> None:
         """Save the back buffer (the frame just drawn) as a PNG."""
         self.surface.bind()
@@ -207,6 +219,8 @@ class ViewerApp:
                 surface.set_vsync(self._vsync)
             self.draw()
             count += 1
+            if count == 1 and os.environ.get(LAUNCH_TIME_VARIABLE):
+                self._report_first_frame(float(os.environ[LAUNCH_TIME_VARIABLE]))
             if frames is not None and count >= frames:
                 if screenshot is not None:
                     self.screenshot(screenshot)

@@ -23,7 +23,7 @@ from rasterizer.files import FileFormatError
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
 from trainer.scene import load_cameras
 
-__all__ = ["ViewerInput", "load_viewer_input", "framing_camera"]
+__all__ = ["ViewerInput", "load_viewer_input", "framing_camera", "bulk_points"]
 
 
 @dataclass
@@ -37,11 +37,19 @@ class ViewerInput:
     initial_points: PointCloud | None = None  # the model folder's input.ply, when present
 
 
+def bulk_points(gaussians: Gaussians, limit: int = 200_000) -> torch.Tensor:
+    """At most ``limit`` of the means (float64, an even stride through the file order): enough
+    for medians and quantiles, and fast to take on millions of Gaussians at start-up."""
+    means = gaussians.means.detach()
+    step = max(1, len(means) // limit)
+    return means[::step].double().cpu()
+
+
 def framing_camera(gaussians: Gaussians, width: int = 1200, height: int = 800,
                    fov_y: float = math.radians(60.0)) -> Camera:
     """A camera outside the bulk of the model (around its median point, 90% quantile extent),
     looking at that point, with vertical field of view ``fov_y`` (radians)."""
-    means = gaussians.means.detach().double()
+    means = bulk_points(gaussians)
     if len(means) == 0:
         return Camera.from_fov(width, height, fov_y * width / height, fov_y, look_at([0.0, 0.0, -3.0], [0.0, 0.0, 0.0]))
     centre = means.median(dim=0).values
