@@ -281,7 +281,7 @@ def _write_model(reconstruction, folder: Path) -> None:
 
 
 def _check_registration(registered: Sequence[str], photos: Sequence[str], model: Path,
-                        min_fraction: float) -> list[str]:
+                        min_fraction: float, matcher: str = "exhaustive") -> list[str]:
     """Photo names missing from the model; raises when fewer than ``min_fraction`` (and fewer
     than two) of the photos registered, naming those left out."""
     left_out = sorted(set(photos) - set(registered))
@@ -293,8 +293,8 @@ def _check_registration(registered: Sequence[str], photos: Sequence[str], model:
             where = ""
         raise ConvertError(
             f"only {len(registered)} of {len(photos)} photos registered (need {needed}){where}; "
-            f"left out: {_names_text(left_out)}. The photos need more overlap (or try "
-            "--matcher exhaustive, or fewer, sharper photos)")
+            f"left out: {_names_text(left_out)}. The photos need more overlap and texture"
+            + (" (or try --matcher exhaustive)" if matcher != "exhaustive" else ""))
     return left_out
 
 
@@ -404,7 +404,7 @@ def _sfm(options: ConvertOptions, photos_dir: Path, names: list[str], progress: 
             _write_model(reconstruction, model)
         kept = f" ({count} models, kept the largest)" if count > 1 else ""
         summary.append(f"{len(registered)} of {len(names)} images registered{kept}, {points} points")
-    left_out = _check_registration(registered, names, model, options.min_registered)
+    left_out = _check_registration(registered, names, model, options.min_registered, options.matcher)
     if left_out:
         log(f"warning: {len(left_out)} photo(s) left out of the model: {_names_text(left_out)}")
     return ConvertResult(registered, left_out, points, model)
