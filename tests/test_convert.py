@@ -280,3 +280,16 @@ def test_resize_halves_like_imagemagick(tmp_path):
     assert sizes == {2: (51, 25), 4: (25, 13), 8: (13, 6)}
     half = np.asarray(Image.open(tmp_path / "images_2" / "sub" / "a.png"), dtype=float)
     assert half[:, :20].mean() < 5 and half[:, 31:].mean() > 195
+
+
+def test_photos_of_different_sizes_need_camera_per_image(tmp_path, capsys):
+    """One shared camera (the default) needs one photo size; COLMAP skips the others, and the
+    error says which and what to do instead of failing later with nothing registered."""
+    rng = np.random.default_rng(1)
+    (tmp_path / "input").mkdir()
+    for name, width in (("a.png", 160), ("b.png", 176), ("c.png", 176)):
+        Image.fromarray(rng.integers(0, 256, (160, width), dtype=np.uint8)).save(tmp_path / "input" / name)
+    assert main(["-s", str(tmp_path), "--no_gpu"]) == 1
+    error = capsys.readouterr().err
+    assert "2 photo(s) are not 160x160 like a.png" in error and "--camera_per_image" in error
+    assert "b.png, c.png" in error and error.count("\n") == 1

@@ -371,6 +371,25 @@ def resize_images(root: Path, names: Sequence[str], factors: Sequence[int] = RES
         return sum(pool.map(one, names))
 
 
+def _unread_problem(folder: Path, unread: Sequence[str], read: Sequence[str],
+                    single_camera: bool) -> str:
+    """Why COLMAP skipped ``unread``: with one shared camera, photos of another size than the
+    first one read are skipped; otherwise the files could not be decoded."""
+    def size(name: str) -> tuple[int, int] | None:
+        try:
+            with Image.open(folder / name) as image:
+                return image.size
+        except OSError:
+            return None
+
+    reference = size(read[0]) if read else None
+    if single_camera and reference is not None and all(size(n) not in (None, reference) for n in unread):
+        return (f"{len(unread)} photo(s) are not {reference[0]}x{reference[1]} like {read[0]}, "
+                f"and one shared camera needs one size (use --camera_per_image): "
+                f"{_names_text(unread)}")
+    return f"COLMAP could not read {len(unread)} photo(s): {_names_text(unread)}"
+
+
 # ----- front doors -----------------------------------------------------------------------------
 def _sfm(options: ConvertOptions, photos_dir: Path, names: list[str], progress: _Progress,
          log: Log) -> ConvertResult:
@@ -387,11 +406,13 @@ def _sfm(options: ConvertOptions, photos_dir: Path, names: list[str], progress: 
     with progress.stage("features", f"{len(names)} photos, {options.camera}, {shared}") as summary:
         read, keypoints = _extract(database, photos_dir, names, options)
         summary.append(f"{read} images, {keypoints} keypoints")
-    unread = sorted(set(names) - set(_read_names(database)))
+    read_names = _read_names(database)
+    unread = sorted(set(names) - set(read_names))
     if unread:
-        hint = (" (a different size than the shared camera? try --camera_per_image)"
-                if options.single_camera else "")
-        log(f"warning: COLMAP could not read {len(unread)} photo(s){hint}: {_names_text(unread)}")
+        problem = _unread_problem(photos_dir, unread, read_names, options.single_camera)
+        if len(read_names) < 2:
+            raise ConvertError(f"{photos_dir}: {problem}")
+        log(f"warning: {problem}")
     with progress.stage("matching", f"{options.matcher}") as summary:
         pairs, verified, inliers = _match(database, options)
         summary.append(f"{pairs} pairs, {verified} verified, {inliers} inlier matches")
