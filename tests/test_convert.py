@@ -19,7 +19,8 @@ from conftest import SHARED_DATA
 pycolmap = pytest.importorskip("pycolmap")
 
 from trainer.cli.convert import main  # noqa: E402  (after the importorskip)
-from trainer.convert import ConvertError, _check_registration, resize_images  # noqa: E402
+from trainer.convert import (ConvertError, _check_registration, principal_plane_transform,  # noqa: E402
+                             resize_images)
 from trainer.scene import load_scene  # noqa: E402
 
 # A progress line: "[1/1] undistortion: 71 images -> PINHOLE in ..., 3.1 s".
@@ -293,3 +294,21 @@ def test_photos_of_different_sizes_need_camera_per_image(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "2 photo(s) are not 160x160 like a.png" in error and "--camera_per_image" in error
     assert "b.png, c.png" in error and error.count("\n") == 1
+
+
+def test_principal_plane_alignment_puts_the_points_on_z0_with_cameras_above():
+    """A tilted, offset 4 x 2 sheet of points with cameras on one side: after the transform the
+    sheet lies in z = 0 centred at the origin, its long side along x, the cameras at z > 0, and
+    the transform is a proper rotation (no mirror)."""
+    rng = np.random.default_rng(2)
+    sheet = np.column_stack([rng.uniform(-2, 2, 500), rng.uniform(-1, 1, 500), np.zeros(500)])
+    cameras = np.column_stack([rng.uniform(-1, 1, 8), rng.uniform(-1, 1, 8), np.full(8, -3.0)])
+    tilt = pycolmap.Rotation3d(np.array([0.4, -0.7, 0.2])).matrix()
+    offset = np.array([5.0, -1.0, 2.0])
+    transform = principal_plane_transform(sheet @ tilt.T + offset, cameras @ tilt.T + offset)
+    rotation, translation = transform[:, :3], transform[:, 3]
+    assert np.allclose(rotation @ rotation.T, np.eye(3)) and np.isclose(np.linalg.det(rotation), 1)
+    points = (sheet @ tilt.T + offset) @ rotation.T + translation
+    assert np.abs(points[:, 2]).max() < 1e-9 and np.allclose(points.mean(0), 0, atol=1e-9)
+    assert np.ptp(points[:, 0]) > 3.5 and np.ptp(points[:, 1]) < 2.1  # long side along x
+    assert ((cameras @ tilt.T + offset) @ rotation.T + translation)[:, 2].min() > 2.9

@@ -110,3 +110,17 @@ def test_sfm_camera_path_matches_the_reference_reconstruction(converted):
     aligned = scale * source @ rotation.T + translation
     extent = np.linalg.norm(target - target.mean(0), axis=1).max()
     assert np.linalg.norm(aligned - target, axis=1).max() < 0.05 * extent
+
+
+def test_sfm_model_is_aligned_to_the_principal_plane(converted):
+    """The reference's plane alignment: points centred at the origin, their least-spread axis
+    along z, the cameras above (z > 0); the progress line says so."""
+    root, stdout = converted
+    model = pycolmap.Reconstruction(str(root / "distorted" / "sparse" / "0"))
+    points = np.array([p.xyz for p in model.points3D.values()])
+    centres = np.array([model.images[i].projection_center() for i in model.reg_image_ids()])
+    assert np.allclose(points.mean(0), 0, atol=1e-6 * np.abs(points).max())
+    _, _, axes = np.linalg.svd(points, full_matrices=False)
+    assert abs(axes[2][2]) > 0.999  # the plane normal is the z axis
+    assert centres[:, 2].mean() > 0
+    assert "aligned to the principal plane" in stdout

@@ -5,7 +5,8 @@ Folder layout (the reference's, so its users' folders work)::
 
     LOCATION/input/                 the photos (only read)
     LOCATION/distorted/database.db  SIFT features and matches
-    LOCATION/distorted/sparse/0/    the SfM model, distorted camera (the largest model found)
+    LOCATION/distorted/sparse/0/    the SfM model, distorted camera (the largest model found),
+                                    aligned to the principal plane of its points
     LOCATION/images/                the undistorted photos (PINHOLE)
     LOCATION/sparse/0/              the undistorted model (cameras, images, points3D; COLMAP 4
                                     also writes rigs and frames)
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 from PIL import Image
 
 from rasterizer.files import atomic_write
@@ -38,7 +40,8 @@ from rasterizer.files import atomic_write
 from .scene import colmap
 
 __all__ = ["ConvertError", "ConvertOptions", "ConvertResult", "convert", "undistort_scene",
-           "list_photos", "resize_images", "RESIZE_FACTORS", "camera_model_names"]
+           "list_photos", "resize_images", "principal_plane_transform", "RESIZE_FACTORS",
+           "camera_model_names"]
 
 # Downscaled copies written by --resize: folder suffix -> scale, as the reference's ImageMagick
 # "-resize 50%/25%/12.5%".
@@ -76,6 +79,8 @@ class ConvertOptions:
             each photo with its neighbours in name order; much faster for long sequences).
         min_registered: the smallest acceptable fraction (0..1) of photos in the kept model;
             fewer is an error naming the photos left out.
+        align: turn the model so that the principal plane of its points is z = 0 with the
+            cameras above it (the reference's ``model_aligner`` step; ``--skip_alignment``).
         seed: random seed for COLMAP's RANSAC and mapper (reproducible runs); None: random.
         verbose: show COLMAP's own log.
     """
@@ -88,6 +93,7 @@ class ConvertOptions:
     use_gpu: bool = True
     matcher: str = "exhaustive"
     min_registered: float = 0.5
+    align: bool = True
     seed: int | None = 0
     verbose: bool = False
 
@@ -269,6 +275,31 @@ def _map(database: Path, photos: Path, distorted: Path, options: ConvertOptions)
     return largest, len(models)
 
 
+def principal_plane_transform(points: np.ndarray, camera_centres: np.ndarray) -> np.ndarray:
+    """3x4 rigid ``[R | t]`` (new-from-old world) that aligns a model to the principal plane of
+    its points, as COLMAP's ``model_aligner --alignment_type plane`` (the reference's step):
+    the point centroid moves to the origin, the first and second principal axes become x and y,
+    and z, the plane normal, points to the side of the mean camera centre (so "up" is where
+    the photos were taken from). Scale is unchanged. ``points`` and ``camera_centres``: [N, 3]."""
+    centroid = points.mean(axis=0)
+    _, _, axes = np.linalg.svd(points - centroid, full_matrices=False)  # rows: principal axes
+    x_axis, normal = axes[0], axes[2]
+    if normal @ (camera_centres.mean(axis=0) - centroid) < 0:
+        normal = -normal
+    rotation = np.stack([x_axis, np.cross(normal, x_axis), normal])  # right-handed: y = z x x
+    return np.concatenate([rotation, (-rotation @ centroid)[:, None]], axis=1)
+
+
+def _align_to_plane(reconstruction) -> None:
+    """Apply :func:`principal_plane_transform` to ``reconstruction`` in place (needs 3 points)."""
+    if reconstruction.num_points3D() < 3:
+        return
+    points = np.array([p.xyz for p in reconstruction.points3D.values()])
+    centres = np.array([reconstruction.images[i].projection_center()
+                        for i in reconstruction.reg_image_ids()])
+    reconstruction.transform(_pycolmap().Sim3d(principal_plane_transform(points, centres)))
+
+
 def _write_model(reconstruction, folder: Path) -> None:
     """Write ``reconstruction`` (binary) into ``folder`` through a staging folder beside it."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -422,9 +453,12 @@ def _sfm(options: ConvertOptions, photos_dir: Path, names: list[str], progress: 
             if reconstruction is not None else []
         points = reconstruction.num_points3D() if reconstruction is not None else 0
         if reconstruction is not None:
+            if options.align:
+                _align_to_plane(reconstruction)
             _write_model(reconstruction, model)
         kept = f" ({count} models, kept the largest)" if count > 1 else ""
-        summary.append(f"{len(registered)} of {len(names)} images registered{kept}, {points} points")
+        aligned = ", aligned to the principal plane" if options.align and reconstruction is not None else ""
+        summary.append(f"{len(registered)} of {len(names)} images registered{kept}, {points} points{aligned}")
     left_out = _check_registration(registered, names, model, options.min_registered, options.matcher)
     if left_out:
         log(f"warning: {len(left_out)} photo(s) left out of the model: {_names_text(left_out)}")

@@ -2,8 +2,8 @@
 
 The reference's ``convert.py`` flags and folder layout::
 
-    splat-convert -s LOCATION [--camera OPENCV] [--skip_matching] [--resize] [--no_gpu]
-                  [--matcher exhaustive|sequential]
+    splat-convert -s LOCATION [--camera OPENCV] [--skip_matching] [--skip_alignment] [--resize]
+                  [--no_gpu] [--matcher exhaustive|sequential]
     splat-convert --undistort_only -s SCENE -o OUT [--images images]
 
 Exit codes: 0 done, 1 bad input or failed conversion (one line naming the file or folder),
@@ -51,13 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", help="with --undistort_only: the new scene folder")
     parser.add_argument("--images", default="images",
                         help="with --undistort_only: the scene's image folder (default images)")
-    # Accepted so that the reference's command lines run unchanged; pip-only has no executables
-    # and does not align the model.
+    # Accepted so that the reference's command lines run unchanged; pip-only has no executables.
     parser.add_argument("--colmap_executable", default="", help="ignored (pycolmap is used)")
     parser.add_argument("--magick_executable", default="", help="ignored (Pillow resizes)")
     parser.add_argument("--skip_alignment", action="store_true",
-                        help="ignored: the model is never aligned (the reference's plane alignment "
-                             "is not implemented)")
+                        help="keep COLMAP's orientation instead of aligning the model to the "
+                             "principal plane of its points (z up)")
     return parser
 
 
@@ -90,8 +89,9 @@ def _notes(args: argparse.Namespace) -> list[str]:
     for flag in ("colmap_executable", "magick_executable"):
         if getattr(args, flag):
             notes.append(f"note: --{flag} is ignored: splat-convert uses pycolmap and Pillow")
-    if args.skip_alignment:
-        notes.append("note: --skip_alignment: splat-convert never aligns the model anyway")
+    if args.skip_alignment and args.skip_matching:
+        notes.append("note: --skip_alignment has no effect with --skip_matching (the model is "
+                     "undistorted as it is)")
     return notes
 
 
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     options = ConvertOptions(
         source=source, camera=args.camera, single_camera=not args.camera_per_image,
         skip_matching=args.skip_matching, resize=args.resize, use_gpu=not args.no_gpu,
-        matcher=args.matcher, min_registered=args.min_registered,
+        matcher=args.matcher, min_registered=args.min_registered, align=not args.skip_alignment,
         seed=None if args.seed < 0 else args.seed, verbose=args.verbose)
     result = convert(options)
     print(f"Done: {len(result.registered)} images in {source / 'images'}, model in "
