@@ -49,9 +49,15 @@ def test_console_scripts_are_installed(command):
     assert command in names
 
 
-def test_splat_convert_says_not_yet_available(capsys):
+def test_splat_convert_entry_point_and_its_pip_only_dependency(capsys):
+    """The console script reaches the real command (no -s: argument error, exit 2), and
+    pycolmap, which it needs, is a main dependency: ``pip install`` alone gives a working one."""
     from importlib.metadata import entry_points
 
     (entry,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "splat-convert"]
-    assert entry.load()([]) == 2
-    assert "not yet available" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        entry.load()([])
+    assert info.value.code == 2 and "--source_path" in capsys.readouterr().err
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert "pycolmap" in project["dependencies"]
