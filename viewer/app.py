@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import glfw
 import torch
+from rasterizer.gaussians import Gaussians
 from trainer.image_io import save_png
 
 from .gl_splats import SplatRenderer, read_framebuffer
@@ -47,6 +49,9 @@ class ViewerApp:
         self.mode_renderers: dict = {}   # render mode -> renderer, created on first use
         self._last_cursor: tuple[float, float] | None = None
         self.frame_seconds = 0.0
+        # Called with the app at the start of every frame, before drawing (e.g. in-viewer
+        # training swaps in the latest Gaussians with set_gaussians).
+        self.frame_callbacks: list[Callable[["ViewerApp"], None]] = []
 
     # ----- window ---------------------------------------------------------------------------
     def _create_window(self, visible: bool):
@@ -114,6 +119,16 @@ class ViewerApp:
         return [name for name, key in _MOVE_KEYS.items() if glfw.get_key(self.window, key) == glfw.PRESS]
 
     # ----- frames ---------------------------------------------------------------------------
+    def set_gaussians(self, gaussians: Gaussians) -> None:
+        """Show another model (same cameras): re-upload it to every renderer that holds it.
+        Call with the render window's context current (from a frame callback)."""
+        self.input.gaussians = gaussians
+        self.renderer.upload(gaussians)
+        if "ellipsoids" in self.mode_renderers:
+            self.mode_renderers["ellipsoids"].upload(gaussians)
+        if "initial_points" in self.mode_renderers and self.input.initial_points is None:
+            self.mode_renderers.pop("initial_points").release()   # it showed the old centres
+
     def draw(self) -> None:
         """Render the current state into the window's back buffer."""
         state = self.state
@@ -159,6 +174,8 @@ class ViewerApp:
             self.frame_seconds, last = now - last, now
             self.state.move(self._held_keys(), self.frame_seconds)
             glfw.make_context_current(self.window)  # the panel's DPG frame made its own current
+            for callback in self.frame_callbacks:
+                callback(self)
             if self.state.vsync != self._vsync:
                 self._vsync = self.state.vsync
                 glfw.swap_interval(1 if self._vsync else 0)
