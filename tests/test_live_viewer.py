@@ -186,3 +186,32 @@ def test_training_panel_drives_the_session(tiny_scene, xvfb_display, tmp_path):
     assert saved["train_message"] == f"saved {ply}" and ply.is_file()
     assert out["result"] == ["interrupted", done]
     assert (model / f"chkpnt{done}.pth").is_file()
+
+
+def test_ctrl_c_in_the_terminal_saves_and_exits_130(tiny_scene, xvfb_display, tmp_path):
+    import signal
+    import time
+
+    model = tmp_path / "m"
+    env = dict(os.environ, DISPLAY=xvfb_display)
+    child = subprocess.Popen([sys.executable, "-m", "viewer.cli", "--train", "--hide-panel",
+                              *train_flags(tiny_scene, model, "--iterations", "10000", "--save_iterations", "2")],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        # iteration_2 is written inside the training loop: the window's loop is running by then.
+        while not (model / "point_cloud" / "iteration_2").is_dir() and child.poll() is None:
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if child.returncode != 130 and "OpenGL 4.3" in err:
+        pytest.skip("no GL 4.3 context here")
+    assert child.returncode == 130, err
+    under_way = max(int(p.name.split("_")[1]) for p in (model / "point_cloud").iterdir())
+    assert under_way > 2 and f"Interrupted at iteration {under_way}" in err and "Traceback" not in err
+    assert (model / f"chkpnt{under_way - 1}.pth").is_file()

@@ -160,10 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     finally:
-        try:
-            result = session.stop()   # an unfinished run saves as after Ctrl-C in splat-train
-        finally:
-            app.close()
+        app.close()
+    try:
+        result = session.stop()   # an unfinished run saves as after Ctrl-C in splat-train
+    except KeyboardInterrupt:     # a second Ctrl-C: don't wait for the iteration under way
+        print("splat-view: interrupted again: exiting without the final save (files already "
+              "written are complete)", file=sys.stderr)
+        return 130
     if session.error or (result is not None and result.status == "out_of_memory"):
         return 1
     return code
