@@ -558,6 +558,11 @@ class Trainer:
             torch.cuda.empty_cache()
 
     # ----- saving ------------------------------------------------------------------------------------
+    def save_ply(self, it: int) -> Path:
+        """Write ``point_cloud/iteration_<it>/point_cloud.ply`` of the current model (atomically).
+        Call it only at an iteration boundary (from a hook) or when the loop is not running."""
+        return self._save_ply(it)
+
     def _save_ply(self, it: int) -> Path:
         path = point_cloud_path(self.model_path, it)
         write_ply(path, self.model.gaussians())

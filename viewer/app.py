@@ -16,8 +16,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
+from rasterizer.gaussians import Gaussians
 from trainer.image_io import save_png
 
 from .gl_splats import SplatRenderer, read_framebuffer
@@ -69,6 +71,9 @@ class ViewerApp:
         self.mode_renderers: dict = {}    # render mode -> renderer, created on first use
         self._last_cursor: tuple[float, float] | None = None
         self.frame_seconds = 0.0
+        # Called with the app at the start of every frame, before drawing (e.g. in-viewer
+        # training swaps in the latest Gaussians with set_gaussians).
+        self.frame_callbacks: list[Callable[["ViewerApp"], None]] = []
         self._splat_renderer()   # now, so that a failure is reported before the first frame
 
     @property
@@ -156,6 +161,19 @@ class ViewerApp:
         return [name for name, key in self._move_keys.items() if glfw.get_key(self.window, key) == glfw.PRESS]
 
     # ----- frames ---------------------------------------------------------------------------
+    def set_gaussians(self, gaussians: Gaussians) -> None:
+        """Show another model (same cameras): re-upload it to every renderer that holds it.
+        Call with the render window's context current (from a frame callback)."""
+        self.input.gaussians = gaussians
+        if "gl" in self.splat_renderers or self.state.backend != "cuda":   # gl-compute shares its buffers
+            self.renderer.upload(gaussians)
+        if "cuda" in self.splat_renderers:
+            self.splat_renderers["cuda"].set_gaussians(gaussians)
+        if "ellipsoids" in self.mode_renderers:
+            self.mode_renderers["ellipsoids"].upload(gaussians)
+        if "initial_points" in self.mode_renderers and self.input.initial_points is None:
+            self.mode_renderers.pop("initial_points").release()   # it showed the old centres
+
     def draw(self) -> None:
         """Render the current state into the window's back buffer."""
         state = self.state
@@ -214,6 +232,8 @@ class ViewerApp:
             self.frame_seconds, last = now - last, now
             self.state.move(self._held_keys(), self.frame_seconds)
             surface.make_current()   # the panel's DPG frame made its own context current
+            for callback in self.frame_callbacks:
+                callback(self)
             if self.state.vsync != self._vsync:
                 self._vsync = self.state.vsync
                 surface.set_vsync(self._vsync)

@@ -4,6 +4,7 @@
                [--backend cuda|gl] [--device N] [--no_interop]
     splat-view path/to/point_cloud.ply
     splat-view -m output/garden --camera 3 --frames 10 --screenshot view3.png   # scripted
+    splat-view -s path/to/scene --train -m output/garden [splat-train flags]   # train in the viewer
 
 A Dear PyGui control panel opens next to the render window unless ``--hide-panel`` or
 ``--frames`` is given. Splats are drawn by the CUDA rasterizer through CUDA-GL interop on NVIDIA
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
     parser.add_argument("--hide-panel", action="store_true",
                         help="no control panel (it opens by default when the window is shown, not with --frames)")
+    parser.add_argument("--train", action="store_true",
+                        help="train -s SOURCE in the viewer with splat-train's flags (splat-view --train --help)")
     return parser
 
 
@@ -84,6 +87,11 @@ def choose_backend(requested: str, device_index: int):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--train" in argv:  # in-viewer training takes every splat-train flag: its own parser
+        from .live_cli import main as train_main  # noqa: PLC0415
+
+        return train_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     target = args.model_path or args.path

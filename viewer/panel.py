@@ -14,19 +14,29 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol, Sequence
 
 import dearpygui.dearpygui as dpg
 
 from .state import NAVIGATION_MODES, RENDER_MODES, SCALING_RANGE, ViewerState
 
-__all__ = ["ControlPanel", "PanelError"]
+__all__ = ["ControlPanel", "PanelError", "PanelSection"]
 
 TITLE = "splatview controls"
 
 
 class PanelError(RuntimeError):
     """The panel could not be created (no display, no GL)."""
+
+
+class PanelSection(Protocol):
+    """Extra widgets in the panel's window (e.g. viewer/training_panel.py)."""
+
+    def build(self) -> None:
+        """Add the widgets (called inside the panel window's container)."""
+
+    def update(self) -> None:
+        """Refresh them (called once per frame, before DPG renders)."""
 
 
 class _DpgContext:
@@ -57,15 +67,18 @@ class ControlPanel:
     """The Dear PyGui control window editing ``state``.
 
     ``stats_source``: optional callable returning extra ``{label: value}`` lines shown under the
-    statistics (e.g. the backend's own figures); it may be ``None``.
+    statistics (e.g. the backend's own figures); it may be ``None``. ``sections``: extra widget
+    groups appended to the window (:class:`PanelSection`).
     """
 
     def __init__(self, state: ViewerState, stats_source: Callable[[], Mapping[str, object]] | None = None,
-                 width: int = 380, height: int = 560, x_pos: int | None = None, y_pos: int = 0):
+                 width: int = 380, height: int = 560, x_pos: int | None = None, y_pos: int = 0,
+                 sections: Sequence[PanelSection] = ()):
         if os.name == "posix" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             raise PanelError("no display for the control panel (DISPLAY is not set)")
         self.state = state
         self.stats_source = stats_source
+        self.sections = list(sections)
         self._open = True
         dpg.create_context()
         try:
@@ -118,6 +131,9 @@ class ControlPanel:
             dpg.add_separator()
             dpg.add_checkbox(label="vsync", tag="vsync", default_value=state.vsync, callback=self._setting("vsync"))
             dpg.add_button(label="Screenshot", tag="screenshot", callback=self._on_screenshot)
+            for section in self.sections:
+                dpg.add_separator()
+                section.build()
 
     def _setting(self, name: str):
         """A DPG callback ``(sender, app_data)`` that sets ``state.<name>`` to the widget's value."""
@@ -163,6 +179,8 @@ class ControlPanel:
         if self.stats_source is not None:
             extra = self.stats_source() or {}
             dpg.set_value("stat_extra", "\n".join(f"{key}: {value}" for key, value in extra.items()))
+        for section in self.sections:
+            section.update()
         self._context.make_current()
         dpg.render_dearpygui_frame()
         if not dpg.is_dearpygui_running():

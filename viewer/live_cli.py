@@ -1,0 +1,172 @@
+"""``splat-view --train``: train a scene inside the viewer, watching the Gaussians change.
+
+    splat-view -s SOURCE --train -m OUT [any splat-train flag] [viewer flags below]
+
+Training flags are parsed by splat-train's own parser (same names, same defaults) and the run
+writes what ``splat-train`` writes (model folder, cfg_args, cameras.json, input.ply,
+point_cloud/iteration_N, checkpoints). Training runs in a background thread
+(:class:`viewer.live_training.TrainingSession`); the render window shows its latest snapshot and
+the control panel gets a training section (start/pause, single step, save now, statistics).
+
+Closing the window (or ``--frames K`` running out) stops an unfinished run as Ctrl-C does in
+splat-train: ``point_cloud/iteration_<k>`` for the iteration under way and ``chkpnt<k-1>.pth``.
+
+Exit status: 0 when the window was closed (training finished or stopped with its save), 130
+after Ctrl-C in the terminal (saved the same way), 1 on a training error, out of memory, or a
+file/scene/window error, 2 for flags that cannot be used (splat-train's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from rasterizer.files import FileFormatError
+from trainer.config import ConfigError, TrainConfig, build_parser as build_train_parser, parse_args
+
+from .live_training import TrainingSession
+from .scene_source import ViewerInput
+from .state import RENDER_MODES, ViewerState
+
+__all__ = ["main", "parse", "build_parser", "LiveModel"]
+
+MAX_FPS = 30.0           # the render loop leaves the CPU (and the GIL) to training
+PANEL_HEIGHT = 800       # the viewer's controls plus the training section
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The viewer's own flags in training mode (everything else goes to splat-train's parser).
+    No abbreviations, so that no splat-train flag is taken for a viewer flag."""
+    parser = argparse.ArgumentParser(prog="splat-view --train", add_help=False, allow_abbrev=False,
+                                     description="Train in the viewer: splat-view -s SOURCE --train -m OUT "
+                                                 "[splat-train flags]")
+    parser.add_argument("-h", "--help", action="store_true", help="this help and splat-train's flags")
+    parser.add_argument("--train", action="store_true", help="train -s SOURCE in the viewer")
+    parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
+                        help="default: width min(1200, first camera width), that camera's aspect")
+    parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
+    parser.add_argument("--render-mode", choices=RENDER_MODES, default="splats",
+                        help="splats (default), ellipsoids, initial_points or depth")
+    parser.add_argument("--frames", type=int, help="render this many frames, then stop training (with its save) and exit")
+    parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
+    parser.add_argument("--hide-panel", action="store_true", help="no control panel")
+    parser.add_argument("--start-paused", action="store_true", help="wait for Start (or Step) before iteration 1")
+    parser.add_argument("--max-fps", type=float, default=MAX_FPS,
+                        help=f"cap on the render loop's frame rate (default {MAX_FPS:g}; 0: none)")
+    return parser
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, TrainConfig]:
+    """Split ``argv`` into the viewer's flags and splat-train's :class:`TrainConfig`. Exits with
+    argparse's status 2 and one error line for an unknown or bad flag; ``-h`` prints both helps."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(list(argv))
+    train_parser = build_train_parser(prog="splat-view --train")
+    if args.help:
+        print(parser.format_help())
+        print(train_parser.format_help())
+        raise SystemExit(0)
+    _, unknown = train_parser.parse_known_args(rest)   # bad values exit here, named as splat-view
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.screenshot and args.frames is None:
+        parser.error("--screenshot needs --frames K")
+    return args, parse_args(rest)
+
+
+class LiveModel:
+    """A ViewerApp frame callback: swap in the session's latest snapshot (whole, by version)
+    and cap the frame rate at ``max_fps`` (frames per second; 0 or less: no cap)."""
+
+    def __init__(self, session: TrainingSession, max_fps: float = MAX_FPS):
+        self.session = session
+        self.version = session.snapshot().version
+        self.min_frame_s = 1.0 / max_fps if max_fps > 0 else 0.0
+        self._last = time.perf_counter()
+
+    def __call__(self, app) -> None:
+        snapshot = self.session.snapshot()
+        if snapshot.version != self.version:
+            app.set_gaussians(snapshot.gaussians)
+            self.version = snapshot.version
+        wait = self._last + self.min_frame_s - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        self._last = time.perf_counter()
+
+
+def viewer_setup(session: TrainingSession, args: argparse.Namespace) -> tuple[ViewerInput, ViewerState]:
+    """What the window opens on: the initial model, the run's cameras.json cameras, the scene's
+    background and initial points."""
+    scene = session.trainer.scene
+    gaussians = session.snapshot().gaussians
+    cameras = session.cameras()
+    if not 0 <= args.camera < len(cameras):
+        raise ValueError(f"--camera {args.camera}: the scene has {len(cameras)} input cameras")
+    viewer_input = ViewerInput(gaussians, cameras, tuple(scene.background), f"training {session.model_path}",
+                               scene.point_cloud)
+    state = ViewerState.from_input_camera(cameras, args.camera, background=viewer_input.background,
+                                          max_sh_degree=gaussians.sh_degree, sh_degree=gaussians.sh_degree,
+                                          render_mode=args.render_mode)
+    if args.rendering_size:
+        state.width, state.height = args.rendering_size
+    return viewer_input, state
+
+
+def open_training_panel(state: ViewerState, session: TrainingSession):
+    """The control panel with the training section, or None (one notice) when it cannot open."""
+    try:
+        from .panel import ControlPanel  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
+        from .training_panel import TrainingSection  # noqa: PLC0415
+
+        return ControlPanel(state, height=PANEL_HEIGHT, sections=[TrainingSection(session)])
+    except Exception as error:  # noqa: BLE001 - the viewer (and training) work without the panel
+        print(f"splat-view: notice: no control panel ({error}); continuing without it", file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, config = parse(sys.argv[1:] if argv is None else argv)
+    if not config.script.quiet:
+        print("Optimizing " + config.model.model_path)
+    session = TrainingSession(config, start_paused=args.start_paused)
+    try:
+        session.setup()
+        viewer_input, state = viewer_setup(session, args)
+        from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
+
+        app = ViewerApp(viewer_input, state, visible=args.frames is None)
+    except ConfigError as error:
+        session.stop()
+        print(f"splat-view: error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, FileFormatError, ValueError, RuntimeError) as error:
+        session.stop()
+        print(f"splat-view: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:   # before training started: nothing worth saving yet
+        session.stop()
+        print("splat-view: interrupted before training started", file=sys.stderr)
+        return 130
+    if args.frames is None and not args.hide_panel:
+        app.panel = open_training_panel(state, session)
+    app.frame_callbacks.append(LiveModel(session, args.max_fps))
+    session.start()
+    code = 0
+    try:
+        app.run(args.frames, args.screenshot)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        app.close()
+    try:
+        result = session.stop()   # an unfinished run saves as after Ctrl-C in splat-train
+    except KeyboardInterrupt:     # a second Ctrl-C: don't wait for the iteration under way
+        print("splat-view: interrupted again: exiting without the final save (files already "
+              "written are complete)", file=sys.stderr)
+        return 130
+    if session.error or (result is not None and result.status == "out_of_memory"):
+        return 1
+    return code
