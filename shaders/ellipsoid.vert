@@ -4,7 +4,7 @@
 // vertex = R * (2 * scale (*) corner) + centre (no scaling modifier). Instances that do not take
 // part in the current pass (pass 0: opacity >= 0.2, pass 1: opacity < 0.2) collapse to 0.
 layout(std430, binding = 0) readonly buffer Means { vec4 mean_opacity[]; };  // shared with splats
-layout(std430, binding = 2) readonly buffer Shs { float sh[]; };             // 48 per Gaussian
+layout(std430, binding = 2) readonly buffer Shs { uint sh[]; };              // 48 halves per Gaussian, 2 per uint
 layout(std430, binding = 4) readonly buffer Rots { vec4 rotation[]; };       // normalised (w, x, y, z)
 layout(std430, binding = 5) readonly buffer Scales { vec4 scale[]; };        // activated xyz, pad
 
@@ -39,7 +39,8 @@ void main() {
     centre = mo.xyz;
     radii = 2.0 * scale[id].xyz;
     rot = quaternion_matrix(rotation[id]);
-    colour = 0.5 + 0.2 * vec3(sh[id * 48u], sh[id * 48u + 1u], sh[id * 48u + 2u]);
+    vec2 dc_rg = unpackHalf2x16(sh[id * 24u]), dc_b = unpackHalf2x16(sh[id * 24u + 1u]);
+    colour = 0.5 + 0.2 * vec3(dc_rg, dc_b.x);
     world_pos = rot * (radii * vec3(CUBE[FACES[gl_VertexID]])) + centre;
     gl_Position = view_projection * vec4(world_pos, 1.0);
 }

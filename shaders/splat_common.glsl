@@ -6,7 +6,7 @@
 
 layout(std430, binding = 0) readonly buffer Means { vec4 mean_opacity[]; };  // xyz, opacity
 layout(std430, binding = 1) readonly buffer Covs { float cov3d[]; };         // 6 per splat: xx xy xz yy yz zz
-layout(std430, binding = 2) readonly buffer Shs { float sh[]; };             // 48 per splat: [16 coeffs][rgb]
+layout(std430, binding = 2) readonly buffer Shs { uint sh[]; };              // 48 halves per splat: [16 coeffs][rgb], 2 per uint
 
 uniform mat4 world_to_camera;   // column-vector convention p_cam = W p_world (uploaded transposed)
 uniform vec3 camera_center;     // world position of the camera
@@ -29,7 +29,11 @@ const float SH_C3[7] = float[](-0.5900435899266435, 2.890611442640554, -0.457045
                                0.3731763325901154, -0.4570457994644658, 1.445305721320277,
                                -0.5900435899266435);
 
-vec3 coeff(uint base, int k) { return vec3(sh[base + 3 * k], sh[base + 3 * k + 1], sh[base + 3 * k + 2]); }
+float sh_half(uint i) { vec2 pair = unpackHalf2x16(sh[i >> 1u]); return (i & 1u) == 0u ? pair.x : pair.y; }
+vec3 coeff(uint base, int k) {
+    uint i = base + 3u * uint(k);
+    return vec3(sh_half(i), sh_half(i + 1u), sh_half(i + 2u));
+}
 
 vec3 sh_color(uint splat, vec3 dir) {
     uint base = splat * 48u;
