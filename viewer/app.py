@@ -47,6 +47,7 @@ class ViewerApp:
         self.mode_renderers: dict = {}   # render mode -> renderer, created on first use
         self._last_cursor: tuple[float, float] | None = None
         self.frame_seconds = 0.0
+        self.remote = None  # RemoteView (viewer/remote_view.py) with --connect: it draws first
 
     # ----- window ---------------------------------------------------------------------------
     def _create_window(self, visible: bool):
@@ -117,6 +118,8 @@ class ViewerApp:
     def draw(self) -> None:
         """Render the current state into the window's back buffer."""
         state = self.state
+        if self.remote is not None and self.remote.draw():
+            return  # the trainer's image (or nothing yet) was drawn
         mode = state.render_mode
         if mode == "splats":
             self.renderer.draw(state.camera(), state.background, sh_degree=state.sh_degree,
@@ -127,6 +130,16 @@ class ViewerApp:
                                            antialiasing=state.antialiasing)
         else:
             self._mode_renderer(mode).draw(state.camera(), state.background)
+
+    def set_gaussians(self, gaussians) -> None:
+        """Show another model (a network snapshot): upload it, drop the per-mode renderers."""
+        self.input.gaussians = gaussians
+        self.renderer.upload(gaussians)
+        for renderer in self.mode_renderers.values():
+            renderer.release()
+        self.mode_renderers.clear()
+        if len(gaussians):
+            self.target = gaussians.means.detach().double().median(dim=0).values
 
     def _mode_renderer(self, mode: str):
         """The renderer of ``mode`` (viewer/gl_modes.py), created on first use."""

@@ -26,7 +26,8 @@ send its key, so what they receive is unchanged:
   ``{"version": 1, "stats": {...} | null, "snapshot": {...} | null}`` with stats
   ``iteration`` (last started, 1-based), ``iterations`` (total), ``loss`` and ``psnr`` (the
   progress bar's running values), ``gaussians``, ``steps_per_second``, ``sh_degree``,
-  ``finished`` (training done, the model kept alive) and snapshot
+  ``finished`` (training done, the model kept alive), ``background`` (RGB in [0, 1], what the
+  trainer renders behind the model) and snapshot
   ``{"count": N, "sh_degree": D, "iteration": it}``.
 * snapshot bytes (little-endian, arrays one after another, row-major): ``means`` float32
   [N, 3]; then float16: ``sh_dc`` [N, 3], ``sh_rest`` [N, (D+1)^2 - 1, 3] (only the bands in

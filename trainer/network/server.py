@@ -244,7 +244,7 @@ class NetworkViewer:
             self._stats = {"iteration": trainer.completed, "iterations": trainer.config.optimization.iterations,
                            "loss": ema["loss"], "psnr": ema["psnr"], "gaussians": len(trainer.model),
                            "steps_per_second": rate, "sh_degree": trainer.model.active_sh_degree,
-                           "finished": self.finished}
+                           "finished": self.finished, "background": [float(v) for v in trainer.background.tolist()]}
             self._stats_time = now
         return self._stats
 
