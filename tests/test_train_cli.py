@@ -108,7 +108,7 @@ def test_main_trains_and_prints_the_reference_messages(scene, tmp_path, capsys):
 
 
 def test_main_quiet_prints_nothing(scene, tmp_path, capsys):
-    assert cli.main(["-s", str(scene), "-m", str(tmp_path / "m"), "--iterations", "3", "--quiet",
+    assert cli.main(["-s", str(scene), "-m", str(tmp_path / "m"), "--iterations", "3", "--quiet", "--port", "0",
                      "--test_iterations", "3"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""

@@ -117,7 +117,7 @@ def _byte_count(text: str) -> int:
 class ScriptParams:
     """Flags added by ``train.py`` itself, then splatview's additions."""
 
-    ip: str = _flag("127.0.0.1", help="network viewer address (the viewer arrives later)")
+    ip: str = _flag("127.0.0.1", help="network viewer address (a non-loopback one is reachable without authentication)")
     port: int = _flag(6009, help="network viewer port")
     debug_from: int = _flag(-1, help="turn --debug on from this iteration")
     detect_anomaly: bool = _flag(False, help="torch.autograd anomaly detection")

@@ -64,7 +64,10 @@ EVAL_TRAIN_INDICES = range(5, 30, 5)
 
 #: Called at the start of every iteration with the trainer and the iteration number. The
 #: network viewer plugs in here (it may render ``trainer.model``, block to pause, or raise
-#: KeyboardInterrupt to stop with a save).
+#: KeyboardInterrupt to stop with a save). A hook object may also have an ``on_finish(trainer)``
+#: method: it is called once after the last iteration and its saves when training completed
+#: (not after a stop), where the network viewer keeps serving a kept-alive model; Ctrl-C there
+#: only ends it (``trainer.stop_requested`` turns true).
 TrainingHook = Callable[["Trainer", int], None]
 
 
@@ -424,7 +427,9 @@ class Trainer:
                 if not is_out_of_memory(error):
                     raise
                 status, message = "out_of_memory", str(error).splitlines()[0] if str(error) else ""
-        elapsed = time.perf_counter() - start
+            elapsed = time.perf_counter() - start  # the time kept alive after training is not counted
+            if status == "completed":
+                self._finish()
         result = TrainResult(status, self.model_path, self.completed, len(self.model),
                              self.completed - self.first_iteration + 1, elapsed, dict(self.metrics),
                              list(self.saved))
@@ -433,6 +438,16 @@ class Trainer:
         else:
             self._save_on_stop(result, message)
         return result
+
+    def _finish(self) -> None:
+        """The hooks' ``on_finish`` (see :data:`TrainingHook`); everything is saved already, so
+        a second Ctrl-C there just ends it."""
+        try:
+            for hook in self.hooks:
+                if hasattr(hook, "on_finish"):
+                    hook.on_finish(self)
+        except KeyboardInterrupt:
+            pass
 
     def _iteration(self, it: int) -> None:
         cfg, opt, model = self.config, self.config.optimization, self.model
@@ -636,6 +651,12 @@ class Trainer:
     def _check_stop(self) -> None:
         if self._stop_requested:
             raise _Stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once a stop was asked for (Ctrl-C or :meth:`request_stop`); hooks that block
+        (a paused network viewer) return when it turns true."""
+        return self._stop_requested
 
     def request_stop(self) -> None:
         """Stop (with a save) at the next iteration boundary; thread-safe."""

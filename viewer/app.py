@@ -75,6 +75,7 @@ class ViewerApp:
         # training swaps in the latest Gaussians with set_gaussians).
         self.frame_callbacks: list[Callable[["ViewerApp"], None]] = []
         self._splat_renderer()   # now, so that a failure is reported before the first frame
+        self.remote = None  # RemoteView (viewer/remote_view.py) with --connect: it draws first
 
     @property
     def renderer(self) -> SplatRenderer:
@@ -162,9 +163,12 @@ class ViewerApp:
 
     # ----- frames ---------------------------------------------------------------------------
     def set_gaussians(self, gaussians: Gaussians) -> None:
-        """Show another model (same cameras): re-upload it to every renderer that holds it.
-        Call with the render window's context current (from a frame callback)."""
+        """Show another model (same cameras; live training, network snapshots): re-upload it to
+        every renderer that holds it. Call with the render window's context current (from a
+        frame callback or the frame loop)."""
         self.input.gaussians = gaussians
+        if len(gaussians):
+            self.target = bulk_points(gaussians).median(dim=0).values
         if "gl" in self.splat_renderers or self.state.backend != "cuda":   # gl-compute shares its buffers
             self.renderer.upload(gaussians)
         if "cuda" in self.splat_renderers:
@@ -177,8 +181,10 @@ class ViewerApp:
     def draw(self) -> None:
         """Render the current state into the window's back buffer."""
         state = self.state
-        mode = state.render_mode
         self.surface.bind()
+        if self.remote is not None and self.remote.draw():
+            return  # the trainer's image (or nothing yet) was drawn
+        mode = state.render_mode
         if mode == "splats":
             self._splat_renderer().draw(state.camera(), state.background, sh_degree=state.sh_degree,
                                         scaling_modifier=state.scaling_modifier, antialiasing=state.antialiasing,

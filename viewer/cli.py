@@ -5,6 +5,7 @@
     splat-view path/to/point_cloud.ply
     splat-view -m output/garden --camera 3 --frames 10 --screenshot view3.png   # scripted
     splat-view -s path/to/scene --train -m output/garden [splat-train flags]   # train in the viewer
+    splat-view --connect 127.0.0.1:6009     # watch splat-train (or the reference's train.py)
 
 A Dear PyGui control panel opens next to the render window unless ``--hide-panel`` or
 ``--frames`` is given. Splats are drawn by the CUDA rasterizer through CUDA-GL interop on NVIDIA
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="splats (default), ellipsoids, initial_points or depth")
     parser.add_argument("--frames", type=int, help="render this many frames, then exit")
     parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
+    parser.add_argument("--connect", metavar="HOST:PORT",
+                        help="watch a running splat-train (or graphdeco's train.py) through its network viewer port")
+    parser.add_argument("--reference-protocol", action="store_true",
+                        help="with --connect: never ask for splatview's extension (trainer-side images only)")
     parser.add_argument("--hide-panel", action="store_true",
                         help="no control panel (it opens by default when the window is shown, not with --frames)")
     parser.add_argument("--train", action="store_true",
@@ -55,12 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_panel(state: ViewerState):
+def open_panel(state: ViewerState, stats_source=None, remote: bool = False):
     """The Dear PyGui control panel, or None (one notice) when it cannot be created."""
     try:
         from .panel import ControlPanel  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
 
-        return ControlPanel(state)
+        return ControlPanel(state, stats_source=stats_source, remote=remote)
     except Exception as error:  # noqa: BLE001 - the viewer works without its panel
         print(f"splat-view: notice: no control panel ({error}); continuing without it", file=sys.stderr)
         return None
@@ -94,11 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.screenshot and args.frames is None:
+        parser.error("--screenshot needs --frames K")
+    if args.connect:
+        if args.model_path or args.path:
+            parser.error("--connect shows the trainer's model: give no model folder or .ply")
+        from .remote_view import run_connected  # noqa: PLC0415
+
+        return run_connected(args)
     target = args.model_path or args.path
     if not target or (args.model_path and args.path):
         parser.error("give one model folder (-m MODEL) or one .ply file")
-    if args.screenshot and args.frames is None:
-        parser.error("--screenshot needs --frames K")
     if args.offscreen and args.frames is None:
         parser.error("--offscreen needs --frames K (there is no window to close)")
     if args.offscreen:

@@ -73,12 +73,13 @@ class ControlPanel:
 
     def __init__(self, state: ViewerState, stats_source: Callable[[], Mapping[str, object]] | None = None,
                  width: int = 380, height: int = 560, x_pos: int | None = None, y_pos: int = 0,
-                 sections: Sequence[PanelSection] = ()):
+                 sections: Sequence[PanelSection] = (), remote: bool = False):
         if os.name == "posix" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             raise PanelError("no display for the control panel (DISPLAY is not set)")
         self.state = state
         self.stats_source = stats_source
         self.sections = list(sections)
+        self.remote = remote  # --connect: add the network viewer's controls
         self._open = True
         dpg.create_context()
         try:
@@ -104,6 +105,12 @@ class ControlPanel:
                           default_value=state.backend, callback=self._setting("backend"))
             dpg.add_text("", tag="stat_extra")
             dpg.add_separator()
+            if self.remote:
+                for name, label in (("remote_train", "Train"), ("remote_keep_alive", "Keep model alive (after training)"),
+                                    ("remote_local_rendering", "Render locally (splatview trainer)")):
+                    dpg.add_checkbox(label=label, tag=name, default_value=getattr(state, name),
+                                     callback=self._setting(name))
+                dpg.add_separator()
             dpg.add_combo(RENDER_MODES, label="render mode", tag="render_mode", default_value=state.render_mode,
                           callback=self._setting("render_mode"))
             dpg.add_slider_float(label="scaling modifier", tag="scaling_modifier", min_value=SCALING_RANGE[0],

@@ -38,6 +38,8 @@ class ViewerState:
         antialiasing, fast_culling, vsync: toggles; background: RGB in [0, 1].
         navigation: one of ``NAVIGATION_MODES``; speed (world units/s), rotation_speed (rad/s).
         screenshot_path: set to ask the render loop for a screenshot (it clears it).
+        remote_train, remote_keep_alive, remote_local_rendering: with ``--connect``, the
+            network viewer's Train and Keep-alive flags, and rendering snapshots locally.
     """
 
     width: int
@@ -59,6 +61,9 @@ class ViewerState:
     speed: float = 1.0
     rotation_speed: float = 1.0
     screenshot_path: str | None = None
+    remote_train: bool = True
+    remote_keep_alive: bool = True
+    remote_local_rendering: bool = True
     version: int = field(default=0, compare=False)  # bumped on every change the image depends on
 
     @classmethod

@@ -18,17 +18,28 @@ EXIT_CODES = {"completed": 0, "interrupted": 130, "out_of_memory": 1}
 
 
 def viewer_hooks(config) -> list[TrainingHook]:
-    """Hooks for the network viewer (``--ip``, ``--port``, ``--disable_viewer``). The viewer
-    arrives in a later issue; until then the flags are accepted and nothing listens."""
-    return []
+    """The network viewer port (``--ip``, ``--port``; none with ``--disable_viewer``), listening
+    from now on; see ``trainer/network/server.py``. A port already in use (a second training
+    run) gives a warning and training without a viewer port, rather than no training."""
+    if config.script.disable_viewer:
+        return []
+    from trainer.network.server import NetworkViewer  # noqa: PLC0415
+
+    try:
+        return [NetworkViewer(config.script.ip, config.script.port).listen()]
+    except ConfigError as error:
+        print(f"splat-train: warning: {error}; training without it", file=sys.stderr)
+        return []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     if not config.script.quiet:
         print("Optimizing " + config.model.model_path)
+    hooks: list[TrainingHook] = []
     try:
-        result = train(config, hooks=viewer_hooks(config))
+        hooks = viewer_hooks(config)
+        result = train(config, hooks=hooks)
     except ConfigError as error:
         print(f"splat-train: error: {error}", file=sys.stderr)
         return 2
@@ -44,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"splat-train: error: out of memory while loading the scene ({str(error).splitlines()[0]}); "
               "try --data_device cpu, a lower --resolution or a smaller --cache_budget", file=sys.stderr)
         return 1
+    finally:
+        for hook in hooks:
+            if hasattr(hook, "close"):
+                hook.close()
     return EXIT_CODES[result.status]
 
 

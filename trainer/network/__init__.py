@@ -1,0 +1,1 @@
+"""The network viewer port of ``splat-train`` (graphdeco's protocol plus splatview's extension)."""
