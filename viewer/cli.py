@@ -91,6 +91,11 @@ def choose_backend(requested: str, device_index: int):
     return backend, device
 
 
+def usable_backends(device) -> tuple[str, ...]:
+    """The backends the panel offers: all with a CUDA device, else the OpenGL ones."""
+    return BACKENDS if device is not None else tuple(b for b in BACKENDS if b != "cuda")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--train" in argv:  # in-viewer training takes every splat-train flag: its own parser
@@ -126,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               max_sh_degree=viewer_input.gaussians.sh_degree,
                                               sh_degree=viewer_input.gaussians.sh_degree,
                                               render_mode=args.render_mode, backend=backend,
-                                              available_backends=BACKENDS if device is not None else BACKENDS[1:])
+                                              available_backends=usable_backends(device))
         if args.rendering_size:
             state.width, state.height = args.rendering_size
         from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine

@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Sequence
 
+import torch
+
 from rasterizer.files import FileFormatError
 from trainer.config import ConfigError, TrainConfig, build_parser as build_train_parser, parse_args
 
@@ -107,9 +109,14 @@ def viewer_setup(session: TrainingSession, args: argparse.Namespace) -> tuple[Vi
         raise ValueError(f"--camera {args.camera}: the scene has {len(cameras)} input cameras")
     viewer_input = ViewerInput(gaussians, cameras, tuple(scene.background), f"training {session.model_path}",
                                scene.point_cloud)
+    from .cli import choose_backend, usable_backends  # noqa: PLC0415
+
+    # splat-train's own --backend picks the training rasterizer; the view takes the best one here.
+    backend, device = choose_backend("auto", torch.cuda.current_device() if torch.cuda.is_available() else 0)
     state = ViewerState.from_input_camera(cameras, args.camera, background=viewer_input.background,
                                           max_sh_degree=gaussians.sh_degree, sh_degree=gaussians.sh_degree,
-                                          render_mode=args.render_mode)
+                                          render_mode=args.render_mode, backend=backend,
+                                          available_backends=usable_backends(device))
     if args.rendering_size:
         state.width, state.height = args.rendering_size
     return viewer_input, state

@@ -171,10 +171,11 @@ class RemoteView:
 def run_connected(args) -> int:
     """``splat-view --connect HOST:PORT`` (arguments from ``viewer.cli``); returns the exit code."""
     from .app import ViewerApp, ViewerError  # noqa: PLC0415
-    from .cli import open_panel  # noqa: PLC0415
+    from .cli import choose_backend, open_panel, usable_backends  # noqa: PLC0415
 
     try:
         host, port = parse_address(args.connect)
+        backend, device = choose_backend(args.backend, args.device)   # for snapshots drawn here
     except ValueError as error:
         print(f"splat-view: error: {error}", file=sys.stderr)
         return 1
@@ -183,11 +184,13 @@ def run_connected(args) -> int:
     start = framing_camera(empty, width, height)
     viewer_input = ViewerInput(empty, [start], (0.0, 0.0, 0.0), f"{host}:{port} (network viewer)")
     state = ViewerState.from_input_camera([start], 0, width=width, max_sh_degree=3, sh_degree=3,
-                                          render_mode=args.render_mode)
+                                          render_mode=args.render_mode, backend=backend,
+                                          available_backends=usable_backends(device))
     state.height = height
     client = RemoteClient(host, port, use_extension=not args.reference_protocol).start()
     try:
-        app = ViewerApp(viewer_input, state, visible=args.frames is None)
+        app = ViewerApp(viewer_input, state, visible=args.frames is None, device=device,
+                        interop=not args.no_interop)
     except (ViewerError, RuntimeError) as error:
         client.stop()
         print(f"splat-view: error: {error}", file=sys.stderr)
