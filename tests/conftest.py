@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).parent.parent.parent / "shared" / "data"
+# ../shared/data beside the checkout; SPLATVIEW_SHARED_DATA points elsewhere (e.g. a copy carried
+# to a GPU machine).
+SHARED_DATA = Path(os.environ.get("SPLATVIEW_SHARED_DATA", Path(__file__).parent.parent.parent / "shared" / "data"))
 
 
 @pytest.fixture
