@@ -46,7 +46,8 @@ while True:
     time.sleep(0.2)
     state = client.latest()
     if state.snapshot_sequence or state.frame is not None:
-        print("RECEIVING", state.snapshot_sequence, flush=True)
+        frames = 0 if state.frame is None else state.frame.sequence
+        print(f"RECEIVING {state.snapshot_sequence} snapshots, {frames} images", flush=True)
 """
 
 MODES = ("no viewer (--disable_viewer)", "port open, no viewer", "splatview viewer (snapshots)",
@@ -82,7 +83,7 @@ def run(mode: str, source: str, iterations: int, folder: Path, extra: list[str])
             client.terminate()
             out, _ = client.communicate(timeout=10)
             lines = [line for line in out.splitlines() if line.startswith("RECEIVING")]
-            seen = lines[-1] if lines else "the viewer received nothing"
+            seen = lines[-1][len("RECEIVING "):] if lines else "nothing"
     return result.steps_per_second, seen
 
 

@@ -50,8 +50,8 @@ def wait_for(condition, timeout: float = 30.0) -> None:
 
 
 def model_equals(gaussians, trainer) -> bool:
-    live = trainer.model.gaussians().tensors()
-    return all(torch.equal(tensor, live[name].detach()) for name, tensor in gaussians.tensors().items())
+    live = trainer.model.gaussians().to("cpu").tensors()   # the trainer may run on a GPU
+    return all(torch.equal(tensor, live[name]) for name, tensor in gaussians.tensors().items())
 
 
 def test_background_training_reaches_splat_trains_gaussians(tiny_scene, tmp_path):

@@ -56,9 +56,9 @@ def expected_image(trainer: Trainer, scene: Path) -> np.ndarray:
     focal = fov_to_focal(first.fov_y, H)
     camera = Camera(W, H, focal, focal, W / 2, H / 2, first.world_to_camera)
     with torch.no_grad():
-        image = render(trainer.model.gaussians(), camera, trainer.background, backend="reference",
+        image = render(trainer.model.gaussians(), camera, trainer.background, backend=trainer.backend,
                        sh_degree=trainer.model.active_sh_degree).image
-    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("path", ["trainer_image", "local_snapshot"])
