@@ -27,6 +27,17 @@ from .scene_source import load_viewer_input
 from .state import BACKENDS, RENDER_MODES, ViewerState
 
 
+def add_view_flags(parser: argparse.ArgumentParser, frames_help: str = "render this many frames, then exit") -> None:
+    """The flags every way of viewing shares: size, start camera, render mode, scripted frames."""
+    parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
+                        help="default: width min(1200, first camera width), that camera's aspect")
+    parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
+    parser.add_argument("--render-mode", choices=RENDER_MODES, default="splats",
+                        help="splats (default), ellipsoids, initial_points or depth")
+    parser.add_argument("--frames", type=int, help=frames_help)
+    parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splat-view", description=__doc__.split("\n")[0])
     parser.add_argument("path", nargs="?", help="a model folder or a .ply file")
@@ -42,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="copy CUDA frames through host memory instead of CUDA-GL interop")
     parser.add_argument("--offscreen", action="store_true",
                         help="draw into a headless EGL framebuffer (needs --frames; no window, no panel)")
-    parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
-                        help="default: width min(1200, first camera width), that camera's aspect")
-    parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
-    parser.add_argument("--render-mode", choices=RENDER_MODES, default="splats",
-                        help="splats (default), ellipsoids, initial_points or depth")
-    parser.add_argument("--frames", type=int, help="render this many frames, then exit")
-    parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
+    add_view_flags(parser)
     parser.add_argument("--connect", metavar="HOST:PORT",
                         help="watch a running splat-train (or graphdeco's train.py) through its network viewer port")
     parser.add_argument("--reference-protocol", action="store_true",

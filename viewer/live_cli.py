@@ -28,9 +28,10 @@ import torch
 from rasterizer.files import FileFormatError
 from trainer.config import ConfigError, TrainConfig, build_parser as build_train_parser, parse_args
 
+from .cli import add_view_flags
 from .live_training import TrainingSession
 from .scene_source import ViewerInput
-from .state import RENDER_MODES, ViewerState
+from .state import ViewerState
 
 __all__ = ["main", "parse", "build_parser", "LiveModel"]
 
@@ -46,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "[splat-train flags]")
     parser.add_argument("-h", "--help", action="store_true", help="this help and splat-train's flags")
     parser.add_argument("--train", action="store_true", help="train -s SOURCE in the viewer")
-    parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
-                        help="default: width min(1200, first camera width), that camera's aspect")
-    parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
-    parser.add_argument("--render-mode", choices=RENDER_MODES, default="splats",
-                        help="splats (default), ellipsoids, initial_points or depth")
-    parser.add_argument("--frames", type=int, help="render this many frames, then stop training (with its save) and exit")
-    parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
+    add_view_flags(parser, "render this many frames, then stop training (with its save) and exit")
     parser.add_argument("--hide-panel", action="store_true", help="no control panel")
     parser.add_argument("--start-paused", action="store_true", help="wait for Start (or Step) before iteration 1")
     parser.add_argument("--max-fps", type=float, default=MAX_FPS,
