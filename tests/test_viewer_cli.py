@@ -22,16 +22,21 @@ def run_viewer(*args, display=None):
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("view") / "model"
-    write_ply(point_cloud_path(folder, 100), known_gaussians())
+def write_model(folder, iteration: int, source_path: str):
+    """A model folder of ``known_gaussians`` (white background) with three orbit cameras in
+    cameras.json and ``source_path`` in cfg_args; returns (folder, cameras)."""
+    write_ply(point_cloud_path(folder, iteration), known_gaussians())
     cameras = [orbit_camera(angle) for angle in (0.0, 1.1, 2.3)]
     write_cameras_json(folder, [], cameras)
-    write_cfg_args(folder, dict(sh_degree=0, source_path="/nonexistent", model_path=str(folder),
+    write_cfg_args(folder, dict(sh_degree=0, source_path=source_path, model_path=str(folder),
                                 images="images", depths="", resolution=-1, white_background=True,
                                 train_test_exp=False, data_device="cuda", eval=False))
     return folder, cameras
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp("view") / "model", 100, "/nonexistent")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

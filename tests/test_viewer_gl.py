@@ -36,16 +36,9 @@ def camera(eye=(0.3, -0.2, -4.0)) -> Camera:
 
 
 def gl_image(renderer, cam: Camera, **kwargs) -> torch.Tensor:
-    from viewer.gl_context import FloatFramebuffer
-    from viewer.gl_splats import read_framebuffer
+    from viewer.gl_context import draw_to_float_image
 
-    target = FloatFramebuffer(cam.width, cam.height)
-    try:
-        with target:
-            renderer.draw(cam, **kwargs)
-            return read_framebuffer(cam.width, cam.height)
-    finally:
-        target.release()
+    return draw_to_float_image(renderer, cam, **kwargs)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -149,17 +142,14 @@ def test_compute_tiles_match_the_reference(gl_context, fast_culling):
     """The compute-shader tile path (gl-compute) runs the reference's algorithm (tile lists,
     front to back, early stop), so it agrees with the reference far more closely than the
     quads; what is left is float32 arithmetic of another compiler and the 8-bit output."""
-    from viewer.gl_splats import SplatRenderer, read_framebuffer
+    from viewer.gl_splats import SplatRenderer
     from viewer.gl_tiles import TileSplatRenderer
-    from viewer.gl_context import FloatFramebuffer
 
     gaussians = random_scene(1000)
     splats = SplatRenderer(gaussians)
     tiles = TileSplatRenderer(splats)
     cam = camera()
-    with FloatFramebuffer(cam.width, cam.height):
-        tiles.draw(cam, BACKGROUND, fast_culling=fast_culling)
-        image = read_framebuffer(cam.width, cam.height)
+    image = gl_image(tiles, cam, background=BACKGROUND, fast_culling=fast_culling)
     with torch.no_grad():
         expected = render(gaussians, cam, BACKGROUND, backend="reference").image.clamp(0, 1)
     value = psnr(image, expected)

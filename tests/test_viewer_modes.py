@@ -64,16 +64,9 @@ def project(cam: Camera, points) -> list[tuple[int, int, float]]:
 
 
 def draw(renderer, cam: Camera, **kwargs) -> torch.Tensor:
-    from viewer.gl_context import FloatFramebuffer
-    from viewer.gl_splats import read_framebuffer
+    from viewer.gl_context import draw_to_float_image
 
-    target = FloatFramebuffer(cam.width, cam.height)
-    try:
-        with target:
-            renderer.draw(cam, **kwargs)
-            return read_framebuffer(cam.width, cam.height)
-    finally:
-        target.release()
+    return draw_to_float_image(renderer, cam, **kwargs)
 
 
 def test_ellipsoids_are_opaque_blobs_in_the_gaussians_colours(gl_context):

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rasterizer import render, write_ply
-from rasterizer.model_folder import point_cloud_path, write_cameras_json, write_cfg_args
+from rasterizer import render
 from test_train_support import known_gaussians, orbit_camera
+from test_viewer_cli import psnr, write_model
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 
@@ -35,18 +35,7 @@ def skip_without_egl(result):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("offscreen") / "model"
-    write_ply(point_cloud_path(folder, 7), known_gaussians())
-    cameras = [orbit_camera(angle) for angle in (0.0, 1.1, 2.3)]
-    write_cameras_json(folder, [], cameras)
-    write_cfg_args(folder, dict(sh_degree=0, source_path=str(folder / "no-dataset"), model_path=str(folder),
-                                images="images", depths="", resolution=-1, white_background=True,
-                                train_test_exp=False, data_device="cuda", eval=False))
-    return folder, cameras
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2) / 255.0 ** 2
-    return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
+    return write_model(folder, 7, str(folder / "no-dataset"))
 
 
 def reference_image(camera) -> np.ndarray:

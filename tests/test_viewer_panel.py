@@ -97,16 +97,25 @@ PANEL_SCRIPT = PRELUDE + textwrap.dedent("""
 """)
 
 
-def run_child(script: str, display: str):
-    env = dict(os.environ, DISPLAY=display)
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    if result.returncode < 0 or "could not create the control panel" in result.stderr \
-            or "X11:" in result.stderr:
+def child_state(result: subprocess.CompletedProcess) -> dict:
+    """The last ``STATE{json}`` line of a Dear PyGui child process; skips where the child could
+    not get a GL 4.3 context (it printed NOGL) or a DPG viewport (DPG aborts the process)."""
+    if "NOGL" in result.stdout:
+        pytest.skip("no GL 4.3 context here")
+    if result.returncode < 0 or "could not create the control panel" in result.stderr:
         pytest.skip(f"Dear PyGui could not open a viewport here (rc {result.returncode}): {result.stderr[-300:]}")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("STATE")]
     assert lines, result.stdout + result.stderr
     return json.loads(lines[-1][len("STATE"):])
+
+
+def run_child(script: str, display: str):
+    env = dict(os.environ, DISPLAY=display)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    if "X11:" in result.stderr:
+        pytest.skip(f"Dear PyGui could not open a viewport here (rc {result.returncode}): {result.stderr[-300:]}")
+    return child_state(result)
 
 
 def test_panel_widgets_edit_the_state(xvfb_display):
@@ -165,12 +174,7 @@ def test_panel_and_render_window_share_one_loop(xvfb_display, tmp_path):
     write_ply(tmp_path / "scene.ply", known_gaussians())
     env = dict(os.environ, DISPLAY=xvfb_display)
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    if "NOGL" in result.stdout:
-        pytest.skip("no GL 4.3 context here")
-    if result.returncode < 0 or "could not create the control panel" in result.stderr:
-        pytest.skip(f"Dear PyGui could not open a viewport here: {result.stderr[-300:]}")
-    assert result.returncode == 0, result.stderr
-    out = json.loads([line for line in result.stdout.splitlines() if line.startswith("STATE")][-1][5:])
+    out = child_state(result)
     # run(frames=K) draws K frames and returns before the last swap, so K-1 panel frames each
     assert out["seen"] == [len(known_gaussians())] * 5
     assert out["vsync"] is True and out["background"] == pytest.approx([1.0, 1.0, 1.0], abs=1e-3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glfw
 from OpenGL import GL
 
-__all__ = ["create_hidden_window", "FloatFramebuffer"]
+__all__ = ["create_hidden_window", "FloatFramebuffer", "draw_to_float_image"]
 
 
 def create_hidden_window(width: int = 64, height: int = 64):
@@ -55,3 +55,17 @@ class FloatFramebuffer:
     def release(self) -> None:
         GL.glDeleteFramebuffers(1, [self.fbo])
         GL.glDeleteTextures(1, [self.texture])
+
+
+def draw_to_float_image(renderer, camera, **kwargs):
+    """``renderer.draw(camera, **kwargs)`` into a fresh float framebuffer of the camera's size;
+    returns its RGB as float32 [3, H, W], row 0 = top (see ``gl_splats.read_framebuffer``)."""
+    from .gl_splats import read_framebuffer  # noqa: PLC0415
+
+    target = FloatFramebuffer(camera.width, camera.height)
+    try:
+        with target:
+            renderer.draw(camera, **kwargs)
+            return read_framebuffer(camera.width, camera.height)
+    finally:
+        target.release()

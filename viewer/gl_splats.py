@@ -35,10 +35,11 @@ __all__ = ["SplatRenderer", "GpuDepthSort", "read_framebuffer"]
 SHARED_SORT_BLOCK = 1024   # elements per workgroup in bitonic.comp's shared-memory steps
 
 
-def _compile_program(vertex: str, fragment: str) -> int:
+def _link(stages: tuple[tuple[int, str], ...]) -> int:
+    """A linked program from ``(shader kind, source)`` pairs; compile and link errors raise."""
     program = GL.glCreateProgram()
     shaders = []
-    for kind, source in ((GL.GL_VERTEX_SHADER, vertex), (GL.GL_FRAGMENT_SHADER, fragment)):
+    for kind, source in stages:
         shader = GL.glCreateShader(kind)
         GL.glShaderSource(shader, source)
         GL.glCompileShader(shader)
@@ -54,6 +55,14 @@ def _compile_program(vertex: str, fragment: str) -> int:
     return program
 
 
+def _compile_program(vertex: str, fragment: str) -> int:
+    return _link(((GL.GL_VERTEX_SHADER, vertex), (GL.GL_FRAGMENT_SHADER, fragment)))
+
+
+def _compile_compute(source: str) -> int:
+    return _link(((GL.GL_COMPUTE_SHADER, source),))
+
+
 VIEW_UNIFORMS = ("world_to_camera", "camera_center", "intrinsics", "image_size", "sh_degree", "scale2",
                  "antialiasing", "fast_culling")
 
@@ -61,21 +70,6 @@ VIEW_UNIFORMS = ("world_to_camera", "camera_center", "intrinsics", "image_size",
 def view_uniform_locations(program: int) -> dict[str, int]:
     """Locations of ``splat_common.glsl``'s view uniforms in ``program``."""
     return {name: GL.glGetUniformLocation(program, name) for name in VIEW_UNIFORMS}
-
-
-def _compile_compute(source: str) -> int:
-    shader = GL.glCreateShader(GL.GL_COMPUTE_SHADER)
-    GL.glShaderSource(shader, source)
-    GL.glCompileShader(shader)
-    if not GL.glGetShaderiv(shader, GL.GL_COMPILE_STATUS):
-        raise RuntimeError(f"compute shader compile error: {GL.glGetShaderInfoLog(shader).decode()}")
-    program = GL.glCreateProgram()
-    GL.glAttachShader(program, shader)
-    GL.glLinkProgram(program)
-    GL.glDeleteShader(shader)
-    if not GL.glGetProgramiv(program, GL.GL_LINK_STATUS):
-        raise RuntimeError(f"compute shader link error: {GL.glGetProgramInfoLog(program).decode()}")
-    return program
 
 
 class GpuDepthSort:
@@ -180,9 +174,10 @@ class SplatRenderer:
             mean_opacity = torch.cat([g.means, g.opacities[:, None]], dim=1)
         # SH as half floats: half the bandwidth, and (on NVIDIA) buffers of millions of splats
         # that stay in video memory (a 576 MB float buffer of 3M splats did not).
-        sh_halves = np.ascontiguousarray(sh.numpy().reshape(n, 48), dtype=np.float16).view(np.uint32)
-        for buffer, data in zip(self.buffers, (mean_opacity, upper, sh_halves)):
-            array = data if isinstance(data, np.ndarray) else np.ascontiguousarray(data.numpy(), dtype=np.float32)
+        arrays = (np.ascontiguousarray(mean_opacity.numpy(), dtype=np.float32),
+                  np.ascontiguousarray(upper.numpy(), dtype=np.float32),
+                  np.ascontiguousarray(sh.numpy().reshape(n, 48), dtype=np.float16).view(np.uint32))
+        for buffer, array in zip(self.buffers, arrays):
             GL.glBindBuffer(GL.GL_SHADER_STORAGE_BUFFER, buffer)
             GL.glBufferData(GL.GL_SHADER_STORAGE_BUFFER, max(array.nbytes, 4), array if n else None,
                             GL.GL_STATIC_DRAW)
@@ -202,6 +197,11 @@ class SplatRenderer:
         self._sorted_pose = key
         self.sort_count += 1
         return True
+
+    def bind_buffers(self) -> None:
+        """Bind the model's SSBOs and the sorted order at ``splat_common.glsl``'s bindings 0-3."""
+        for binding, buffer in enumerate((*self.buffers, self.sorter.buffer)):
+            GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, binding, buffer)
 
     def set_view_uniforms(self, locations: dict, camera: Camera, sh_degree: int | None, scaling_modifier: float,
                           antialiasing: bool, fast_culling: bool) -> None:
@@ -232,8 +232,7 @@ class SplatRenderer:
         self.sort(camera)
         GL.glUseProgram(self.program)
         self.set_view_uniforms(self._uniforms, camera, sh_degree, scaling_modifier, antialiasing, fast_culling)
-        for binding, buffer in enumerate((*self.buffers, self.sorter.buffer)):
-            GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, binding, buffer)
+        self.bind_buffers()
         GL.glMemoryBarrier(GL.GL_SHADER_STORAGE_BARRIER_BIT)
         GL.glDisable(GL.GL_DEPTH_TEST)
         GL.glEnable(GL.GL_BLEND)

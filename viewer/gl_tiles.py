@@ -76,8 +76,7 @@ class TileSplatRenderer:
         if self.display.size != (camera.width, camera.height):
             self.display.allocate(camera.width, camera.height)
         splats.sort(camera)
-        for binding, buffer in enumerate((*splats.buffers, splats.sorter.buffer)):
-            GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, binding, buffer)
+        splats.bind_buffers()
         for binding, nbytes in ((GEOMETRY, 16 * count), (COLOUR, 16 * count), (CONIC_C, 4 * count),
                                 (RECTS, 16 * count), (TILE_COUNT, 4 * tiles), (SEGMENT_START, 4 * tiles),
                                 (TOTAL, 4), (TILE_FILL, 4 * tiles)):

@@ -182,6 +182,13 @@ def _ngp_point_file(source: Path) -> Path | None:
     return source / name if isinstance(name, str) and name else None
 
 
+def _file_camera(spec: _Spec) -> Camera:
+    """The view's camera at its image file's size (e.g. ``-i images_4`` with full-size K)."""
+    if (spec.original.width, spec.original.height) == spec.file_size:
+        return spec.original
+    return spec.original.resized(*spec.file_size)
+
+
 def _by_name(specs: list[_Spec]) -> list[_Spec]:
     return sorted(specs, key=lambda s: s.original.image_name)  # stable: ties keep file order
 
@@ -213,8 +220,7 @@ def load_cameras(source_path: str | os.PathLike, images: str = "images") -> list
         specs = _by_name([_frame_spec(f) for f in nerf.read_transforms(source)])
     if not specs:
         raise FileFormatError(source, "the scene has no views")
-    return [s.original if (s.original.width, s.original.height) == s.file_size
-            else s.original.resized(*s.file_size) for s in specs]
+    return [_file_camera(spec) for spec in specs]
 
 
 def load_scene(source_path: str | os.PathLike, images: str = "images", resolution: int = -1,
@@ -266,9 +272,7 @@ def load_scene(source_path: str | os.PathLike, images: str = "images", resolutio
     views: list[View] = []
     sources: list[ImageSource] = []
     for spec in train + test:
-        file_camera = spec.original
-        if (file_camera.width, file_camera.height) != spec.file_size:
-            file_camera = file_camera.resized(*spec.file_size)  # e.g. -i images_4, full-size K
+        file_camera = _file_camera(spec)
         size = rule.size(*spec.file_size)
         camera = file_camera if size == spec.file_size else file_camera.resized(*size)
         views.append(View(camera, spec.original, spec.original.image_name, len(sources), spec.path))
