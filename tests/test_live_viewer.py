@@ -3,7 +3,6 @@ end-of-run save under Xvfb (child processes: GLFW and Dear PyGui stay out of pyt
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from test_train_support import write_tiny_scene
-from test_viewer_panel import child_state
+from viewer_support import child_state
 from trainer.config import parse_args
 from viewer.live_cli import main as live_main, parse
 

@@ -4,13 +4,13 @@ Dear PyGui keeps one global viewport per process and aborts the process (SIGABRT
 open one, so every test runs it in a child process and reads the resulting state back as JSON.
 """
 
-import json
 import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from viewer_support import child_state
 
 pytest.importorskip("dearpygui")
 
@@ -95,19 +95,6 @@ PANEL_SCRIPT = PRELUDE + textwrap.dedent("""
          closed=not panel.is_open(),
          camera_poses=[c.world_to_camera.tolist() for c in cameras])
 """)
-
-
-def child_state(result: subprocess.CompletedProcess) -> dict:
-    """The last ``STATE{json}`` line of a Dear PyGui child process; skips where the child could
-    not get a GL 4.3 context (it printed NOGL) or a DPG viewport (DPG aborts the process)."""
-    if "NOGL" in result.stdout:
-        pytest.skip("no GL 4.3 context here")
-    if result.returncode < 0 or "could not create the control panel" in result.stderr:
-        pytest.skip(f"Dear PyGui could not open a viewport here (rc {result.returncode}): {result.stderr[-300:]}")
-    assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.startswith("STATE")]
-    assert lines, result.stdout + result.stderr
-    return json.loads(lines[-1][len("STATE"):])
 
 
 def run_child(script: str, display: str):
