@@ -295,3 +295,32 @@ def test_fixtures_are_gsplats_output(tmp_path, source):
         data = exporter.export_splats(source.means, source.log_scales, source.quaternions,
                                       source.opacity_logits, source.sh_dc, source.sh_rest, format=format_name)
         assert data == (GSPLAT / name).read_bytes(), name
+
+
+# ----- the commands open every format -------------------------------------------------------------
+@pytest.mark.parametrize("format_name", FORMATS)
+def test_viewer_opens_every_format_by_content(tmp_path, source, format_name):
+    from viewer.scene_source import load_viewer_input
+
+    path = tmp_path / "model.data"    # a name that says nothing
+    write_gaussians(path, source, format_name)
+    opened = load_viewer_input(path)
+    assert len(opened.gaussians) == len(source) and opened.framing_only
+    assert opened.gaussians.sh_degree == (0 if format_name == "splat" else 3)
+
+
+def test_render_reads_a_compressed_point_cloud_ply(tmp_path, source):
+    """splat-render's ``point_cloud.ply`` may be any format (it used to say 'lacks x, y, z')."""
+    from rasterizer.model_folder import point_cloud_path, write_cfg_args
+    from trainer.cli import render as render_cli
+
+    from test_render_cli import cfg_args
+    from test_train_support import write_tiny_scene
+
+    scene = write_tiny_scene(tmp_path / "scene", train=2, test=1, white=True)
+    model = tmp_path / "model"
+    point_cloud_path(model, 5).parent.mkdir(parents=True)
+    shutil.copy(GSPLAT / "model.compressed.ply", point_cloud_path(model, 5))
+    write_cfg_args(model, cfg_args(scene, model, sh_degree=3))
+    assert render_cli.main(["-m", str(model), "--quiet", "--skip_test"]) == 0
+    assert len(list((model / "train" / "ours_5" / "renders").iterdir())) == 2

@@ -1,8 +1,8 @@
-"""``splat-view``: look at a trained model (``-m MODEL``) or a bare ``.ply`` file.
+"""``splat-view``: look at a trained model (``-m MODEL``) or a model file (.ply, compressed .ply, .splat, .spz).
 
     splat-view -m output/garden [--iteration N] [-s SOURCE] [--rendering-size W H]
                [--backend cuda|gl] [--device N] [--no_interop]
-    splat-view path/to/point_cloud.ply
+    splat-view path/to/point_cloud.ply      # or model.compressed.ply, model.splat, model.spz
     splat-view -m output/garden --camera 3 --frames 10 --screenshot view3.png   # scripted
     splat-view -s path/to/scene --train -m output/garden [splat-train flags]   # train in the viewer
     splat-view --connect 127.0.0.1:6009     # watch splat-train (or the reference's train.py)
@@ -40,7 +40,8 @@ def add_view_flags(parser: argparse.ArgumentParser, frames_help: str = "render t
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splat-view", description=__doc__.split("\n")[0])
-    parser.add_argument("path", nargs="?", help="a model folder or a .ply file")
+    parser.add_argument("path", nargs="?", help="a model folder or a model file (.ply, compressed .ply, "
+                                                       ".splat, .spz; recognised by content)")
     parser.add_argument("-m", "--model-path", "--model_path", dest="model_path", help="trained model folder")
     parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
     parser.add_argument("-s", "--path", "--source_path", dest="source_path",
@@ -113,13 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--screenshot needs --frames K")
     if args.connect:
         if args.model_path or args.path:
-            parser.error("--connect shows the trainer's model: give no model folder or .ply")
+            parser.error("--connect shows the trainer's model: give no model folder or model file")
         from .remote_view import run_connected  # noqa: PLC0415
 
         return run_connected(args)
     target = args.model_path or args.path
     if not target or (args.model_path and args.path):
-        parser.error("give one model folder (-m MODEL) or one .ply file")
+        parser.error("give one model folder (-m MODEL) or one model file")
     if args.offscreen and args.frames is None:
         parser.error("--offscreen needs --frames K (there is no window to close)")
     if args.offscreen:

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from rasterizer import read_ply, render
+from rasterizer import read_gaussians, render
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cfg_args
 from trainer.config import add_model_params, model_param_defaults
 from trainer.image_io import save_png
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ply = point_cloud_path(model_path, iteration)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         data_device = settings["data_device"] if torch.cuda.is_available() else "cpu"
-        gaussians = read_ply(ply).to(device)
+        gaussians = read_gaussians(ply).to(device)   # any format, by content
         scene = load_scene(settings["source_path"], images=settings["images"],
                            resolution=settings["resolution"],
                            white_background=settings["white_background"], eval=settings["eval"],
