@@ -74,6 +74,8 @@ class ViewerApp:
         # Called with the app at the start of every frame, before drawing (e.g. in-viewer
         # training swaps in the latest Gaussians with set_gaussians).
         self.frame_callbacks: list[Callable[["ViewerApp"], None]] = []
+        # Called with the app after each frame is drawn, to draw over it (e.g. the crop box).
+        self.overlays: list[Callable[["ViewerApp"], None]] = []
         self._splat_renderer()   # now, so that a failure is reported before the first frame
         self.remote = None  # RemoteView (viewer/remote_view.py) with --connect: it draws first
 
@@ -244,6 +246,8 @@ class ViewerApp:
                 self._vsync = self.state.vsync
                 surface.set_vsync(self._vsync)
             self.draw()
+            for overlay in self.overlays:
+                overlay(self)
             count += 1
             if count == 1 and os.environ.get(LAUNCH_TIME_VARIABLE):
                 self._report_first_frame(float(os.environ[LAUNCH_TIME_VARIABLE]))

@@ -26,6 +26,8 @@ from rasterizer.files import FileFormatError
 from .scene_source import load_viewer_input
 from .state import BACKENDS, RENDER_MODES, ViewerState
 
+EDIT_PANEL_HEIGHT = 900   # the controls plus the edit section
+
 
 def add_view_flags(parser: argparse.ArgumentParser, frames_help: str = "render this many frames, then exit") -> None:
     """The flags every way of viewing shares: size, start camera, render mode, scripted frames."""
@@ -66,12 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_panel(state: ViewerState, stats_source=None, remote: bool = False):
+def open_panel(state: ViewerState, stats_source=None, remote: bool = False, sections=(), height: int = 560):
     """The Dear PyGui control panel, or None (one notice) when it cannot be created."""
     try:
         from .panel import ControlPanel  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
 
-        return ControlPanel(state, stats_source=stats_source, remote=remote)
+        return ControlPanel(state, stats_source=stats_source, remote=remote, sections=sections, height=height)
     except Exception as error:  # noqa: BLE001 - the viewer works without its panel
         print(f"splat-view: notice: no control panel ({error}); continuing without it", file=sys.stderr)
         return None
@@ -148,7 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"splat-view: error: {error}", file=sys.stderr)
         return 1
     if args.frames is None and not args.hide_panel and not args.offscreen:
-        app.panel = open_panel(state)
+        from .edit_panel import attach_editing, edit_source  # noqa: PLC0415
+
+        editing = attach_editing(app, edit_source(viewer_input, target, args.iteration))
+        app.panel = open_panel(state, sections=[editing], height=EDIT_PANEL_HEIGHT)
     try:
         app.run(args.frames, args.screenshot)
     finally:

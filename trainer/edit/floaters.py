@@ -25,6 +25,7 @@ re-thresholds. The ``unseen`` rule does not test occlusion, only the cameras' vi
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -94,15 +95,23 @@ class FloaterAnalysis:
         self.neighbour_distance: torch.Tensor | None = None   # [N, MAX_NEIGHBOURS], distance to the k-th
         self.radius = 0.0
         self.views: torch.Tensor | None = None                # [N] cameras seeing each centre
+        self._preparing = threading.Lock()   # the viewer prepares in a thread; callers wait for it
 
     # ----- statistics ----------------------------------------------------------------------------
     def prepare(self) -> "FloaterAnalysis":
-        """Compute the neighbour distances and the camera counts (once; safe to call again)."""
-        if self.neighbour_distance is None:
-            self.neighbour_distance, self.radius = self._neighbours()
-        if self.views is None and self.cameras:
-            self.views = self._views()
+        """Compute the neighbour distances and the camera counts (once; safe to call again and
+        from several threads: later callers wait for the first)."""
+        with self._preparing:
+            if self.views is None and self.cameras:
+                self.views = self._views()
+            if self.neighbour_distance is None:
+                self.neighbour_distance, self.radius = self._neighbours()
         return self
+
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`prepare` has finished (the masks of a strength > 0 then cost nothing)."""
+        return self.neighbour_distance is not None
 
     def _neighbours(self) -> tuple[torch.Tensor, float]:
         from scipy.spatial import cKDTree  # noqa: PLC0415
