@@ -171,6 +171,8 @@ class EditController:
         original = self.session.original
         highlight = self.show == "highlight" and bool(preview.floaters.any())
         visible = preview.keep | preview.floaters if highlight else preview.keep
+        if not highlight and bool(visible.all()):
+            return original   # nothing hidden or recoloured: no copy
         shown = original.index(visible.to(original.device))
         if not highlight:
             return shown

@@ -102,7 +102,8 @@ class CropBox:
     @classmethod
     def around(cls, gaussians: Gaussians, low: float = 0.01, high: float = 0.99, margin: float = 0.05) -> "CropBox":
         """An axis-aligned box around the bulk of the model: the ``low``..``high`` quantiles of
-        the centres on each axis, widened by ``margin`` of its size on each side."""
+        the centres on each axis (each edge at least 5 % of the longest), widened by ``margin``
+        of its size on each side."""
         means = gaussians.means.detach()
         if len(means) == 0:
             return cls((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -110,7 +111,9 @@ class CropBox:
         lower = torch.quantile(sample, low, dim=0)
         upper = torch.quantile(sample, high, dim=0)
         size = (upper - lower).clamp_min(1e-6)
-        lower, upper = lower - margin * size, upper + margin * size
+        size = torch.maximum(size, 0.05 * size.max())   # a flat model still gets a box with depth
+        centre = (lower + upper) / 2
+        lower, upper = centre - (0.5 + margin) * size, centre + (0.5 + margin) * size
         return cls(tuple(((lower + upper) / 2).tolist()), tuple((upper - lower).tolist()))
 
     @classmethod
