@@ -3,7 +3,6 @@ the Edit panel section under Xvfb and the whole splat-view window with editing a
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -17,7 +16,7 @@ import torch
 
 from rasterizer import Camera, look_at, read_gaussians, write_ply
 from rasterizer.model_folder import point_cloud_path, write_cameras_json, write_cfg_args
-from trainer.edit import CropBox, EditSource, open_model
+from trainer.edit import CropBox, open_model
 from viewer.crop_box_view import moved_box, scaled_box, turned_box
 from viewer.edit_panel import HIGHLIGHT_RGB, EditController, edit_source
 from viewer_support import child_state
