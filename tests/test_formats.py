@@ -243,6 +243,19 @@ def test_lossy_formats_drop_no_gaussian_and_keep_degree_zero_models(tmp_path, so
     assert len(back) == len(plain) and back.sh_degree == 0
 
 
+@pytest.mark.parametrize("format_name", ["compressed-ply", "spz"])
+def test_zero_sh_bands_are_left_out_not_quantised(tmp_path, source, format_name):
+    """A model saved before training raised its SH degree has all-zero upper bands: they are
+    omitted (read back as exactly zero) instead of stored as the format's nearest value (1/64
+    for compressed PLY), and the file is smaller."""
+    early = source.with_sh_degree(1).with_sh_degree(3)          # bands 2 and 3 all zero
+    write_gaussians(tmp_path / "early", early, format_name)
+    write_gaussians(tmp_path / "full", source, format_name)
+    back = read_gaussians(tmp_path / "early")
+    assert back.sh_degree == 1 and len(back) == len(early)
+    assert (tmp_path / "early").stat().st_size < 0.8 * (tmp_path / "full").stat().st_size
+
+
 def test_writes_are_atomic(tmp_path, source, monkeypatch):
     """A writer that fails half-way leaves the previous file and no temporary file."""
     path = tmp_path / "model.spz"

@@ -29,7 +29,7 @@ import torch
 
 from ..files import FileFormatError, atomic_write_bytes
 from ..gaussians import Gaussians
-from .gsply_bridge import from_gsdata, to_gsdata
+from .gsply_bridge import from_gsdata, to_gsdata, without_zero_bands
 
 __all__ = ["read_compressed_ply", "write_compressed_ply", "is_compressed_ply_header", "ply_header"]
 
@@ -143,7 +143,7 @@ def write_compressed_ply(path: str | os.PathLike, gaussians: Gaussians) -> None:
     """
     from gsply import compress_to_bytes  # noqa: PLC0415
 
-    g = gaussians.detach().to("cpu", torch.float32)
+    g = without_zero_bands(gaussians.detach().to("cpu", torch.float32))
     if len(g):
         g = g.index(morton_order(g.means))
     atomic_write_bytes(path, compress_to_bytes(to_gsdata(g)))

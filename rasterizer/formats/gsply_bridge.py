@@ -14,11 +14,22 @@ import torch
 
 from ..gaussians import Gaussians
 
-__all__ = ["to_gsdata", "from_gsdata"]
+__all__ = ["to_gsdata", "from_gsdata", "without_zero_bands"]
 
 # Quantised opacities of exactly 0 or 1 decode to infinite logits in some readers; a finite
 # logit whose sigmoid is within float32 rounding of 0 or 1 renders the same.
 _LOGIT_LIMIT = 20.0
+
+
+def without_zero_bands(gaussians: Gaussians) -> Gaussians:
+    """``gaussians`` without their highest SH bands when those are exactly zero (a model saved
+    before training raised its SH degree). Omitted bands decode as zero, while the quantised
+    formats cannot store zero exactly (compressed PLY's nearest value is 1/64), so this is
+    lossless and strictly more faithful."""
+    degree = gaussians.sh_degree
+    while degree > 0 and not bool(gaussians.sh_rest[:, degree * degree - 1:].any()):
+        degree -= 1
+    return gaussians if degree == gaussians.sh_degree else gaussians.with_sh_degree(degree)
 
 
 def to_gsdata(gaussians: Gaussians):

@@ -28,7 +28,7 @@ import torch
 
 from ..files import FileFormatError, atomic_path
 from ..gaussians import Gaussians
-from .gsply_bridge import from_gsdata, to_gsdata
+from .gsply_bridge import from_gsdata, to_gsdata, without_zero_bands
 
 __all__ = ["read_spz", "write_spz", "is_spz", "fractional_bits_for"]
 
@@ -79,7 +79,7 @@ def write_spz(path: str | os.PathLike, gaussians: Gaussians) -> None:
     """Write ``gaussians`` as an SPZ (version 3), atomically."""
     from gsply import write_spz as gsply_write_spz  # noqa: PLC0415
 
-    g = gaussians.detach().to("cpu", torch.float32)
+    g = without_zero_bands(gaussians.detach().to("cpu", torch.float32))
     bits = fractional_bits_for(g.means)
     with atomic_path(path) as temporary:
         gsply_write_spz(temporary, to_gsdata(g), version=VERSION, fractional_bits=bits)
