@@ -3,7 +3,7 @@
 * :class:`CropBoxOverlay` - a ViewerApp overlay: the 12 edges of the enabled box as yellow GL
   lines (``shaders/crop_box.*``), projected like the other render modes
   (:func:`~viewer.gl_modes.gl_view_projection`), not depth-tested, so the box shows through.
-* :class:`CropBoxMouse` - with Ctrl held, the left button drags the box in the view plane, the
+* :class:`CropBoxMouse` - while the box is on and Ctrl is held, the left button drags the box in the view plane, the
   right button turns it (horizontal motion about the camera's vertical axis, vertical motion
   about its horizontal axis) and the wheel scales it; without Ctrl the events go on to the
   viewer's own navigation (its GLFW callbacks are chained, not replaced).
@@ -114,8 +114,8 @@ class CropBoxOverlay:
 
 
 class CropBoxMouse:
-    """Ctrl + mouse edits ``controller``'s box in ``window`` (viewed through ``state``'s camera);
-    other events go on to the callbacks installed before it."""
+    """Ctrl + mouse edits ``controller``'s box in ``window`` (viewed through ``state``'s camera)
+    while the box is on; other events go on to the callbacks installed before it."""
 
     def __init__(self, controller, state, window):
         import glfw  # noqa: PLC0415
@@ -139,7 +139,8 @@ class CropBoxMouse:
 
     def _on_button(self, window, button, action, mods) -> None:
         glfw = self.glfw
-        if action == glfw.PRESS and self._ctrl(mods) and button in (glfw.MOUSE_BUTTON_LEFT, glfw.MOUSE_BUTTON_RIGHT):
+        if (action == glfw.PRESS and self.controller.crop_enabled and self._ctrl(mods)
+                and button in (glfw.MOUSE_BUTTON_LEFT, glfw.MOUSE_BUTTON_RIGHT)):
             self.dragging, self.last = button, glfw.get_cursor_pos(window)
             return
         if action == glfw.RELEASE and button == self.dragging:
@@ -162,7 +163,7 @@ class CropBoxMouse:
             self.controller.set_box(turned_box(self.controller.box, camera, dx, dy))
 
     def _on_scroll(self, window, dx: float, dy: float) -> None:
-        if self._ctrl():
+        if self.controller.crop_enabled and self._ctrl():
             self.controller.set_box(scaled_box(self.controller.box, dy))
         elif self.previous_scroll is not None:
             self.previous_scroll(window, dx, dy)
