@@ -265,6 +265,46 @@ def test_budget_overflow_redo_gives_the_exact_gradients(tmp_path, shared_data):
 
 @needs_fast_path
 @pytest.mark.cuda
+@pytest.mark.parametrize("antialiasing", [False, True])
+def test_training_step_without_autograd_matches_autograd(antialiasing):
+    """render_for_training + the fused loss's explicit gradient + TrainingRender.backward give
+    the gradients, statistics and densification inputs that render() + the fused loss +
+    loss.backward() give (up to the order of float atomics)."""
+    from rasterizer import Camera, Gaussians, look_at, render
+    from rasterizer.cuda import render_for_training
+    from trainer.cuda import fused_photometric_loss, fused_photometric_loss_and_gradient
+
+    generator = torch.Generator().manual_seed(21)
+    n = 3000
+    raw = Gaussians(torch.randn(n, 3, generator=generator) * 0.8, torch.randn(n, 1, 3, generator=generator) * 0.5,
+                    torch.randn(n, 15, 3, generator=generator) * 0.2, torch.randn(n, generator=generator),
+                    torch.randn(n, 3, generator=generator) * 0.4 - 3.0, torch.randn(n, 4, generator=generator)).to("cuda")
+    camera = Camera(96, 72, 90, 90, 50.5, 33.2, look_at([0.3, 0.2, -3.0], [0, 0, 0]))
+    gt = torch.randint(0, 256, (72, 96, 4), generator=generator, dtype=torch.uint8).cuda()
+    gt[..., :3] = torch.minimum(gt[..., :3], gt[..., 3:])
+    background = torch.tensor([0.2, 0.5, 0.9], device="cuda")
+    fields = ("means", "log_scales", "quaternions", "opacity_logits", "sh_dc", "sh_rest")
+
+    leaves = {name: getattr(raw, name).clone().requires_grad_(True) for name in fields}
+    out = render(Gaussians(**leaves), camera, background, sh_degree=2, antialiasing=antialiasing, backend="cuda")
+    loss, stats = fused_photometric_loss(out.image, gt, background, 0.2)
+    loss.backward()
+
+    rendered = render_for_training(raw, camera, background, 2, antialiasing)
+    loss2, stats2, grad_image = fused_photometric_loss_and_gradient(rendered.output.image, gt, background, 0.2)
+    grads = rendered.backward(grad_image)
+    assert torch.equal(rendered.output.image, out.image.detach())
+    assert torch.equal(rendered.output.radii, out.radii)
+    torch.testing.assert_close(loss2, loss.detach())
+    torch.testing.assert_close(stats2, stats)
+    relative = lambda a, b: ((a - b).norm() / b.norm().clamp_min(1e-20)).item()  # noqa: E731
+    assert relative(rendered.output.means2d.grad, out.means2d.grad) <= 1e-5
+    for name, grad in zip(fields, grads):
+        assert relative(grad, leaves[name].grad) <= 1e-5, name
+
+
+@needs_fast_path
+@pytest.mark.cuda
 def test_cuda_adam_matches_torch_adam():
     """CudaAdam against torch.optim.Adam (the reference's optimiser): same update within float
     rounding, over several steps, groups with their own learning rates, and a state that

@@ -22,7 +22,7 @@ Known quirks of the reference, kept by default (``fix_quirks=True`` changes only
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -209,6 +209,17 @@ class GaussianModel:
         norms = torch.norm(ndc_grad[:, :2], dim=-1).to(self.grad_accum.dtype)
         self.grad_accum.add_(torch.where(visible, norms, torch.zeros_like(norms)))
         self.denom.add_(visible.to(self.denom.dtype))
+
+    @torch.no_grad()
+    def add_gradients(self, grads: Sequence[Tensor]) -> None:
+        """Add gradients computed outside autograd, in :class:`Gaussians` field order (means,
+        log_scales, quaternions, opacity_logits, sh_dc, sh_rest), to the parameters' ``.grad``."""
+        for name, grad in zip(("xyz", "scaling", "rotation", "opacity", "f_dc", "f_rest"), grads):
+            param = self.params[name]
+            if param.grad is None:
+                param.grad = grad
+            else:
+                param.grad += grad
 
     @torch.no_grad()
     def add_render_statistics(self, means2d_grad: Tensor, radii: Tensor, width: int, height: int,

@@ -506,31 +506,60 @@ class Trainer:
         (``trainer.losses``). A render that outgrew the pair budget is done again (the first
         try's gradients are dropped), so every step is exact. With --debug, a failure saves a
         snapshot first."""
-        opt, model = self.config.optimization, self.model
         try:
             while True:
-                with self.phase("render"):
-                    out = render(model.gaussians(), view.camera, background, sh_degree=model.active_sh_degree,
-                                 antialiasing=self.config.pipeline.antialiasing, backend=self.backend,
-                                 pair_budget=self.pair_budget)
-                with self.phase("loss"):
-                    loss, stats = photometric_loss(out.image, gt, background, opt.lambda_dssim,
-                                                   fused=self.fused_kernels)
-                if self.config.pipeline.debug and not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it}")
-                with self.phase("backward"):
-                    loss.backward()
+                if self.fused_kernels and self.backend == "cuda":
+                    out, stats = self._fused_step(it, view, gt, background)
+                else:
+                    out, stats = self._autograd_step(it, view, gt, background)
                 with self.phase("wait"):
                     fits = self.pair_budget is None or not self.pair_budget.overflowed()
                 if fits:
                     return out, stats
-                model.optimizer.zero_grad(set_to_none=True)
+                self.model.optimizer.zero_grad(set_to_none=True)
         except (KeyboardInterrupt, _Stop):
             raise
         except Exception as error:
             if self.config.pipeline.debug and not is_out_of_memory(error):
                 self._debug_snapshot(it, view, background, error)
             raise
+
+    def _autograd_step(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
+        """Forward and backward through autograd (any backend; the PyTorch or fused loss)."""
+        opt, model = self.config.optimization, self.model
+        with self.phase("render"):
+            out = render(model.gaussians(), view.camera, background, sh_degree=model.active_sh_degree,
+                         antialiasing=self.config.pipeline.antialiasing, backend=self.backend,
+                         pair_budget=self.pair_budget)
+        with self.phase("loss"):
+            loss, stats = photometric_loss(out.image, gt, background, opt.lambda_dssim, fused=self.fused_kernels)
+        self._check_finite(it, loss)
+        with self.phase("backward"):
+            loss.backward()
+        return out, stats
+
+    def _fused_step(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
+        """The same step on the CUDA backend without autograd: the rasterizer's and the loss's
+        kernels with their backward called directly (autograd's engine costs ~1 ms of host
+        time a step, which the GPU would wait for)."""
+        from rasterizer.cuda import render_for_training  # noqa: PLC0415 - optional backend
+        from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415
+
+        opt, model = self.config.optimization, self.model
+        with self.phase("render"):
+            rendered = render_for_training(model.gaussians(), view.camera, background, model.active_sh_degree,
+                                           self.config.pipeline.antialiasing, self.pair_budget)
+        with self.phase("loss"):
+            loss, stats, grad_image = fused_photometric_loss_and_gradient(
+                rendered.output.image, gt.to(self.device, non_blocking=True), background, opt.lambda_dssim)
+        self._check_finite(it, loss)
+        with self.phase("backward"):
+            model.add_gradients(rendered.backward(grad_image))
+        return rendered.output, stats
+
+    def _check_finite(self, it: int, loss: torch.Tensor) -> None:
+        if self.config.pipeline.debug and not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it}")
 
     def _densify(self, it: int, out, view: View) -> None:
         opt, model, script = self.config.optimization, self.model, self.config.script

@@ -285,16 +285,21 @@ __device__ void write_pairs(int count, int tiles_x, long long capacity, Key sent
     int idx = depth_order[i];
     if (tiles_touched[idx] == 0) return;
     long long offset = i == 0 ? 0 : offsets[i - 1];
+    // This Gaussian's slots end at offsets[i]. The tile test below is the projection's, but
+    // the compiler may contract its arithmetic differently in the two kernels: never write past
+    // the slots, and never leave one unwritten (a stale slot would hold a garbage Gaussian id).
+    long long limit = min(offsets[i], capacity);
     float px = means2d[2 * idx], py = means2d[2 * idx + 1];
     float A = conic_opacity[4 * idx], B = conic_opacity[4 * idx + 1], C = conic_opacity[4 * idx + 2];
     float threshold_q = 2.f * logf(conic_opacity[4 * idx + 3] / ALPHA_MIN_TILE);
     for (int ty = rects[4 * idx + 1]; ty < rects[4 * idx + 3]; ty++)
-        for (int tx = rects[4 * idx]; tx < rects[4 * idx + 2] && offset < capacity; tx++)
+        for (int tx = rects[4 * idx]; tx < rects[4 * idx + 2] && offset < limit; tx++)
             if (tile_reached(px, py, A, B, C, threshold_q, (float)(tx * TILE), (float)(ty * TILE))) {
                 keys[offset] = (Key)(ty * tiles_x + tx);
                 values[offset] = idx;
                 offset++;
             }
+    for (; offset < limit; offset++) keys[offset] = sentinel;
 }
 
 // 16-bit tile keys (up to 32767 tiles: 4K) halve the radix passes of the sort; 32-bit otherwise.

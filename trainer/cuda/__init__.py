@@ -24,7 +24,8 @@ import torch
 from rasterizer.cuda import is_available
 from rasterizer.cuda.compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, load_module
 
-__all__ = ["is_available", "fused_photometric_loss", "accumulate_densification_stats", "CudaAdam",
+__all__ = ["is_available", "fused_photometric_loss", "fused_photometric_loss_and_gradient",
+           "accumulate_densification_stats", "CudaAdam",
            "LOSS_SOURCE", "DENSIFY_SOURCE", "ADAM_SOURCE"]
 
 LOSS_SOURCE = Path(__file__).with_name("loss.cu")
@@ -49,26 +50,49 @@ def _ssim_taps(device: torch.device) -> torch.Tensor:
     return (gauss / gauss.sum()).to(device)
 
 
+@functools.lru_cache(maxsize=8)
+def _one(device: torch.device) -> torch.Tensor:
+    return torch.ones((), device=device)
+
+
+def _loss_forward(image: torch.Tensor, gt: torch.Tensor, background: torch.Tensor,
+                  lambda_dssim: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """loss.cu's forward and finalize: (loss, stats [B, 4], SSIM partials for the backward)."""
+    images, _, height, width = image.shape
+    device = image.device
+    blocks_x, blocks_y = (width + _TILE - 1) // _TILE, (height + _TILE - 1) // _TILE
+    planes = 3 * images
+    ssim_partials = torch.empty(planes, 3, height, width, device=device)
+    partials = torch.empty(planes * blocks_x * blocks_y, 3, device=device)
+    stats = torch.empty(images, 4, device=device)
+    loss = torch.empty((), device=device)
+    module = _module(LOSS_SOURCE, device)
+    module.launch("loss_forward", (blocks_x, blocks_y, planes), (_TILE, _TILE), [
+        (width, INT), (height, INT), (gt.shape[-1], INT), _ptr(image), _ptr(gt), _ptr(background),
+        _ptr(_ssim_taps(device)), _ptr(ssim_partials), _ptr(partials)])
+    module.launch("loss_finalize", (1,), (_THREADS,), [
+        (images, INT), (blocks_x * blocks_y, INT), (width, INT), (height, INT), (lambda_dssim, FLOAT),
+        _ptr(partials), _ptr(stats), _ptr(loss)])
+    return loss, stats, ssim_partials
+
+
+def _loss_backward(image: torch.Tensor, gt: torch.Tensor, background: torch.Tensor, lambda_dssim: float,
+                   ssim_partials: torch.Tensor, grad_loss: torch.Tensor) -> torch.Tensor:
+    """loss.cu's backward: d(outer)/d image, with ``grad_loss`` = d(outer)/d loss on the device."""
+    images, _, height, width = image.shape
+    device = image.device
+    grad_image = torch.empty_like(image)
+    _module(LOSS_SOURCE, device).launch(
+        "loss_backward", ((width + _TILE - 1) // _TILE, (height + _TILE - 1) // _TILE, 3 * images), (_TILE, _TILE), [
+            (width, INT), (height, INT), (gt.shape[-1], INT), (lambda_dssim, FLOAT), _ptr(image), _ptr(gt),
+            _ptr(background), _ptr(_ssim_taps(device)), _ptr(ssim_partials), _ptr(grad_loss), _ptr(grad_image)])
+    return grad_image
+
+
 class _FusedLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, image, gt, background, lambda_dssim):
-        images, _, height, width = image.shape
-        device = image.device
-        blocks_x, blocks_y = (width + _TILE - 1) // _TILE, (height + _TILE - 1) // _TILE
-        planes = 3 * images
-        ssim_partials = torch.empty(planes, 3, height, width, device=device)
-        partials = torch.empty(planes * blocks_x * blocks_y, 3, device=device)
-        stats = torch.empty(images, 4, device=device)
-        loss = torch.empty((), device=device)
-        taps = _ssim_taps(device)
-        module = _module(LOSS_SOURCE, device)
-        channels = gt.shape[-1]
-        module.launch("loss_forward", (blocks_x, blocks_y, planes), (_TILE, _TILE), [
-            (width, INT), (height, INT), (channels, INT), _ptr(image), _ptr(gt), _ptr(background),
-            _ptr(taps), _ptr(ssim_partials), _ptr(partials)])
-        module.launch("loss_finalize", (1,), (_THREADS,), [
-            (images, INT), (blocks_x * blocks_y, INT), (width, INT), (height, INT), (lambda_dssim, FLOAT),
-            _ptr(partials), _ptr(stats), _ptr(loss)])
+        loss, stats, ssim_partials = _loss_forward(image, gt, background, lambda_dssim)
         ctx.save_for_backward(image, gt, background, ssim_partials)
         ctx.lambda_dssim = lambda_dssim
         ctx.mark_non_differentiable(stats)
@@ -77,15 +101,21 @@ class _FusedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
         image, gt, background, ssim_partials = ctx.saved_tensors
-        images, _, height, width = image.shape
-        device = image.device
-        grad_image = torch.empty_like(image)
-        grad_loss = grad_loss.to(torch.float32).contiguous()
-        _module(LOSS_SOURCE, device).launch(
-            "loss_backward", ((width + _TILE - 1) // _TILE, (height + _TILE - 1) // _TILE, 3 * images), (_TILE, _TILE), [
-                (width, INT), (height, INT), (gt.shape[-1], INT), (ctx.lambda_dssim, FLOAT), _ptr(image), _ptr(gt),
-                _ptr(background), _ptr(_ssim_taps(device)), _ptr(ssim_partials), _ptr(grad_loss), _ptr(grad_image)])
+        grad_image = _loss_backward(image, gt, background, ctx.lambda_dssim, ssim_partials,
+                                    grad_loss.to(torch.float32).contiguous())
         return grad_image, None, None, None
+
+
+def _checked(image: torch.Tensor, gt: torch.Tensor, background: torch.Tensor) -> tuple:
+    """Batched, contiguous, validated inputs of the fused loss."""
+    image4 = (image if image.dim() == 4 else image.unsqueeze(0)).contiguous()
+    gt4 = (gt if gt.dim() == 4 else gt.unsqueeze(0)).contiguous()
+    if image4.dtype != torch.float32 or gt4.dtype != torch.uint8 or image4.device.type != "cuda":
+        raise ValueError("the fused loss takes a float32 render and a uint8 ground truth on a CUDA device")
+    if image4.shape[1] != 3 or gt4.shape[:3] != (image4.shape[0], *image4.shape[2:]) or gt4.shape[3] not in (3, 4):
+        raise ValueError(f"render {tuple(image.shape)} and ground truth {tuple(gt.shape)} do not match "
+                         "([B,] 3, H, W and [B,] H, W, 3|4)")
+    return image4, gt4, background.to(device=image4.device, dtype=torch.float32).contiguous()
 
 
 def fused_photometric_loss(image: torch.Tensor, gt: torch.Tensor, background: torch.Tensor,
@@ -104,16 +134,19 @@ def fused_photometric_loss(image: torch.Tensor, gt: torch.Tensor, background: to
         ``(loss, stats)``: the 0-dim loss (summed over a batch) with a gradient for ``image``,
         and ``stats [B, 4]`` per image = (loss, MSE, L1, SSIM), no gradient.
     """
-    batched = image.dim() == 4
-    image4 = (image if batched else image.unsqueeze(0)).contiguous()
-    gt4 = (gt if batched else gt.unsqueeze(0)).contiguous()
-    if image4.dtype != torch.float32 or gt4.dtype != torch.uint8 or image4.device.type != "cuda":
-        raise ValueError("the fused loss takes a float32 render and a uint8 ground truth on a CUDA device")
-    if image4.shape[1] != 3 or gt4.shape[:3] != (image4.shape[0], *image4.shape[2:]) or gt4.shape[3] not in (3, 4):
-        raise ValueError(f"render {tuple(image.shape)} and ground truth {tuple(gt.shape)} do not match "
-                         "([B,] 3, H, W and [B,] H, W, 3|4)")
-    background = background.to(device=image4.device, dtype=torch.float32).contiguous()
+    image4, gt4, background = _checked(image, gt, background)
     return _FusedLoss.apply(image4, gt4, background, float(lambda_dssim))
+
+
+def fused_photometric_loss_and_gradient(image: torch.Tensor, gt: torch.Tensor, background: torch.Tensor,
+                                        lambda_dssim: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`fused_photometric_loss` without autograd, for a loss that is not scaled further:
+    ``(loss, stats, d loss / d image)`` (the gradient has ``image``'s shape)."""
+    image4, gt4, background = _checked(image, gt, background)
+    lambda_dssim = float(lambda_dssim)
+    loss, stats, ssim_partials = _loss_forward(image4, gt4, background, lambda_dssim)
+    grad = _loss_backward(image4, gt4, background, lambda_dssim, ssim_partials, _one(image4.device))
+    return loss, stats, grad.view(image.shape)
 
 
 def accumulate_densification_stats(grad_means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int,
