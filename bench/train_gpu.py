@@ -148,6 +148,10 @@ def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snap
                      "gaussians": len(params["means"]), "psnr": totals["psnr"] / count,
                      "ssim": totals["ssim"] / count})
 
+    # gsplat compiles its CUDA extension on first use (over a minute): not training time.
+    with torch.no_grad():
+        render(cameras[0], 0)
+    torch.cuda.synchronize()
     watch = Stopwatch()
     for step in range(iterations):
         progress = min(step / 30000, 1.0)  # the position schedule spans 30k steps, as the reference
