@@ -57,7 +57,7 @@ def gl_context(xvfb_display):
     """A hidden GLFW window (128x96) with a current GL 4.3 core context, one per test module."""
     glfw = pytest.importorskip("glfw")
     pytest.importorskip("OpenGL.GL")
-    from viewer.gl_context import create_hidden_window
+    from viewer.window.gl_context import create_hidden_window
 
     window = create_hidden_window(128, 96)
     if window is None:

@@ -15,7 +15,7 @@ import pytest
 from test_train_support import write_tiny_scene
 from viewer_support import child_state
 from trainer.config import parse_args
-from viewer.live_cli import main as live_main, parse
+from viewer.live.command import main as live_main, parse
 
 QUICK = ["--densify_from_iter", "3", "--densification_interval", "4", "--densify_until_iter", "100",
          "--densify_grad_threshold", "0.0000001"]
@@ -102,10 +102,10 @@ PANEL_SCRIPT = textwrap.dedent("""
     import json, sys, time
     import dearpygui.dearpygui as dpg
     from viewer.app import ViewerApp, ViewerError
-    from viewer.live_cli import LiveModel, parse, viewer_setup
-    from viewer.live_training import TrainingSession
-    from viewer.panel import ControlPanel
-    from viewer.training_panel import TrainingSection
+    from viewer.live.command import LiveModel, parse, viewer_setup
+    from viewer.live.session import TrainingSession
+    from viewer.window.panel import ControlPanel
+    from viewer.live.panel import TrainingSection
 
     args, config = parse(sys.argv[1:])
     session = TrainingSession(config, start_paused=True, snapshot_interval_s=0.0)

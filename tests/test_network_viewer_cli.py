@@ -17,7 +17,7 @@ from rasterizer.camera import fov_to_focal
 from test_train_support import tiny_config, write_tiny_scene
 from test_viewer_cli import psnr, run_viewer
 from trainer.train import Trainer
-from viewer.remote import source_cameras
+from viewer.network.client import source_cameras
 
 W, H = 48, 32
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rasterizer import Camera, look_at
-from viewer.navigation import closest_camera, dolly, fps_step, orbit, rotation_about
+from viewer.navigation.controls import closest_camera, dolly, fps_step, orbit, rotation_about
 
 START = look_at([1.0, -0.5, -4.0], [0.0, 0.0, 0.0], up=(0.0, -1.0, 0.0))
 

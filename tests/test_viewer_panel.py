@@ -51,7 +51,7 @@ PRELUDE = textwrap.dedent("""
 """)
 
 PANEL_SCRIPT = PRELUDE + textwrap.dedent("""
-    from viewer.panel import ControlPanel
+    from viewer.window.panel import ControlPanel
     panel = ControlPanel(state, stats_source=lambda: {"sorted": "yes"})
     for _ in range(3):
         panel.frame(0.016, 1234)
@@ -134,7 +134,7 @@ def test_panel_and_render_window_share_one_loop(xvfb_display, tmp_path):
     script = PRELUDE + textwrap.dedent(f"""
         import glfw
         from viewer.app import ViewerApp, ViewerError
-        from viewer.panel import ControlPanel
+        from viewer.window.panel import ControlPanel
         from viewer.scene_source import load_viewer_input
 
         viewer_input = load_viewer_input({str(tmp_path / "scene.ply")!r}, -1)
@@ -173,7 +173,8 @@ def test_panel_and_render_window_share_one_loop(xvfb_display, tmp_path):
 
 def test_no_display_gives_one_notice_and_no_panel(monkeypatch, capsys):
     """splat-view goes on without its panel when DPG cannot open (checked before DPG can abort)."""
-    from viewer.cli import build_parser, open_panel
+    from viewer.cli import build_parser
+    from viewer.launch import open_panel
     from viewer.state import ViewerState
 
     import torch

@@ -1,10 +1,10 @@
 """The render loop: draws the viewer state every frame into a GLFW window (OpenGL 4.3 core) or,
-with ``offscreen=True``, into a framebuffer of a headless EGL context (``viewer/surfaces.py``).
+with ``offscreen=True``, into a framebuffer of a headless EGL context (``viewer/window/surfaces.py``).
 
 Splats are drawn by the backend in ``state.backend``: ``"cuda"`` (the CUDA rasterizer through
-CUDA-GL interop, ``viewer/cuda_view.py``), ``"gl"`` (instanced quads, ``viewer/gl_splats.py``)
-or ``"gl-compute"`` (the tile algorithm in compute shaders, ``viewer/gl_tiles.py``). The other render modes (ellipsoids, initial points, depth) are GL
-drawings (``viewer/gl_modes.py``), as in SIBR. Renderers are created on first use. Keys follow
+CUDA-GL interop, ``viewer/backends/cuda_view.py``), ``"gl"`` (instanced quads, ``viewer/backends/gl_splats.py``)
+or ``"gl-compute"`` (the tile algorithm in compute shaders, ``viewer/backends/gl_tiles.py``). The other render modes (ellipsoids, initial points, depth) are GL
+drawings (``viewer/backends/gl_modes.py``), as in SIBR. Renderers are created on first use. Keys follow
 SIBR: W/S/A/D/Q/E move, I/K/J/L/U/O turn (held keys, scaled by frame time), P snaps to the
 closest input camera, [ and ] step to the previous/next input camera, M saves a screenshot,
 Esc quits. The left mouse button orbits around the model's median point, the wheel dollies.
@@ -22,11 +22,11 @@ import torch
 from rasterizer.gaussians import Gaussians
 from trainer.image_io import save_png
 
-from .gl_splats import SplatRenderer, read_framebuffer
-from .navigation import ROTATION_KEYS, TRANSLATION_KEYS, dolly, orbit
+from .backends.gl_splats import SplatRenderer, read_framebuffer
+from .navigation.controls import ROTATION_KEYS, TRANSLATION_KEYS, dolly, orbit
 from .scene_source import ViewerInput, bulk_points
 from .state import ViewerState
-from .surfaces import OffscreenSurface, SurfaceError, WindowSurface
+from .window.surfaces import OffscreenSurface, SurfaceError, WindowSurface
 
 __all__ = ["ViewerApp", "ViewerError"]
 
@@ -75,7 +75,7 @@ class ViewerApp:
         # training swaps in the latest Gaussians with set_gaussians).
         self.frame_callbacks: list[Callable[["ViewerApp"], None]] = []
         self._splat_renderer()   # now, so that a failure is reported before the first frame
-        self.remote = None  # RemoteView (viewer/remote_view.py) with --connect: it draws first
+        self.remote = None  # RemoteView (viewer/network/view.py) with --connect: it draws first
 
     @property
     def renderer(self) -> SplatRenderer:
@@ -91,11 +91,11 @@ class ViewerApp:
             return self.renderer
         if backend not in self.splat_renderers:
             if backend == "gl-compute":
-                from .gl_tiles import TileSplatRenderer  # noqa: PLC0415
+                from .backends.gl_tiles import TileSplatRenderer  # noqa: PLC0415
 
                 self.splat_renderers[backend] = TileSplatRenderer(self.renderer)
             elif backend == "cuda":
-                from .cuda_view import CudaSplatRenderer  # noqa: PLC0415 - cuda-bindings only when used
+                from .backends.cuda_view import CudaSplatRenderer  # noqa: PLC0415 - cuda-bindings only when used
 
                 if self.device is None:
                     raise ViewerError("the cuda backend needs an NVIDIA GPU (use --backend gl)")
@@ -197,9 +197,9 @@ class ViewerApp:
             self._mode_renderer(mode).draw(state.camera(), state.background)
 
     def _mode_renderer(self, mode: str):
-        """The renderer of ``mode`` (viewer/gl_modes.py), created on first use."""
+        """The renderer of ``mode`` (viewer/backends/gl_modes.py), created on first use."""
         if mode not in self.mode_renderers:
-            from . import gl_modes  # noqa: PLC0415
+            from .backends import gl_modes  # noqa: PLC0415
 
             if mode == "ellipsoids":
                 renderer = gl_modes.EllipsoidRenderer(self.renderer, self.input.gaussians)

@@ -23,19 +23,9 @@ from typing import Sequence
 
 from rasterizer.files import FileFormatError
 
+from .launch import add_view_flags, choose_backend, open_panel, usable_backends
 from .scene_source import load_viewer_input
-from .state import BACKENDS, RENDER_MODES, ViewerState
-
-
-def add_view_flags(parser: argparse.ArgumentParser, frames_help: str = "render this many frames, then exit") -> None:
-    """The flags every way of viewing shares: size, start camera, render mode, scripted frames."""
-    parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
-                        help="default: width min(1200, first camera width), that camera's aspect")
-    parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
-    parser.add_argument("--render-mode", choices=RENDER_MODES, default="splats",
-                        help="splats (default), ellipsoids, initial_points or depth")
-    parser.add_argument("--frames", type=int, help=frames_help)
-    parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
+from .state import BACKENDS, ViewerState
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,46 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_panel(state: ViewerState, stats_source=None, remote: bool = False):
-    """The Dear PyGui control panel, or None (one notice) when it cannot be created."""
-    try:
-        from .panel import ControlPanel  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
-
-        return ControlPanel(state, stats_source=stats_source, remote=remote)
-    except Exception as error:  # noqa: BLE001 - the viewer works without its panel
-        print(f"splat-view: notice: no control panel ({error}); continuing without it", file=sys.stderr)
-        return None
-
-
-def choose_backend(requested: str, device_index: int):
-    """(backend name, CUDA device or None) for ``--backend`` and ``--device``; raises ValueError
-    when ``cuda`` was asked for and cannot be used."""
-    import torch  # noqa: PLC0415
-
-    from rasterizer.render import available_backends  # noqa: PLC0415
-
-    cuda_ok = torch.cuda.is_available() and "cuda" in available_backends()
-    if requested == "cuda" and not cuda_ok:
-        raise ValueError("--backend cuda: no usable NVIDIA GPU or the CUDA backend is not installed "
-                         "(pip install 'splatview[cuda]'); use --backend gl")
-    if cuda_ok and not 0 <= device_index < torch.cuda.device_count():
-        raise ValueError(f"--device {device_index}: there are {torch.cuda.device_count()} CUDA devices")
-    backend = requested if requested != "auto" else ("cuda" if cuda_ok else "gl")
-    device = torch.device("cuda", device_index) if cuda_ok else None
-    if device is not None:
-        torch.cuda.set_device(device)
-    return backend, device
-
-
-def usable_backends(device) -> tuple[str, ...]:
-    """The backends the panel offers: all with a CUDA device, else the OpenGL ones."""
-    return BACKENDS if device is not None else tuple(b for b in BACKENDS if b != "cuda")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--train" in argv:  # in-viewer training takes every splat-train flag: its own parser
-        from .live_cli import main as train_main  # noqa: PLC0415
+        from .live.command import main as train_main  # noqa: PLC0415
 
         return train_main(argv)
     parser = build_parser()
@@ -114,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.connect:
         if args.model_path or args.path:
             parser.error("--connect shows the trainer's model: give no model folder or .ply")
-        from .remote_view import run_connected  # noqa: PLC0415
+        from .network.view import run_connected  # noqa: PLC0415
 
         return run_connected(args)
     target = args.model_path or args.path
@@ -123,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.offscreen and args.frames is None:
         parser.error("--offscreen needs --frames K (there is no window to close)")
     if args.offscreen:
-        from .egl_context import require_egl_platform  # noqa: PLC0415
+        from .window.egl_context import require_egl_platform  # noqa: PLC0415
 
         require_egl_platform()   # before anything imports OpenGL
     try:

@@ -14,7 +14,7 @@ import torch
 
 from rasterizer.camera import Camera, focal_to_fov, fov_to_focal
 
-from .navigation import closest_camera, fps_step
+from .navigation.controls import closest_camera, fps_step
 
 __all__ = ["RENDER_MODES", "NAVIGATION_MODES", "BACKENDS", "ViewerState"]
 

@@ -1,6 +1,6 @@
 """``splat-view --connect HOST:PORT``: the render window showing a model that trains elsewhere.
 
-:class:`RemoteView` sits between the render loop and :class:`viewer.remote.RemoteClient`. Every
+:class:`RemoteView` sits between the render loop and :class:`viewer.network.client.RemoteClient`. Every
 frame it sends the current view and the panel's controls (Train, Keep alive, Scaling modifier,
 local rendering) to the network thread and draws what came back:
 
@@ -27,9 +27,9 @@ from OpenGL import GL
 
 from rasterizer.gaussians import Gaussians
 
-from .remote import RemoteClient, RemoteState, parse_address
-from .scene_source import ViewerInput, framing_camera
-from .state import ViewerState
+from ..scene_source import ViewerInput, framing_camera
+from ..state import ViewerState
+from .client import RemoteClient, RemoteState, parse_address
 
 __all__ = ["RemoteView", "run_connected"]
 
@@ -170,8 +170,8 @@ class RemoteView:
 
 def run_connected(args) -> int:
     """``splat-view --connect HOST:PORT`` (arguments from ``viewer.cli``); returns the exit code."""
-    from .app import ViewerApp, ViewerError  # noqa: PLC0415
-    from .cli import choose_backend, open_panel, usable_backends  # noqa: PLC0415
+    from ..app import ViewerApp, ViewerError  # noqa: PLC0415
+    from ..launch import choose_backend, open_panel, usable_backends  # noqa: PLC0415
 
     try:
         host, port = parse_address(args.connect)

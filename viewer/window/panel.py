@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 import dearpygui.dearpygui as dpg
 
-from .state import NAVIGATION_MODES, RENDER_MODES, SCALING_RANGE, ViewerState
+from ..state import NAVIGATION_MODES, RENDER_MODES, SCALING_RANGE, ViewerState
 
 __all__ = ["ControlPanel", "PanelError", "PanelSection"]
 
@@ -30,7 +30,7 @@ class PanelError(RuntimeError):
 
 
 class PanelSection(Protocol):
-    """Extra widgets in the panel's window (e.g. viewer/training_panel.py)."""
+    """Extra widgets in the panel's window (e.g. viewer/live/panel.py)."""
 
     def build(self) -> None:
         """Add the widgets (called inside the panel window's container)."""

@@ -1,7 +1,7 @@
 """The training section of the control panel: a thin Dear PyGui layer over a TrainingSession.
 
 Buttons call the session's commands (start/pause, single step, save now); texts show its
-published :class:`~viewer.live_training.TrainingStats`. Both run in the viewer's main thread
+published :class:`~viewer.live.session.TrainingStats`. Both run in the viewer's main thread
 (DPG callbacks fire inside ``render_dearpygui_frame``); the session does the thread work.
 Widget tags start with ``train_`` (tests fire them by tag).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dearpygui.dearpygui as dpg
 
-from .live_training import TrainingSession, TrainingStats
+from .session import TrainingSession, TrainingStats
 
 __all__ = ["TrainingSection", "toggle_label", "stats_lines"]
 

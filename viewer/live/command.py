@@ -5,7 +5,7 @@
 Training flags are parsed by splat-train's own parser (same names, same defaults) and the run
 writes what ``splat-train`` writes (model folder, cfg_args, cameras.json, input.ply,
 point_cloud/iteration_N, checkpoints). Training runs in a background thread
-(:class:`viewer.live_training.TrainingSession`); the render window shows its latest snapshot and
+(:class:`viewer.live.session.TrainingSession`); the render window shows its latest snapshot and
 the control panel gets a training section (start/pause, single step, save now, statistics).
 
 Closing the window (or ``--frames K`` running out) stops an unfinished run as Ctrl-C does in
@@ -28,10 +28,10 @@ import torch
 from rasterizer.files import FileFormatError
 from trainer.config import ConfigError, TrainConfig, build_parser as build_train_parser, parse_args
 
-from .cli import add_view_flags
-from .live_training import TrainingSession
-from .scene_source import ViewerInput
-from .state import ViewerState
+from ..launch import add_view_flags
+from ..scene_source import ViewerInput
+from ..state import ViewerState
+from .session import TrainingSession
 
 __all__ = ["main", "parse", "build_parser", "LiveModel"]
 
@@ -104,7 +104,7 @@ def viewer_setup(session: TrainingSession, args: argparse.Namespace) -> tuple[Vi
         raise ValueError(f"--camera {args.camera}: the scene has {len(cameras)} input cameras")
     viewer_input = ViewerInput(gaussians, cameras, tuple(scene.background), f"training {session.model_path}",
                                scene.point_cloud)
-    from .cli import choose_backend, usable_backends  # noqa: PLC0415
+    from ..launch import choose_backend, usable_backends  # noqa: PLC0415
 
     # splat-train's own --backend picks the training rasterizer; the view takes the best one here.
     backend, device = choose_backend("auto", torch.cuda.current_device() if torch.cuda.is_available() else 0)
@@ -120,8 +120,8 @@ def viewer_setup(session: TrainingSession, args: argparse.Namespace) -> tuple[Vi
 def open_training_panel(state: ViewerState, session: TrainingSession):
     """The control panel with the training section, or None (one notice) when it cannot open."""
     try:
-        from .panel import ControlPanel  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
-        from .training_panel import TrainingSection  # noqa: PLC0415
+        from ..window.panel import ControlPanel  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
+        from .panel import TrainingSection  # noqa: PLC0415
 
         return ControlPanel(state, height=PANEL_HEIGHT, sections=[TrainingSection(session)])
     except Exception as error:  # noqa: BLE001 - the viewer (and training) work without the panel
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         session.setup()
         viewer_input, state = viewer_setup(session, args)
-        from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
+        from ..app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
 
         app = ViewerApp(viewer_input, state, visible=args.frames is None)
     except ConfigError as error:

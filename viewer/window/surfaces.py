@@ -89,7 +89,7 @@ def _icon():
 
 
 class OffscreenSurface:
-    """An RGBA8 framebuffer object in a headless EGL context (see ``viewer/egl_context.py``).
+    """An RGBA8 framebuffer object in a headless EGL context (see ``viewer/window/egl_context.py``).
 
     ``cuda_device`` picks the EGL device of that CUDA device, so interop works on NVIDIA.
     """
