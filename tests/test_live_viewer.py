@@ -178,7 +178,7 @@ def test_training_panel_drives_the_session(tiny_scene, xvfb_display, tmp_path):
     done = saved["completed"]
     assert done >= 10 and saved["train_status"] == "training: paused"
     ply = model / "point_cloud" / f"iteration_{done + 1}" / "point_cloud.ply"
-    assert saved["train_message"] == f"saved {ply}" and ply.is_file()
+    assert saved["train_message"] == f"saved iteration {done + 1}: {ply}" and ply.is_file()
     assert out["result"] == ["interrupted", done]
     assert (model / f"chkpnt{done}.pth").is_file()
 

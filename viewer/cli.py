@@ -1,35 +1,46 @@
 """``splat-view``: look at a trained model (``-m MODEL``) or a bare ``.ply`` file.
 
-    splat-view -m output/garden [--iteration N] [-s SOURCE] [--rendering-size W H]
-               [--backend cuda|gl] [--device N] [--no_interop]
-    splat-view path/to/point_cloud.ply
-    splat-view -m output/garden --camera 3 --frames 10 --screenshot view3.png   # scripted
-    splat-view -s path/to/scene --train -m output/garden [splat-train flags]   # train in the viewer
-    splat-view --connect 127.0.0.1:6009     # watch splat-train (or the reference's train.py)
-
-A Dear PyGui control panel opens next to the render window unless ``--hide-panel`` or
-``--frames`` is given. Splats are drawn by the CUDA rasterizer through CUDA-GL interop on NVIDIA
-machines (``--no_interop``: through host memory), else by OpenGL instanced quads (``--backend
-gl``) or OpenGL compute shaders (``--backend gl-compute``); ``--render-mode``
-picks splats (default), ellipsoids (SIBR's), initial_points or depth. ``--offscreen`` draws into
-a headless EGL framebuffer instead of a window (with ``--frames``; for servers without display).
+The one entry point of the viewer: it parses the command line and hands over to the mode asked
+for (a model or PLY here, ``--train`` to ``viewer/live/command.py``, ``--connect`` to
+``viewer/network/view.py``); nothing imports it. Heavy modules (torch, GL, Dear PyGui) are
+imported only after the flags are read, so that ``--help`` and flag errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from typing import Sequence
 
-from rasterizer.files import FileFormatError
+from .launch import add_view_flags
+from .options import BACKENDS, key_help_lines
 
-from .launch import add_view_flags, choose_backend, open_panel, usable_backends
-from .scene_source import load_viewer_input
-from .state import BACKENDS, ViewerState
+DESCRIPTION = """Look at a trained 3D Gaussian Splatting model or a bare .ply file.
+
+  splat-view -m output/garden              a model folder, as SIBR's gaussian viewer
+  splat-view point_cloud.ply               a bare PLY (cameras from -s, else one framing it)
+  splat-view -s SCENE --train -m OUT       train in the viewer (splat-view --train --help)
+  splat-view --connect 127.0.0.1:6009      watch splat-train (or graphdeco's train.py)
+  splat-view -m MODEL --camera 3 --frames 10 --screenshot view3.png     scripted
+
+A control panel opens beside the render window (Tab hides and shows it; --hide-panel: none).
+Splats are drawn by the CUDA rasterizer through CUDA-GL interop on NVIDIA machines, else by
+OpenGL; --render-mode picks splats, ellipsoids, initial_points or depth. --offscreen draws into
+a headless EGL framebuffer (with --frames; for servers without a display)."""
+
+
+def _epilog() -> str:
+    rows = key_help_lines()
+    width = max(len(keys) for keys, _ in rows) + 2
+    lines = ["keys and mouse in the render window (H or F1 shows them there):"]
+    lines += [f"  {keys:<{width}}{meaning}" for keys, meaning in rows]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="splat-view", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="splat-view", description=DESCRIPTION, epilog=_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", nargs="?", help="a model folder or a .ply file")
     parser.add_argument("-m", "--model-path", "--model_path", dest="model_path", help="trained model folder")
     parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
@@ -56,7 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The ``splat-view`` command; ``argv`` given: a call from Python (tests), not a program."""
+    if argv is not None:
+        return _dispatch(list(argv))
+    try:
+        return _dispatch(sys.argv[1:])
+    finally:
+        # Python's final garbage collection walks every object torch and the GL bindings made
+        # (about 0.9 s here); the windows and files are closed by now, so skip it: quitting then
+        # takes about 0.3 s.
+        gc.freeze()
+
+
+def _dispatch(argv: list[str]) -> int:
     if "--train" in argv:  # in-viewer training takes every splat-train flag: its own parser
         from .live.command import main as train_main  # noqa: PLC0415
 
@@ -76,10 +99,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give one model folder (-m MODEL) or one .ply file")
     if args.offscreen and args.frames is None:
         parser.error("--offscreen needs --frames K (there is no window to close)")
+    return view_model(args, target)
+
+
+def view_model(args: argparse.Namespace, target: str) -> int:
+    """``splat-view MODEL|PLY`` once the flags are fine; returns the exit code."""
     if args.offscreen:
         from .window.egl_context import require_egl_platform  # noqa: PLC0415
 
         require_egl_platform()   # before anything imports OpenGL
+    from rasterizer.files import FileFormatError  # noqa: PLC0415 - torch: after the flags are read
+
+    from .launch import choose_backend, open_panel, usable_backends  # noqa: PLC0415
+    from .scene_source import load_viewer_input  # noqa: PLC0415
+    from .state import ViewerState  # noqa: PLC0415
+
+    interactive = args.frames is None
     try:
         backend, device = choose_backend(args.backend, args.device)
         viewer_input = load_viewer_input(target, args.iteration, args.source_path)
@@ -90,18 +125,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               max_sh_degree=viewer_input.gaussians.sh_degree,
                                               sh_degree=viewer_input.gaussians.sh_degree,
                                               render_mode=args.render_mode, backend=backend,
-                                              available_backends=usable_backends(device))
+                                              available_backends=usable_backends(device),
+                                              navigation=args.navigation)
         if args.rendering_size:
             state.width, state.height = args.rendering_size
         from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
 
-        app = ViewerApp(viewer_input, state, visible=args.frames is None, offscreen=args.offscreen,
-                        device=device, interop=not args.no_interop)
+        app = ViewerApp(viewer_input, state, visible=interactive, offscreen=args.offscreen, device=device,
+                        interop=not args.no_interop, interactive=interactive,
+                        fixed_size=args.rendering_size is not None, with_panel=not args.hide_panel)
+        state.update(up=args.up)   # an explicit axis levels the view to it
     except (OSError, FileFormatError, ValueError, RuntimeError) as error:
         print(f"splat-view: error: {error}", file=sys.stderr)
         return 1
-    if args.frames is None and not args.hide_panel and not args.offscreen:
-        app.panel = open_panel(state)
+    if interactive and not args.hide_panel and not args.offscreen:
+        app.panel = open_panel(app)
     try:
         app.run(args.frames, args.screenshot)
     finally:

@@ -26,15 +26,20 @@ def toggle_label(paused: bool, iteration: int) -> str:
     return "Start" if iteration == 0 else "Resume"
 
 
+NOT_YET = "\u2014"   # an em dash: no value before the first iteration
+
+
 def stats_lines(stats: TrainingStats) -> dict[str, str]:
-    """Widget tag -> text for ``stats`` (loss: the running L1/SSIM loss; PSNR in dB)."""
+    """Widget tag -> text for ``stats`` (loss: the running L1/SSIM loss; PSNR in dB); loss, PSNR
+    and steps/s show a dash until the first iteration has run."""
+    started = stats.iteration > 0
     return {
         "train_status": f"training: {stats.status}",
         "train_iteration": f"iteration: {stats.iteration:,} / {stats.total:,}",
-        "train_loss": f"loss: {stats.loss:.6f}",
-        "train_psnr": f"PSNR: {stats.psnr:.2f} dB",
+        "train_loss": f"loss: {stats.loss:.6f}" if started else f"loss: {NOT_YET}",
+        "train_psnr": f"PSNR: {stats.psnr:.2f} dB" if started else f"PSNR: {NOT_YET}",
         "train_count": f"Gaussians (training): {stats.gaussians:,}",
-        "train_rate": f"steps/s: {stats.steps_per_second:.1f}",
+        "train_rate": f"steps/s: {stats.steps_per_second:.1f}" if started else f"steps/s: {NOT_YET}",
         "train_message": stats.message,
     }
 
@@ -46,9 +51,9 @@ class TrainingSection:
         self.session = session
 
     def build(self) -> None:
-        dpg.add_text("Training")
+        dpg.add_text("Training", color=(255, 210, 120))
         for tag in _TEXTS:
-            dpg.add_text("", tag=tag, wrap=360)
+            dpg.add_text("", tag=tag, wrap=0)
         with dpg.group(horizontal=True):
             dpg.add_button(label="Start", tag="train_toggle", callback=self._on_toggle)
             dpg.add_button(label="Step", tag="train_step", callback=self._on_step)
@@ -76,4 +81,5 @@ class TrainingSection:
         self.session.step()
 
     def _on_save(self, sender=None, app_data=None, user_data=None) -> None:
-        self.session.save_now()   # the panel's message line shows where it went (or why not)
+        # The message line says which iteration was written, and where (or why not).
+        self.session.save_now()
