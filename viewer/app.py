@@ -291,24 +291,35 @@ class ViewerApp:
     def _on_mouse_button(self, window, button, action, mods) -> None:
         glfw = self._glfw
         x, y = glfw.get_cursor_pos(window)
-        if action == glfw.PRESS and self.menu is not None:
+        if action == glfw.PRESS:
+            self.press(button, x, y)
+        elif action == glfw.RELEASE:
+            self.release(button, x, y)
+
+    def press(self, button: int, x: float, y: float) -> None:
+        """A mouse button (GLFW's numbers: 0 left, 1 right, 2 middle) pressed at window position
+        (``x``, ``y``): picks a menu entry, starts a drag, or (a second left click) picks the pivot."""
+        if self.menu is not None:
             entry = self.menu.entry_at(x * self._window_scale(), y * self._window_scale(), self._menu_width())
             self.menu = None
-            if entry is not None and button == glfw.MOUSE_BUTTON_LEFT:
+            if entry is not None and button == 0:
                 self._actions()[entry][2]()
             return
-        if action == glfw.PRESS:
-            self._drag = (button, x, y, x, y)
-            if button == glfw.MOUSE_BUTTON_LEFT:
-                when, last_x, last_y = self._last_click
-                if time.monotonic() - when < DOUBLE_CLICK_S and math.hypot(x - last_x, y - last_y) < CLICK_PIXELS:
-                    self.pick_pivot(x, y)
-                self._last_click = (time.monotonic(), x, y)
-        elif action == glfw.RELEASE and self._drag is not None and self._drag[0] == button:
-            _, start_x, start_y, _, _ = self._drag
-            self._drag = None
-            if button == glfw.MOUSE_BUTTON_RIGHT and math.hypot(x - start_x, y - start_y) < CLICK_PIXELS:
-                self.open_menu(x, y)
+        self._drag = (button, x, y, x, y)
+        if button == 0:
+            when, last_x, last_y = self._last_click
+            if time.monotonic() - when < DOUBLE_CLICK_S and math.hypot(x - last_x, y - last_y) < CLICK_PIXELS:
+                self.pick_pivot(x, y)
+            self._last_click = (time.monotonic(), x, y)
+
+    def release(self, button: int, x: float, y: float) -> None:
+        """A mouse button released: a right click that did not drag opens the menu."""
+        if self._drag is None or self._drag[0] != button:
+            return
+        _, start_x, start_y, _, _ = self._drag
+        self._drag = None
+        if button == 1 and math.hypot(x - start_x, y - start_y) < CLICK_PIXELS:
+            self.open_menu(x, y)
 
     def open_menu(self, x: float, y: float) -> None:
         """Open the right-click menu at window position (``x``, ``y``)."""
