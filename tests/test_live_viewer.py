@@ -124,7 +124,7 @@ PANEL_SCRIPT = textwrap.dedent("""
 
     def texts():
         app.run(frames=2)   # a frame: the snapshot is swapped in, the panel shows the stats
-        tags = ("train_status", "train_iteration", "train_count", "train_message", "stat_count")
+        tags = ("train_status", "train_iteration", "train_count", "train_message", "stat_count", "train_loss")
         return {tag: dpg.get_value(tag) for tag in tags} | {"toggle": dpg.get_item_label("train_toggle"),
                                                             "shown": len(app.input.gaussians)}
 
@@ -166,6 +166,7 @@ def test_training_panel_drives_the_session(tiny_scene, xvfb_display, tmp_path):
     start = out["start"]
     assert start["train_status"] == "training: paused" and start["toggle"] == "Start"
     assert start["train_iteration"] == "iteration: 0 / 10,000" and start["shown"] == 200
+    assert start["train_loss"] == "loss: \u2014"                        # no loss before the first step
     assert out["one_step"]["train_iteration"] == "iteration: 1 / 10,000"
     seven = out["seven_steps"]
     # Densified at the end of iterations 4 and 8 (from 3, every 4): after 7 steps, once.
