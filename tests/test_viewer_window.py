@@ -38,10 +38,10 @@ def test_slow_renders_drop_resolution_while_the_view_moves_then_refine():
     pacing.plan(0, now=0.0)
     pacing.rendered(1.0, 2.0)                         # 2 s per full frame (llvmpipe, a big model)
     scale = pacing.plan(1, now=1.0)                   # a drag starts
-    assert scale == 0.25                              # sqrt(0.05 / 2) = 0.16, floored to the minimum
+    assert scale == 0.125                             # sqrt(0.05 / 2) = 0.16, floored to a multiple of 1/8
     pacing.rendered(scale, 2.0 * scale * scale)
-    assert pacing.plan(2, now=1.05) == 0.25           # still moving
-    pacing.rendered(0.25, 0.125)
+    assert pacing.plan(2, now=1.05) == 0.125          # still moving
+    pacing.rendered(0.125, 0.03)
     assert pacing.plan(2, now=1.2) is None            # not settled yet: keep the quick image
     assert pacing.plan(2, now=1.4) == 1.0             # settled: one full-resolution render
     pacing.rendered(1.0, 2.0)
@@ -51,6 +51,10 @@ def test_slow_renders_drop_resolution_while_the_view_moves_then_refine():
     moderate.rendered(1.0, 0.2)                       # 200 ms: half resolution fits 50 ms
     assert moderate.plan(1, 1.0) == 0.5
     assert RenderPacing(adaptive=False).plan(0, 0.0) == 1.0
+    floor = RenderPacing(budget_s=0.05, min_scale=0.25)
+    floor.plan(0, 0.0)
+    floor.rendered(1.0, 20.0)                         # hopeless: still never below the minimum
+    assert floor.plan(1, 1.0) == 0.25
 
 
 # ----- layout -------------------------------------------------------------------------------------

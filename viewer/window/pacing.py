@@ -29,7 +29,7 @@ class RenderPacing:
 
     STEP = 0.125   # scales are multiples of this: fewer reallocations of the render target
 
-    def __init__(self, budget_s: float = 1 / 15, settle_s: float = 0.3, min_scale: float = 0.25,
+    def __init__(self, budget_s: float = 1 / 15, settle_s: float = 0.3, min_scale: float = 0.125,
                  adaptive: bool = True) -> None:
         self.budget_s, self.settle_s, self.min_scale, self.adaptive = budget_s, settle_s, min_scale, adaptive
         self.full_cost_s: float | None = None   # estimated seconds for a full-resolution render

@@ -291,6 +291,7 @@ class ControlPanel:
         dpg.set_value("pose_text", f"camera   {x:.3f} {y:.3f} {z:.3f}\nlooking  {dx:.3f} {dy:.3f} {dz:.3f}"
                                    f"{pivot}\n{math.degrees(state.turn_rate):.1f} deg/s, {state.move_speed:.3g} units/s")
         dpg.set_value("message", state.message)
+        dpg.configure_item("message", show=bool(state.message))
 
     def frame(self, frame_seconds: float, gaussian_count: int | None, render_line: str = "") -> None:
         """Update the statistics and render one DPG frame (this also runs widget callbacks).
@@ -305,6 +306,7 @@ class ControlPanel:
         if self.stats_source is not None:
             extra = self.stats_source() or {}
             dpg.set_value("stat_extra", "\n".join(f"{key}: {value}" for key, value in extra.items()))
+        dpg.configure_item("stat_extra", show=bool(dpg.get_value("stat_extra")))
         for section in self.sections:
             section.update()
         self._window.make_current()
