@@ -51,10 +51,13 @@ def open_panel(app: "ViewerApp", stats_source=None, sections: Sequence = ()):
         from .window.panel import ControlPanel  # noqa: PLC0415
 
         layout = app.layout
-        return ControlPanel(app.state, stats_source=stats_source, rect=layout.panel if layout else None,
-                            sections=[CameraPathSection(app.path_editor), *sections],
-                            actions={"help": app.toggle_help, "quit": app.quit},
-                            visible=layout.panel_visible if layout else True)
+        panel = ControlPanel(app.state, stats_source=stats_source, rect=layout.panel if layout else None,
+                             sections=[CameraPathSection(app.path_editor), *sections],
+                             actions={"help": app.toggle_help, "quit": app.quit},
+                             visible=layout.panel_visible if layout else True)
+        if not panel.visible:   # hidden when the last session ended
+            app.notify("the control panel is hidden: Tab or the right-click menu shows it")
+        return panel
     except Exception as error:  # noqa: BLE001 - the viewer works without its panel
         print(f"splat-view: notice: no control panel ({error}); continuing without it", file=sys.stderr)
         return None
