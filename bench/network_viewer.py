@@ -5,7 +5,7 @@ viewer asking for an 800x800 image every iteration (what SIBR's remote viewer do
     python bench/network_viewer.py --source path/to/scene [--iterations 2000] [--repeats 2] [--train-flags "..."]
 
 The trainer runs in this process (``trainer.train.train`` with the same hooks as
-``splat-train``); the viewer is ``viewer.remote.RemoteClient`` in a child process, as a
+``splat-train``); the viewer is ``viewer.network.client.RemoteClient`` in a child process, as a
 separate viewer program would be. Steps/s come from the training loop itself (set-up and
 evaluation excluded); the median over repeats, modes interleaved. The anchor is training with
 ``--disable_viewer``. Goal: the snapshot extension costs at most 5 %.
@@ -36,7 +36,7 @@ CLIENT = """
 import sys, time
 sys.path.insert(0, {root!r})
 from rasterizer import Camera, look_at
-from viewer.remote import RemoteClient
+from viewer.network.client import RemoteClient
 extension = {extension}
 client = RemoteClient("127.0.0.1", {port}, use_extension=extension, load_cameras=False).start()
 client.set_controls(train=True, keep_alive=False, local_rendering=extension)

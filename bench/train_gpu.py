@@ -1,15 +1,22 @@
 """GPU training benchmark: splatview's trainer (CUDA backend) next to gsplat 1.5.3 on one scene.
 
-    python bench/train_gpu.py [--source ../shared/data/shapes] [--iterations 30000] [--snapshot 7000]
+    python bench/train_gpu.py [--source ../shared/data/shapes] [-w] [-r N] [--iterations 30000]
+                              [--snapshot 7000] [--skip_gsplat]
 
-Both train the same scene (default ``shapes``, NeRF-synthetic, 400x400, ``--eval -w``) with
-the same schedule: the reference's learning rates and exponential position schedule scaled
+Both train the same scene (default ``shapes``, NeRF-synthetic, 400x400; ``-w`` for a white
+background, as NeRF-synthetic scenes are evaluated; ``-r`` as splat-train's) with ``--eval``
+and the same schedule: the reference's learning rates and exponential position schedule scaled
 by the scene extent, SH degree +1 every 1000 steps, loss 0.8 L1 + 0.2 (1 - SSIM) on the
 clamped render, one random training view per step without replacement, and the reference's
 densification (ours: ``splat-train``'s; gsplat: ``DefaultStrategy`` with the same thresholds
 and intervals). Both start from the same initial points. At ``--snapshot`` and at the end it
 records the wall time (evaluation excluded), the number of Gaussians and the test PSNR/SSIM
 (measured the same way for both, with our metrics); peak GPU memory covers the whole run.
+The last lines give the speed ratio (gsplat's wall time over ours) at each row.
+
+gsplat's loop here computes SSIM with ``trainer.metrics.ssim`` (PyTorch convolutions), as the
+anchor figures were measured; gsplat's own example trainer can use the separate fused-ssim
+package instead, which this bench does not install.
 """
 
 from __future__ import annotations
@@ -52,10 +59,11 @@ class Stopwatch:
         self.started = time.perf_counter()
 
 
-def ours(source: str, iterations: int, snapshot: int) -> list[dict]:
+def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as model:
-        config = parse_args(["-s", source, "-m", model, "--eval", "-w", "--iterations", str(iterations),
+        config = parse_args(["-s", source, "-m", model, "--eval", *(["-w"] if white else []), "-r", str(resolution),
+                             "--iterations", str(iterations),
                              "--test_iterations", "-1", "--save_iterations", str(iterations),
                              "--backend", "cuda", "--data_device", "cuda", "--quiet", "--disable_viewer"])
         trainer = Trainer(config)
@@ -87,15 +95,16 @@ def ours(source: str, iterations: int, snapshot: int) -> list[dict]:
     return rows
 
 
-def gsplat_rows(source: str, iterations: int, snapshot: int) -> list[dict] | None:
+def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snapshot: int) -> list[dict] | None:
     try:
         from gsplat import DefaultStrategy, rasterization  # noqa: PLC0415
     except ImportError:
         return None
     random.seed(0), np.random.seed(0), torch.manual_seed(0)
-    scene = load_scene(source, white_background=True, eval=True, data_device="cuda", quiet=True)
+    scene = load_scene(source, resolution=resolution, white_background=white, eval=True, data_device="cuda",
+                       quiet=True)
     device = torch.device("cuda")
-    background = torch.ones(3, device=device)
+    background = torch.full((3,), 1.0 if white else 0.0, device=device)
     extent = scene.extent
     start = Gaussians.from_points(scene.point_cloud.xyz, scene.point_cloud.rgb, sh_degree=3)
     params = torch.nn.ParameterDict({
@@ -131,7 +140,7 @@ def gsplat_rows(source: str, iterations: int, snapshot: int) -> list[dict] | Non
         with torch.no_grad():
             for view in scene.test_views:
                 image = render(view.camera, 3)[0][0].permute(2, 0, 1).clamp(0, 1)
-                gt = view_image_float(scene.images.get(view.index))
+                gt = view_image_float(scene.images.get(view.index), background)
                 totals["psnr"] += float(psnr(image, gt))
                 totals["ssim"] += float(ssim(image, gt))
         count = len(scene.test_views)
@@ -139,6 +148,10 @@ def gsplat_rows(source: str, iterations: int, snapshot: int) -> list[dict] | Non
                      "gaussians": len(params["means"]), "psnr": totals["psnr"] / count,
                      "ssim": totals["ssim"] / count})
 
+    # gsplat compiles its CUDA extension on first use (over a minute): not training time.
+    with torch.no_grad():
+        render(cameras[0], 0)
+    torch.cuda.synchronize()
     watch = Stopwatch()
     for step in range(iterations):
         progress = min(step / 30000, 1.0)  # the position schedule spans 30k steps, as the reference
@@ -152,7 +165,7 @@ def gsplat_rows(source: str, iterations: int, snapshot: int) -> list[dict] | Non
         image, _, info = render(cameras[index], degree)
         strategy.step_pre_backward(params, optimizers, state, step, info)
         image = image[0].permute(2, 0, 1).clamp(0, 1)
-        gt = view_image_float(images[index])
+        gt = view_image_float(images[index], background)
         loss = 0.8 * l1_loss(image, gt) + 0.2 * (1.0 - ssim(image, gt))
         loss.backward()
         strategy.step_post_backward(params, optimizers, state, step, info, packed=True)
@@ -171,32 +184,41 @@ def gsplat_rows(source: str, iterations: int, snapshot: int) -> list[dict] | Non
 
 def print_rows(rows: list[dict]) -> None:
     for row in rows:
-        print(f"| {row['system']} | {row['steps']} | {row['seconds']:.1f} | {row['peak_mb']:.0f} | "
-              f"{row['gaussians']} | {row['psnr']:.2f} | {row['ssim']:.4f} |", flush=True)
+        print(f"| {row['system']} | {row['steps']} | {row['seconds']:.1f} | {1e3 * row['seconds'] / row['steps']:.2f} | "
+              f"{row['peak_mb']:.0f} | {row['gaussians']} | {row['psnr']:.2f} | {row['ssim']:.4f} |", flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", default=str(REPO.parent / "shared" / "data" / "shapes"))
+    parser.add_argument("-w", "--white_background", action="store_true")
+    parser.add_argument("-r", "--resolution", type=int, default=-1)
     parser.add_argument("--iterations", type=int, default=30000)
     parser.add_argument("--snapshot", type=int, default=7000)
     parser.add_argument("--skip_gsplat", action="store_true")
     args = parser.parse_args(argv)
+    if not 0 < args.snapshot < args.iterations:
+        parser.error("--snapshot must be between 0 and --iterations")
     if not torch.cuda.is_available():
         print("bench/train_gpu.py needs a CUDA GPU", file=sys.stderr)
         return 2
     print(f"$ python {' '.join(sys.argv)}")
     print(f"machine: {torch.cuda.get_device_name()} | torch {torch.__version__} | Python {platform.python_version()}")
-    print(f"scene: {args.source}")
-    print("| system | steps | train wall s | peak GPU MB | Gaussians | test PSNR | test SSIM |")
-    print("| --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    print_rows(ours(args.source, args.iterations, args.snapshot))
-    if not args.skip_gsplat:
-        theirs = gsplat_rows(args.source, args.iterations, args.snapshot)
-        if theirs is None:
-            print("gsplat not importable: ours only")
-        else:
-            print_rows(theirs)
+    print(f"scene: {args.source} ({'white' if args.white_background else 'black'} background, -r {args.resolution})")
+    print("| system | steps | train wall s | ms/step | peak GPU MB | Gaussians | test PSNR | test SSIM |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    mine = ours(args.source, args.white_background, args.resolution, args.iterations, args.snapshot)
+    print_rows(mine)
+    if args.skip_gsplat:
+        return 0
+    theirs = gsplat_rows(args.source, args.white_background, args.resolution, args.iterations, args.snapshot)
+    if theirs is None:
+        print("gsplat not importable: ours only")
+        return 0
+    print_rows(theirs)
+    for a, b in zip(mine, theirs):
+        print(f"{a['steps']} steps: splatview {b['seconds'] / a['seconds']:.2f}x faster than gsplat, "
+              f"PSNR {a['psnr'] - b['psnr']:+.2f} dB, peak memory {a['peak_mb'] / b['peak_mb']:.2f}x gsplat's")
     return 0
 
 

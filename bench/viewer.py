@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from viewer.egl_context import require_egl_platform  # noqa: E402
+from viewer.window.egl_context import require_egl_platform  # noqa: E402
 
 require_egl_platform()   # before anything imports OpenGL
 
@@ -41,7 +41,7 @@ from OpenGL import GL  # noqa: E402
 from bench.rasterizer import HEIGHT, WIDTH, gsplat_step, random_scene, time_ms  # noqa: E402
 from rasterizer import Camera, look_at, write_ply  # noqa: E402
 from viewer.app import ViewerApp  # noqa: E402
-from viewer.navigation import orbit  # noqa: E402
+from viewer.navigation.controls import orbit  # noqa: E402
 from viewer.scene_source import ViewerInput  # noqa: E402
 from viewer.state import ViewerState  # noqa: E402
 

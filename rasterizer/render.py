@@ -89,7 +89,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 def render(gaussians: Gaussians, camera: Camera | Sequence[Camera],
            background: Sequence[float] | torch.Tensor = (0.0, 0.0, 0.0),
            sh_degree: int | None = None, scaling_modifier: float = 1.0,
-           antialiasing: bool = False, backend: str = "auto") -> RenderOutput:
+           antialiasing: bool = False, backend: str = "auto", pair_budget=None) -> RenderOutput:
     """Render ``gaussians`` seen by ``camera`` (or a list of cameras, giving a batch).
 
     Args:
@@ -101,6 +101,10 @@ def render(gaussians: Gaussians, camera: Camera | Sequence[Camera],
         scaling_modifier: multiplies every scale (viewer slider; 1.0 for training).
         antialiasing: the Mip-Splatting 2D filter opacity compensation of the reference.
         backend: ``"reference"``, ``"cuda"`` or ``"auto"``.
+        pair_budget: CUDA backend only, ignored by the others: a
+            :class:`rasterizer.cuda.PairBudget` that sizes the tile sort without waiting for
+            the GPU; the caller must then ask ``pair_budget.overflowed()`` before trusting the
+            result (see its docstring). ``None``: the count is read on the host, always exact.
     """
     cameras = [camera] if isinstance(camera, Camera) else list(camera)
     if not cameras:
@@ -115,8 +119,10 @@ def render(gaussians: Gaussians, camera: Camera | Sequence[Camera],
     if background_t.shape != (3,):
         raise ValueError(f"background must be 3 values (RGB), got shape {tuple(background_t.shape)}")
     chosen = resolve_backend(backend, gaussians.device)
+    options = {}
     if chosen == "cuda":
         from .cuda import render_cuda as backend_render  # noqa: PLC0415
+        options["pair_budget"] = pair_budget
     else:
         from .reference import render_reference as backend_render  # noqa: PLC0415
     sizes = {(cam.width, cam.height) for cam in cameras}
@@ -125,4 +131,4 @@ def render(gaussians: Gaussians, camera: Camera | Sequence[Camera],
     # With batched=False the backend returns unbatched fields, and its ``means2d`` is the very
     # tensor the image was computed from, so that ``means2d.grad`` is filled by backward().
     return backend_render(gaussians, cameras, background_t, degree, float(scaling_modifier),
-                          bool(antialiasing), batched=not isinstance(camera, Camera))
+                          bool(antialiasing), batched=not isinstance(camera, Camera), **options)

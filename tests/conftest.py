@@ -25,13 +25,13 @@ def shared_data():
     return scene
 
 
-@pytest.fixture(scope="session")
-def xvfb_display():
-    """Start ``Xvfb -displayfd`` (it picks a free display) and point DISPLAY at it."""
+def _xvfb(size: str):
+    """Start ``Xvfb -displayfd`` (it picks a free display) with one screen of ``size`` (WxHxD);
+    yields the display name."""
     if not shutil.which("Xvfb"):
         pytest.skip("Xvfb not installed (apt-get install xvfb)")
     read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x480x24",
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", size,
                              "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(write_fd)
@@ -41,15 +41,28 @@ def xvfb_display():
         proc.kill()
         proc.wait()
         pytest.skip("Xvfb failed to start")
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{number}"
-    yield os.environ["DISPLAY"]
-    if old is None:
-        os.environ.pop("DISPLAY", None)
-    else:
-        os.environ["DISPLAY"] = old
+    yield f":{number}"
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def xvfb_display():
+    """An Xvfb screen of 640x480; DISPLAY points at it for the session."""
+    for display in _xvfb("640x480x24"):
+        old = os.environ.get("DISPLAY")
+        os.environ["DISPLAY"] = display
+        yield display
+        if old is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old
+
+
+@pytest.fixture(scope="session")
+def small_screen():
+    """A second Xvfb of 1366x768, a common laptop screen (its name; DISPLAY is left alone)."""
+    yield from _xvfb("1366x768x24")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +70,7 @@ def gl_context(xvfb_display):
     """A hidden GLFW window (128x96) with a current GL 4.3 core context, one per test module."""
     glfw = pytest.importorskip("glfw")
     pytest.importorskip("OpenGL.GL")
-    from viewer.gl_context import create_hidden_window
+    from viewer.window.gl_context import create_hidden_window
 
     window = create_hidden_window(128, 96)
     if window is None:

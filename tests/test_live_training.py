@@ -1,4 +1,4 @@
-"""In-viewer training (viewer/live_training.py) without a window: the background thread reaches
+"""In-viewer training (viewer/live/session.py) without a window: the background thread reaches
 splat-train's result; pause, single step, save now, stop and errors behave as documented."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from rasterizer import read_ply
 from test_train_run import assert_same_model, final_state
 from test_train_support import write_tiny_scene
 from trainer.cli.train import main as splat_train
-from viewer.live_training import TrainingSession
+from viewer.live.session import TrainingSession
 
 ITERATIONS = 40
 # Densification (which changes the number of Gaussians) and an opacity reset inside 40 steps.

@@ -15,7 +15,7 @@ import pytest
 from test_train_support import write_tiny_scene
 from viewer_support import child_state
 from trainer.config import parse_args
-from viewer.live_cli import main as live_main, parse
+from viewer.live.command import main as live_main, parse
 
 QUICK = ["--densify_from_iter", "3", "--densification_interval", "4", "--densify_until_iter", "100",
          "--densify_grad_threshold", "0.0000001"]
@@ -102,10 +102,10 @@ PANEL_SCRIPT = textwrap.dedent("""
     import json, sys, time
     import dearpygui.dearpygui as dpg
     from viewer.app import ViewerApp, ViewerError
-    from viewer.live_cli import LiveModel, parse, viewer_setup
-    from viewer.live_training import TrainingSession
-    from viewer.panel import ControlPanel
-    from viewer.training_panel import TrainingSection
+    from viewer.live.command import LiveModel, parse, viewer_setup
+    from viewer.live.session import TrainingSession
+    from viewer.window.panel import ControlPanel
+    from viewer.live.panel import TrainingSection
 
     args, config = parse(sys.argv[1:])
     session = TrainingSession(config, start_paused=True, snapshot_interval_s=0.0)
@@ -124,7 +124,7 @@ PANEL_SCRIPT = textwrap.dedent("""
 
     def texts():
         app.run(frames=2)   # a frame: the snapshot is swapped in, the panel shows the stats
-        tags = ("train_status", "train_iteration", "train_count", "train_message", "stat_count")
+        tags = ("train_status", "train_iteration", "train_count", "train_message", "stat_count", "train_loss")
         return {tag: dpg.get_value(tag) for tag in tags} | {"toggle": dpg.get_item_label("train_toggle"),
                                                             "shown": len(app.input.gaussians)}
 
@@ -166,6 +166,7 @@ def test_training_panel_drives_the_session(tiny_scene, xvfb_display, tmp_path):
     start = out["start"]
     assert start["train_status"] == "training: paused" and start["toggle"] == "Start"
     assert start["train_iteration"] == "iteration: 0 / 10,000" and start["shown"] == 200
+    assert start["train_loss"] == "loss: \u2014"                        # no loss before the first step
     assert out["one_step"]["train_iteration"] == "iteration: 1 / 10,000"
     seven = out["seven_steps"]
     # Densified at the end of iterations 4 and 8 (from 3, every 4): after 7 steps, once.
@@ -178,7 +179,7 @@ def test_training_panel_drives_the_session(tiny_scene, xvfb_display, tmp_path):
     done = saved["completed"]
     assert done >= 10 and saved["train_status"] == "training: paused"
     ply = model / "point_cloud" / f"iteration_{done + 1}" / "point_cloud.ply"
-    assert saved["train_message"] == f"saved {ply}" and ply.is_file()
+    assert saved["train_message"] == f"saved iteration {done + 1}: {ply}" and ply.is_file()
     assert out["result"] == ["interrupted", done]
     assert (model / f"chkpnt{done}.pth").is_file()
 

@@ -1,4 +1,4 @@
-"""The viewer's network client (viewer/remote.py) against fake trainers written here from the
+"""The viewer's network client (viewer/network/client.py) against fake trainers written here from the
 spec (graphdeco-spec.md §1 and the extension documented in trainer/network/protocol.py), with
 raw sockets: a reference trainer (no extension) and a splatview one (stats and snapshots)."""
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rasterizer import Camera, look_at
-from viewer.remote import RemoteClient, parse_address
+from viewer.network.client import RemoteClient, parse_address
 
 PATH = "/data/scène"
 

@@ -17,7 +17,7 @@ from rasterizer.camera import fov_to_focal
 from test_train_support import tiny_config, write_tiny_scene
 from test_viewer_cli import psnr, run_viewer
 from trainer.train import Trainer
-from viewer.remote import source_cameras
+from viewer.network.client import source_cameras
 
 W, H = 48, 32
 
@@ -93,3 +93,57 @@ def test_connect_errors_are_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("splat-view: error:") and "HOST:PORT" in lines[0]
 
 
+
+
+CONNECTED_PANEL = """
+import json, sys, time
+import dearpygui.dearpygui as dpg
+import viewer.app as app_module
+
+real_run = app_module.ViewerApp.run
+
+def run(self, frames=None, screenshot=None):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not self.remote.has_content():
+        real_run(self, frames=2)
+    real_run(self, frames=6)
+    tags = ("stat_count", "render_mode", "backend", "sh_degree", "scaling_modifier", "remote_train",
+            "remote_keep_alive", "remote_local_rendering")
+    shown = {tag: dpg.is_item_shown(tag) for tag in tags}
+    print("STATE" + json.dumps(dict(shown=shown, status=dpg.get_value("remote_status"),
+                                    wrap=dpg.get_item_configuration("remote_status")["wrap"])))
+
+app_module.ViewerApp.run = run
+from viewer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("path", ["trainer_image", "local_snapshot"])
+def test_connected_panel_shows_only_controls_that_act(scene, tmp_path, small_screen, path):
+    """graphdeco's protocol (trainer images): no Gaussian count, no local render settings and no
+    "Render locally" box; splatview's trainer (snapshots): all of them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from viewer_support import child_state
+
+    trainer, server, thread = start_trainer(scene, tmp_path / "m")
+    extra = ["--reference-protocol"] if path == "trainer_image" else []
+    try:
+        env = dict(os.environ, DISPLAY=small_screen, SPLATVIEW_CONFIG_DIR=str(tmp_path / "config"))
+        result = subprocess.run([sys.executable, "-c", CONNECTED_PANEL, "--connect", f"127.0.0.1:{server.port}",
+                                 "--rendering-size", str(W), str(H), *extra], env=env, capture_output=True,
+                                text=True, timeout=180)
+        out = child_state(result)
+    finally:
+        thread.join(30)
+    shown = out["shown"]
+    assert shown["remote_train"] and shown["remote_keep_alive"] and shown["scaling_modifier"]
+    local = path == "local_snapshot"
+    assert out["status"].startswith("remote: Connected") and out["wrap"] == 0   # wraps, never cut off
+    assert ("iteration" in out["status"]) is local      # the trainer's statistics come with the extension
+    for tag in ("stat_count", "render_mode", "remote_local_rendering"):
+        assert shown[tag] is local, (tag, json.dumps(shown))

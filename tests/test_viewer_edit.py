@@ -17,8 +17,8 @@ import torch
 from rasterizer import Camera, look_at, read_gaussians, write_ply
 from rasterizer.model_folder import point_cloud_path, write_cameras_json, write_cfg_args
 from trainer.edit import CropBox, open_model
-from viewer.crop_box_view import moved_box, scaled_box, turned_box
-from viewer.edit_panel import HIGHLIGHT_RGB, EditController, edit_source
+from viewer.edit.crop_box import moved_box, scaled_box, turned_box
+from viewer.edit.panel import HIGHLIGHT_RGB, EditController, edit_source
 from viewer_support import child_state
 
 from test_edit import PLANTED, cameras_above, plane_model
@@ -124,8 +124,8 @@ def test_turn_and_scale():
 
 # ----- GL drawing -------------------------------------------------------------------------------
 def test_box_edges_are_drawn_where_the_corners_project(gl_context):
-    from viewer.crop_box_view import EDGE_RGB, CropBoxOverlay
-    from viewer.gl_context import draw_to_float_image
+    from viewer.edit.crop_box import EDGE_RGB, CropBoxOverlay
+    from viewer.window.gl_context import draw_to_float_image
 
     camera = Camera.from_fov(128, 96, math.radians(60), None, look_at([0.5, -0.8, -4.0], [0.0, 0.0, 0.0]))
     box = CropBox((0.0, 0.0, 0.0), (1.2, 0.8, 1.0), (0.0, 25.0, 0.0))
@@ -147,15 +147,15 @@ PANEL_SCRIPT = textwrap.dedent("""
     import dearpygui.dearpygui as dpg
     from rasterizer import read_gaussians
     from trainer.edit import open_model
-    from viewer.edit_panel import EditController, EditSection
-    from viewer.panel import ControlPanel
+    from viewer.edit.panel import EditController, EditSection
+    from viewer.window.panel import ControlPanel
     from viewer.state import ViewerState
 
     folder = sys.argv[1]
     source = open_model(folder)
     controller = EditController(source.gaussians, source.cameras, source)
     state = ViewerState.from_input_camera(source.cameras, 0)
-    panel = ControlPanel(state, sections=[EditSection(controller)], height=900)
+    panel = ControlPanel(state, sections=[EditSection(controller)], rect=(0, 0, 420, 760))
 
     def fire(tag, value):
         dpg.set_value(tag, value)
@@ -209,13 +209,13 @@ WINDOW_SCRIPT = textwrap.dedent("""
     import numpy as np
     from trainer.edit import CropBox
     from viewer.app import ViewerApp
-    from viewer.edit_panel import attach_editing, edit_source
+    from viewer.backends.gl_splats import read_framebuffer
+    from viewer.edit.panel import attach_editing, edit_source
     from viewer.scene_source import load_viewer_input
     from viewer.state import ViewerState
-    from viewer.surfaces import SurfaceError
-    from PIL import Image
+    from viewer.window.surfaces import SurfaceError
 
-    folder, screenshot = sys.argv[1], sys.argv[2]
+    folder = sys.argv[1]
     opened = load_viewer_input(folder)
     state = ViewerState.from_input_camera(opened.cameras, 0, backend="gl", available_backends=("gl",))
     try:
@@ -227,20 +227,26 @@ WINDOW_SCRIPT = textwrap.dedent("""
     controller = section.controller
     controller.set_box(CropBox((0.0, 0.0, 0.0), (1.0, 1.0, 0.5)))
     controller.set_crop_enabled(True)
-    app.run(frames=2, screenshot=screenshot)
-    shown = len(app.input.gaussians)
+    app.run(frames=2)
+    shown, kept = len(app.input.gaussians), controller.session.preview().kept
+    app.compose()                                  # the window's frame, as on screen
+    image = (read_framebuffer(*app.surface.size()).permute(1, 2, 0).numpy() * 255).astype(int)
+    controller.set_crop_enabled(False)
+    app.compose()
+    plain = (read_framebuffer(*app.surface.size()).permute(1, 2, 0).numpy() * 255).astype(int)
     app.close()
-    image = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
-    yellow = int(((image[..., 0] > 230) & (image[..., 1] > 190) & (image[..., 2] < 40)).sum())
-    print("STATE" + json.dumps(dict(shown=shown, kept=controller.session.preview().kept, yellow=yellow)))
+    is_yellow = lambda i: (i[..., 0] > 230) & (i[..., 1] > 190) & (i[..., 2] < 40)
+    yellow, yellow_without = int(is_yellow(image).sum()), int(is_yellow(plain).sum())
+    print("STATE" + json.dumps(dict(shown=shown, kept=kept, yellow=yellow,
+                                    yellow_without=yellow_without)))
 """)
 
 
 def test_window_shows_the_preview_and_the_box(model_folder, xvfb_display, tmp_path):
     pytest.importorskip("glfw")
-    result = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT, str(model_folder), str(tmp_path / "shot.png")],
+    result = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT, str(model_folder)],
                             cwd=REPO, env=dict(os.environ, DISPLAY=xvfb_display), capture_output=True, text=True,
                             timeout=300)
     state = child_state(result)
     assert state["shown"] == state["kept"] < 2004      # the window draws the cropped model
-    assert state["yellow"] > 50                         # and the box's edges over it
+    assert state["yellow"] > 50 and state["yellow_without"] == 0   # and the box's edges over it

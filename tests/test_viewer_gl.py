@@ -1,4 +1,4 @@
-"""The OpenGL splatting path (viewer/gl_splats.py, shaders/splat.*) under Xvfb + Mesa llvmpipe.
+"""The OpenGL splatting path (viewer/backends/gl_splats.py, shaders/splat.*) under Xvfb + Mesa llvmpipe.
 
 Skipped cleanly when Xvfb is not installed or no GL 4.3 core context can be created.
 """
@@ -36,7 +36,7 @@ def camera(eye=(0.3, -0.2, -4.0)) -> Camera:
 
 
 def gl_image(renderer, cam: Camera, **kwargs) -> torch.Tensor:
-    from viewer.gl_context import draw_to_float_image
+    from viewer.window.gl_context import draw_to_float_image
 
     return draw_to_float_image(renderer, cam, **kwargs)
 
@@ -46,7 +46,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_gl_matches_reference(gl_context):
-    from viewer.gl_splats import SplatRenderer
+    from viewer.backends.gl_splats import SplatRenderer
 
     gaussians = random_scene(1000)
     cam = camera()
@@ -67,7 +67,7 @@ def test_gl_matches_reference(gl_context):
 
 
 def test_empty_model_draws_background(gl_context):
-    from viewer.gl_splats import SplatRenderer
+    from viewer.backends.gl_splats import SplatRenderer
 
     renderer = SplatRenderer(Gaussians.empty(3))
     image = gl_image(renderer, camera(), background=BACKGROUND)
@@ -76,7 +76,7 @@ def test_empty_model_draws_background(gl_context):
 
 
 def test_resort_only_when_view_changes(gl_context):
-    from viewer.gl_splats import SplatRenderer
+    from viewer.backends.gl_splats import SplatRenderer
 
     renderer = SplatRenderer(random_scene(200, seed=1))
     first = camera()
@@ -95,7 +95,7 @@ def test_gpu_sort_matches_numpy_back_to_front(gl_context, count):
     """The compute-shader bitonic sort gives np.argsort's back-to-front order, ties (equal
     depths, here every 7th splat shares one) in reverse index order, for sizes below, at and
     above one shared-memory block."""
-    from viewer.gl_splats import SplatRenderer
+    from viewer.backends.gl_splats import SplatRenderer
 
     scene = random_scene(count, seed=5)
     means = scene.means.clone()
@@ -122,7 +122,7 @@ def test_fast_culling_keeps_the_image_and_cuts_fragments(gl_context):
     splat's alpha is below 1/255 or beyond its 3-sigma per-axis box: the image stays within
     40 dB of the full quads and 30 dB of the reference. (Its speed-up is measured by
     bench/viewer.py; a test cannot count discarded fragments in GL 4.3.)"""
-    from viewer.gl_splats import SplatRenderer
+    from viewer.backends.gl_splats import SplatRenderer
 
     gaussians = random_scene(1000)
     renderer = SplatRenderer(gaussians)
@@ -142,8 +142,8 @@ def test_compute_tiles_match_the_reference(gl_context, fast_culling):
     """The compute-shader tile path (gl-compute) runs the reference's algorithm (tile lists,
     front to back, early stop), so it agrees with the reference far more closely than the
     quads; what is left is float32 arithmetic of another compiler and the 8-bit output."""
-    from viewer.gl_splats import SplatRenderer
-    from viewer.gl_tiles import TileSplatRenderer
+    from viewer.backends.gl_splats import SplatRenderer
+    from viewer.backends.gl_tiles import TileSplatRenderer
 
     gaussians = random_scene(1000)
     splats = SplatRenderer(gaussians)

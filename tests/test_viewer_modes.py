@@ -1,4 +1,4 @@
-"""The viewer's other render modes (viewer/gl_modes.py, shaders/ellipsoid.*, points.*, depth.frag)
+"""The viewer's other render modes (viewer/backends/gl_modes.py, shaders/ellipsoid.*, points.*, depth.frag)
 under Xvfb + Mesa llvmpipe, drawn into a float framebuffer; and switching modes through ViewerApp.
 
 Skipped cleanly when Xvfb is not installed or no GL 4.3 core context can be created.
@@ -64,14 +64,14 @@ def project(cam: Camera, points) -> list[tuple[int, int, float]]:
 
 
 def draw(renderer, cam: Camera, **kwargs) -> torch.Tensor:
-    from viewer.gl_context import draw_to_float_image
+    from viewer.window.gl_context import draw_to_float_image
 
     return draw_to_float_image(renderer, cam, **kwargs)
 
 
 def test_ellipsoids_are_opaque_blobs_in_the_gaussians_colours(gl_context):
-    from viewer.gl_modes import EllipsoidRenderer
-    from viewer.gl_splats import SplatRenderer
+    from viewer.backends.gl_modes import EllipsoidRenderer
+    from viewer.backends.gl_splats import SplatRenderer
 
     gaussians, cam = scene(), camera()
     splats = SplatRenderer(gaussians)
@@ -105,8 +105,8 @@ def test_ellipsoids_are_opaque_blobs_in_the_gaussians_colours(gl_context):
 
 def test_ellipsoids_respect_depth(gl_context):
     """Two opaque ellipsoids on one line of sight: the nearer one wins whatever the draw order."""
-    from viewer.gl_modes import EllipsoidRenderer
-    from viewer.gl_splats import SplatRenderer
+    from viewer.backends.gl_modes import EllipsoidRenderer
+    from viewer.backends.gl_splats import SplatRenderer
 
     cam = camera()
     centre = cam.center
@@ -129,7 +129,7 @@ def test_ellipsoids_respect_depth(gl_context):
 
 
 def test_initial_points_draw_at_projected_positions(gl_context):
-    from viewer.gl_modes import PointsRenderer
+    from viewer.backends.gl_modes import PointsRenderer
 
     cam = camera()
     background = (0.2, 0.3, 0.5)
@@ -153,8 +153,8 @@ def test_initial_points_draw_at_projected_positions(gl_context):
 
 
 def test_depth_colours_near_and_far_differently(gl_context):
-    from viewer.gl_modes import DepthRenderer
-    from viewer.gl_splats import SplatRenderer
+    from viewer.backends.gl_modes import DepthRenderer
+    from viewer.backends.gl_splats import SplatRenderer
 
     gaussians, cam = scene(), camera()
     background = (0.2, 0.3, 0.5)

@@ -115,12 +115,12 @@ def test_source_cameras_of_a_colmap_scene(shared_data):
 INTEROP_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, torch
-    from viewer.egl_context import require_egl_platform
+    from viewer.window.egl_context import require_egl_platform
     require_egl_platform()
     from OpenGL import GL
-    from viewer.surfaces import OffscreenSurface
-    from viewer.cuda_view import CudaSplatRenderer, interop_devices
-    from viewer.gl_splats import read_framebuffer
+    from viewer.window.surfaces import OffscreenSurface
+    from viewer.backends.cuda_view import CudaSplatRenderer, interop_devices
+    from viewer.backends.gl_splats import read_framebuffer
     sys.path.insert(0, "tests")
     from test_train_support import known_gaussians, orbit_camera
     device = torch.device("cuda", 0)

@@ -45,13 +45,13 @@ PRELUDE = textwrap.dedent("""
             render_mode=state.render_mode, scaling_modifier=state.scaling_modifier,
             sh_degree=state.sh_degree, background=list(state.background), fov_y=state.fov_y,
             pose=state.world_to_camera.tolist(), navigation=state.navigation, speed=state.speed,
-            antialiasing=state.antialiasing, vsync=state.vsync, screenshot=state.screenshot_path,
+            antialiasing=state.antialiasing, vsync=state.vsync, screenshot=state.screenshot_pending,
             fast_culling=state.fast_culling, backend=state.backend,
             version=state.version, **extra)))
 """)
 
 PANEL_SCRIPT = PRELUDE + textwrap.dedent("""
-    from viewer.panel import ControlPanel
+    from viewer.window.panel import ControlPanel
     panel = ControlPanel(state, stats_source=lambda: {"sorted": "yes"})
     for _ in range(3):
         panel.frame(0.016, 1234)
@@ -125,7 +125,7 @@ def test_panel_widgets_edit_the_state(xvfb_display):
     poses = out["camera_poses"]
     assert out["snapped_two"] == poses[2]
     assert out["closest_index"] == 1 and out["pose"] == poses[1]
-    assert out["screenshot"].startswith("splatview-") and out["screenshot"].endswith(".png")
+    assert out["screenshot"] is True   # the render loop takes it (and names the file)
     assert out["still_open"] is True and out["closed"] is True
 
 
@@ -134,7 +134,7 @@ def test_panel_and_render_window_share_one_loop(xvfb_display, tmp_path):
     script = PRELUDE + textwrap.dedent(f"""
         import glfw
         from viewer.app import ViewerApp, ViewerError
-        from viewer.panel import ControlPanel
+        from viewer.window.panel import ControlPanel
         from viewer.scene_source import load_viewer_input
 
         viewer_input = load_viewer_input({str(tmp_path / "scene.ply")!r}, -1)
@@ -146,7 +146,7 @@ def test_panel_and_render_window_share_one_loop(xvfb_display, tmp_path):
             sys.exit(0)
         app.panel = ControlPanel(state)
         seen = []
-        app.panel.frame = (lambda frame: lambda s, n: (seen.append(n), frame(s, n)))(app.panel.frame)
+        app.panel.frame = (lambda frame: lambda s, n, *rest: (seen.append(n), frame(s, n, *rest)))(app.panel.frame)
         app.run(frames=4)
         fire("vsync", True)
         dpg.set_value("background", [255.0, 255.0, 255.0, 255.0])
@@ -173,15 +173,22 @@ def test_panel_and_render_window_share_one_loop(xvfb_display, tmp_path):
 
 def test_no_display_gives_one_notice_and_no_panel(monkeypatch, capsys):
     """splat-view goes on without its panel when DPG cannot open (checked before DPG can abort)."""
-    from viewer.cli import build_parser, open_panel
+    from viewer.cli import build_parser
+    from viewer.launch import open_panel
     from viewer.state import ViewerState
 
     import torch
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    from types import SimpleNamespace
+
+    from viewer.navigation.path_editor import PathEditor
+
     state = ViewerState(32, 24, 1.0, torch.eye(4, dtype=torch.float64))
-    assert open_panel(state) is None
+    app = SimpleNamespace(state=state, layout=None, path_editor=PathEditor(state), toggle_help=lambda: None,
+                          quit=lambda: None)
+    assert open_panel(app) is None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no control panel" in err[0]
     assert build_parser().parse_args(["x.ply", "--hide-panel"]).hide_panel is True

@@ -22,7 +22,7 @@ Known quirks of the reference, kept by default (``fix_quirks=True`` changes only
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -148,11 +148,7 @@ class GaussianModel:
             {"params": [self.params["rotation"]], "lr": opt.rotation_lr, "name": "rotation"},
         ]
         self.optimizer_type = opt.optimizer_type
-        optimizer_class = SparseGaussianAdam if opt.optimizer_type == "sparse_adam" else torch.optim.Adam
-        # On CUDA, fused Adam (one kernel for every group: the step is launch-bound otherwise).
-        # Elsewhere foreach=False: one kernel per tensor, identical after a resume.
-        fused = self.device.type == "cuda" and optimizer_class is torch.optim.Adam
-        self.optimizer = optimizer_class(groups, lr=0.0, eps=ADAM_EPS, foreach=False, fused=fused or None)
+        self.optimizer = _make_optimizer(groups, opt.optimizer_type, self.device)
         # Quirk kept: the reference never passes lr_delay_steps, so position_lr_delay_mult is
         # inert (the delay factor needs delay_steps > 0).
         self.xyz_schedule = ExponentialLR(opt.position_lr_init * self.spatial_lr_scale,
@@ -213,6 +209,34 @@ class GaussianModel:
         norms = torch.norm(ndc_grad[:, :2], dim=-1).to(self.grad_accum.dtype)
         self.grad_accum.add_(torch.where(visible, norms, torch.zeros_like(norms)))
         self.denom.add_(visible.to(self.denom.dtype))
+
+    @torch.no_grad()
+    def add_gradients(self, grads: Sequence[Tensor]) -> None:
+        """Add gradients computed outside autograd, in :class:`Gaussians` field order (means,
+        log_scales, quaternions, opacity_logits, sh_dc, sh_rest), to the parameters' ``.grad``."""
+        for name, grad in zip(("xyz", "scaling", "rotation", "opacity", "f_dc", "f_rest"), grads):
+            param = self.params[name]
+            if param.grad is None:
+                param.grad = grad
+            else:
+                param.grad += grad
+
+    @torch.no_grad()
+    def add_render_statistics(self, means2d_grad: Tensor, radii: Tensor, width: int, height: int,
+                              fused: bool = False) -> None:
+        """:meth:`add_densification_stats` for a render of ``width`` x ``height`` pixels, from its
+        ``means2d`` gradient in pixels ([N, 2]; [V, N, 2] with radii [V, N] for V views, added
+        one view after the other). ``fused``: one CUDA kernel (``trainer.cuda``) instead of
+        a dozen small ones, the same arithmetic."""
+        if fused:
+            from .cuda import accumulate_densification_stats  # noqa: PLC0415 - needs cuda-bindings
+
+            accumulate_densification_stats(means2d_grad, radii, width, height, self.grad_accum, self.denom,
+                                           self.max_radii)
+            return
+        scale = means2d_grad.new_tensor([width / 2.0, height / 2.0])
+        for grad, view_radii in zip(means2d_grad.reshape(-1, len(self), 2), radii.reshape(-1, len(self))):
+            self.add_densification_stats(grad * scale, view_radii)
 
     # ----- optimiser surgery (the reference's cat/prune/replace_tensor_to_optimizer) -----------
     def _swap(self, new_params: dict[str, Tensor], new_moments: Callable[[str, Tensor], Tensor]) -> None:
@@ -386,6 +410,22 @@ class GaussianModel:
         for key in ("grad_accum", "denom", "max_radii"):
             setattr(model, key, state[key].to(device=device, dtype=torch.float32).reshape(len(model)))
         return model
+
+
+def _make_optimizer(groups: list[dict], optimizer_type: str, device: torch.device) -> torch.optim.Adam:
+    """The reference's Adam (eps 1e-15) over ``groups``. On CUDA, one launch per parameter
+    (``trainer.cuda.CudaAdam``; the step is launch-bound otherwise), or torch's fused Adam where
+    the trainer's kernels are unavailable. Elsewhere foreach=False: one kernel per tensor,
+    identical after a resume."""
+    if optimizer_type == "sparse_adam":
+        return SparseGaussianAdam(groups, lr=0.0, eps=ADAM_EPS, foreach=False)
+    if device.type == "cuda":
+        from . import cuda as kernels  # noqa: PLC0415 - optional (cuda-bindings)
+
+        if kernels.is_available():
+            return kernels.CudaAdam(groups, lr=0.0, eps=ADAM_EPS)
+        return torch.optim.Adam(groups, lr=0.0, eps=ADAM_EPS, fused=True)
+    return torch.optim.Adam(groups, lr=0.0, eps=ADAM_EPS, foreach=False)
 
 
 def _cap_candidates(grads: Tensor, clone_mask: Tensor, split_mask: Tensor,

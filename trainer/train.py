@@ -48,7 +48,9 @@ from trainer.metrics import l1_loss, psnr, ssim
 from trainer.scene import Scene, View, load_scene, random_point_cloud, view_image_float
 
 from .config import ConfigError, TrainConfig
+from .losses import fused_loss_available, photometric_loss
 from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
+from .progress import RunningStats
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainingHook", "CameraSampler", "check_supported",
            "save_checkpoint", "load_checkpoint", "evaluate_views", "is_out_of_memory",
@@ -56,7 +58,6 @@ __all__ = ["train", "Trainer", "TrainResult", "TrainingHook", "CameraSampler", "
 
 CHECKPOINT_FORMAT = "splatview-checkpoint"
 CHECKPOINT_VERSION = 1
-EMA_WEIGHT = 0.4            # the reference's progress-bar loss EMA
 POSTFIX_EVERY = 10          # progress-bar text refresh, iterations (the reference's cadence)
 PREFETCH_VIEWS = 8
 SIZE_THRESHOLD = 20         # screen radius (px) used after the first opacity reset
@@ -304,9 +305,16 @@ class Trainer:
         self.mutating = False       # inside densification / optimiser step
         self._stop_requested = False
         self._cap_noted = False
-        # Running progress values as 0-dim tensors on the training device, so that updating them
-        # never waits for the GPU; ``ema`` reads them as floats.
-        self._ema = {"loss": torch.zeros(()), "psnr": torch.zeros(())}
+        # The progress bar's running loss and PSNR, recorded without waiting for the GPU.
+        self._stats = RunningStats(torch.device("cpu"), POSTFIX_EVERY)
+        # Fast-path switches, set by setup() for the device (bench/profile_train.py turns them
+        # off to measure the plain PyTorch path): the fused CUDA loss and densification
+        # statistics, and a PairBudget that sizes the rasterizer's sort without a host wait.
+        self.fused_kernels = False
+        self.pair_budget = None
+        #: ``phase(name)`` wraps each part of a step (data, render, loss, backward, wait,
+        #: densify, optimizer); a profiler may replace it with ``torch.profiler.record_function``.
+        self.phase: Callable[[str], contextlib.AbstractContextManager] = _no_phase
         self.metrics: dict[int, dict[str, dict[str, float]]] = {}
         self.saved: list[Path] = []
         self.scene: Scene | None = None
@@ -352,6 +360,12 @@ class Trainer:
         self._override_random_points()
         self._write_scene_files()
         self.background = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device)
+        self._stats = RunningStats(self.device, POSTFIX_EVERY)
+        self.fused_kernels = self.device.type == "cuda" and fused_loss_available()
+        if self.backend == "cuda":
+            from rasterizer.cuda import PairBudget  # noqa: PLC0415 - optional backend
+
+            self.pair_budget = PairBudget()
         self.sampler = CameraSampler(len(self.scene.train_views), len(self.scene.test_views), cfg.script.seed)
         if cfg.script.start_checkpoint:
             self._restore(cfg.script.start_checkpoint)
@@ -401,7 +415,7 @@ class Trainer:
             except ValueError as error:
                 raise ConfigError(f"{path}: {error}") from None
             restore_rng(payload["rng"], self.device)
-            self._ema.update({key: torch.tensor(float(value)) for key, value in payload.get("progress", {}).items()})
+            self._stats.load(payload.get("progress", {}))
         else:
             self.log(f"{path}: graphdeco checkpoint; camera order and random state start afresh")
         self.log(f"Resuming from {path} at iteration {self.first_iteration} "
@@ -458,15 +472,18 @@ class Trainer:
         model.update_learning_rate(it)
         if it % 1000 == 0:
             model.oneup_sh_degree()
-        view = self.scene.train_views[self.sampler.next()]
-        self.scene.images.prefetch(self.scene.train_views[i].index for i in self.sampler.upcoming(PREFETCH_VIEWS))
+        with self.phase("data"):
+            view = self.scene.train_views[self.sampler.next()]
+            self.scene.images.prefetch(self.scene.train_views[i].index for i in self.sampler.upcoming(PREFETCH_VIEWS))
+            gt = self.scene.images.get(view.index)
         if it - 1 == cfg.script.debug_from:
             cfg.pipeline.debug = True
         background = torch.rand(3, device=self.device) if opt.random_background else self.background
-        out, loss, image, gt = self._forward_backward(it, view, background)
+        out, stats = self._forward_backward(it, view, gt, background)
 
         with torch.no_grad():
-            self._progress_update(it, loss, image, gt)
+            self._stats.record(stats[0, :2])  # (loss, MSE), read back later without a wait
+            self._progress_update(it)
             if it in cfg.script.test_iterations:
                 self._report(it)
             if it in cfg.script.save_iterations:
@@ -474,38 +491,81 @@ class Trainer:
                 self._save_ply(it)
             self.mutating = True
             if it < opt.densify_until_iter:
-                self._densify(it, out, view)
+                with self.phase("densify"):
+                    self._densify(it, out, view)
             if it < opt.iterations:
-                model.step(visible=out.radii > 0)
+                with self.phase("optimizer"):
+                    model.step(visible=out.radii > 0 if model.optimizer_type == "sparse_adam" else None)
             self.mutating = False
             if it in cfg.script.checkpoint_iterations:
                 self.log(f"\n[ITER {it}] Saving Checkpoint")
                 self._save_checkpoint(it)
 
-    def _forward_backward(self, it: int, view: View, background: torch.Tensor):
-        """Render, loss, backward. With --debug, a failure saves a snapshot first."""
-        opt, model = self.config.optimization, self.model
+    def _forward_backward(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
+        """Render, loss, backward; returns the render and the loss statistics ``[1, 4]``
+        (``trainer.losses``). A render that outgrew the pair budget is done again (the first
+        try's gradients are dropped), so every step is exact. With --debug, a failure saves a
+        snapshot first."""
         try:
-            out = render(model.gaussians(), view.camera, background, sh_degree=model.active_sh_degree,
-                         antialiasing=self.config.pipeline.antialiasing, backend=self.backend)
-            image = out.image.clamp(0.0, 1.0)
-            gt = view_image_float(self.scene.images.get(view.index).to(self.device, non_blocking=True), background)
-            loss = (1.0 - opt.lambda_dssim) * l1_loss(image, gt) + opt.lambda_dssim * (1.0 - ssim(image, gt))
-            if self.config.pipeline.debug and not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it}")
-            loss.backward()
+            while True:
+                if self.fused_kernels and self.backend == "cuda":
+                    out, stats = self._fused_step(it, view, gt, background)
+                else:
+                    out, stats = self._autograd_step(it, view, gt, background)
+                with self.phase("wait"):
+                    fits = self.pair_budget is None or not self.pair_budget.overflowed()
+                if fits:
+                    return out, stats
+                self.model.optimizer.zero_grad(set_to_none=True)
         except (KeyboardInterrupt, _Stop):
             raise
         except Exception as error:
             if self.config.pipeline.debug and not is_out_of_memory(error):
                 self._debug_snapshot(it, view, background, error)
             raise
-        return out, loss.detach(), image.detach(), gt
+
+    def _autograd_step(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
+        """Forward and backward through autograd (any backend; the PyTorch or fused loss)."""
+        opt, model = self.config.optimization, self.model
+        with self.phase("render"):
+            out = render(model.gaussians(), view.camera, background, sh_degree=model.active_sh_degree,
+                         antialiasing=self.config.pipeline.antialiasing, backend=self.backend,
+                         pair_budget=self.pair_budget)
+        with self.phase("loss"):
+            loss, stats = photometric_loss(out.image, gt, background, opt.lambda_dssim, fused=self.fused_kernels)
+        self._check_finite(it, loss)
+        with self.phase("backward"):
+            loss.backward()
+        return out, stats
+
+    def _fused_step(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
+        """The same step on the CUDA backend without autograd: the rasterizer's and the loss's
+        kernels with their backward called directly (autograd's engine costs ~1 ms of host
+        time a step, which the GPU would wait for)."""
+        from rasterizer.cuda import render_for_training  # noqa: PLC0415 - optional backend
+        from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415
+
+        opt, model = self.config.optimization, self.model
+        with self.phase("render"):
+            rendered = render_for_training(model.gaussians(), view.camera, background, model.active_sh_degree,
+                                           self.config.pipeline.antialiasing, self.pair_budget)
+        with self.phase("loss"):
+            loss, stats, grad_image = fused_photometric_loss_and_gradient(
+                rendered.output.image, gt.to(self.device, non_blocking=True), background, opt.lambda_dssim)
+        self._check_finite(it, loss)
+        with self.phase("backward"):
+            model.add_gradients(rendered.backward(grad_image))
+        return rendered.output, stats
+
+    def _check_finite(self, it: int, loss: torch.Tensor) -> None:
+        if self.config.pipeline.debug and not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it}")
 
     def _densify(self, it: int, out, view: View) -> None:
         opt, model, script = self.config.optimization, self.model, self.config.script
         if out.means2d.grad is not None:  # None when nothing reached the image
-            model.add_densification_stats(out.ndc_gradient(view.camera.width, view.camera.height), out.radii)
+            model.add_render_statistics(out.means2d.grad, out.radii, view.camera.width, view.camera.height,
+                                        fused=self.fused_kernels)
         if it > opt.densify_from_iter and it % opt.densification_interval == 0:
             size_threshold = SIZE_THRESHOLD if it > opt.opacity_reset_interval else None
             report = model.densify_and_prune(opt.densify_grad_threshold, MIN_OPACITY, self.scene.extent,
@@ -537,21 +597,15 @@ class Trainer:
 
     @property
     def ema(self) -> dict[str, float]:
-        """The progress bar's running loss and PSNR (EMA weight 0.4, as the reference)."""
-        return {key: float(value) for key, value in self._ema.items()}
+        """The progress bar's running loss and PSNR (EMA weight 0.4, as the reference), up to the
+        last completed iteration (reading it waits for the GPU to get there)."""
+        return self._stats.current()
 
-    def _progress_update(self, it: int, loss: torch.Tensor, image: torch.Tensor, gt: torch.Tensor) -> None:
-        step_psnr = psnr(image, gt)
-        previous = {key: value.to(loss.device) for key, value in self._ema.items()}
-        self._ema["loss"] = EMA_WEIGHT * loss + (1.0 - EMA_WEIGHT) * previous["loss"]
-        # Identical images give PSNR inf: such a step leaves the running PSNR as it was.
-        self._ema["psnr"] = torch.where(torch.isfinite(step_psnr),
-                                        EMA_WEIGHT * step_psnr + (1.0 - EMA_WEIGHT) * previous["psnr"],
-                                        previous["psnr"])
+    def _progress_update(self, it: int) -> None:
         if self._bar is None:
             return
         if it % POSTFIX_EVERY == 0:
-            ema = self.ema  # the only host synchronisation of the progress display
+            ema = self._stats.lagged()  # a few steps old: reading it never waits for the GPU
             self._bar.set_postfix({"Loss": f"{ema['loss']:.7f}", "PSNR": f"{ema['psnr']:.2f}",
                                    "N": len(self.model)}, refresh=False)
         self._bar.update(1)
@@ -681,6 +735,10 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def _no_phase(_name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -1,49 +1,49 @@
 """``splat-view``: look at a trained model (``-m MODEL``) or a model file (.ply, compressed .ply, .splat, .spz).
 
-    splat-view -m output/garden [--iteration N] [-s SOURCE] [--rendering-size W H]
-               [--backend cuda|gl] [--device N] [--no_interop]
-    splat-view path/to/point_cloud.ply      # or model.compressed.ply, model.splat, model.spz
-    splat-view -m output/garden --camera 3 --frames 10 --screenshot view3.png   # scripted
-    splat-view -s path/to/scene --train -m output/garden [splat-train flags]   # train in the viewer
-    splat-view --connect 127.0.0.1:6009     # watch splat-train (or the reference's train.py)
-
-A Dear PyGui control panel opens next to the render window unless ``--hide-panel`` or
-``--frames`` is given. Splats are drawn by the CUDA rasterizer through CUDA-GL interop on NVIDIA
-machines (``--no_interop``: through host memory), else by OpenGL instanced quads (``--backend
-gl``) or OpenGL compute shaders (``--backend gl-compute``); ``--render-mode``
-picks splats (default), ellipsoids (SIBR's), initial_points or depth. ``--offscreen`` draws into
-a headless EGL framebuffer instead of a window (with ``--frames``; for servers without display).
+The one entry point of the viewer: it parses the command line and hands over to the mode asked
+for (a model or PLY here, ``--train`` to ``viewer/live/command.py``, ``--connect`` to
+``viewer/network/view.py``); nothing imports it. Heavy modules (torch, GL, Dear PyGui) are
+imported only after the flags are read, so that ``--help`` and flag errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from typing import Sequence
 
-from rasterizer.files import FileFormatError
+from .launch import add_view_flags
+from .options import BACKENDS, key_help_lines
 
-from .scene_source import load_viewer_input
-from .state import BACKENDS, RENDER_MODES, ViewerState
+DESCRIPTION = """Look at a trained 3D Gaussian Splatting model or a model file (.ply, compressed .ply,
+.splat, .spz: recognised by content), and clean, crop and save it from the panel's Edit section.
 
-EDIT_PANEL_HEIGHT = 900   # the controls plus the edit section
+  splat-view -m output/garden              a model folder, as SIBR's gaussian viewer
+  splat-view point_cloud.ply               a bare model file (cameras from -s, else one framing it)
+  splat-view -s SCENE --train -m OUT       train in the viewer (splat-view --train --help)
+  splat-view --connect 127.0.0.1:6009      watch splat-train (or graphdeco's train.py)
+  splat-view -m MODEL --camera 3 --frames 10 --screenshot view3.png     scripted
+
+A control panel opens beside the render window (Tab hides and shows it; --hide-panel: none).
+Splats are drawn by the CUDA rasterizer through CUDA-GL interop on NVIDIA machines, else by
+OpenGL; --render-mode picks splats, ellipsoids, initial_points or depth. --offscreen draws into
+a headless EGL framebuffer (with --frames; for servers without a display)."""
 
 
-def add_view_flags(parser: argparse.ArgumentParser, frames_help: str = "render this many frames, then exit") -> None:
-    """The flags every way of viewing shares: size, start camera, render mode, scripted frames."""
-    parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
-                        help="default: width min(1200, first camera width), that camera's aspect")
-    parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
-    parser.add_argument("--render-mode", choices=RENDER_MODES, default="splats",
-                        help="splats (default), ellipsoids, initial_points or depth")
-    parser.add_argument("--frames", type=int, help=frames_help)
-    parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
+def _epilog() -> str:
+    rows = key_help_lines()
+    width = max(len(keys) for keys, _ in rows) + 2
+    lines = ["keys and mouse in the render window (H or F1 shows them there):"]
+    lines += [f"  {keys:<{width}}{meaning}" for keys, meaning in rows]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="splat-view", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="splat-view", description=DESCRIPTION, epilog=_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", nargs="?", help="a model folder or a model file (.ply, compressed .ply, "
-                                                       ".splat, .spz; recognised by content)")
+                                                 ".splat, .spz; recognised by content)")
     parser.add_argument("-m", "--model-path", "--model_path", dest="model_path", help="trained model folder")
     parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
     parser.add_argument("-s", "--path", "--source_path", dest="source_path",
@@ -68,46 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_panel(state: ViewerState, stats_source=None, remote: bool = False, sections=(), height: int = 560):
-    """The Dear PyGui control panel, or None (one notice) when it cannot be created."""
-    try:
-        from .panel import ControlPanel  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
-
-        return ControlPanel(state, stats_source=stats_source, remote=remote, sections=sections, height=height)
-    except Exception as error:  # noqa: BLE001 - the viewer works without its panel
-        print(f"splat-view: notice: no control panel ({error}); continuing without it", file=sys.stderr)
-        return None
-
-
-def choose_backend(requested: str, device_index: int):
-    """(backend name, CUDA device or None) for ``--backend`` and ``--device``; raises ValueError
-    when ``cuda`` was asked for and cannot be used."""
-    import torch  # noqa: PLC0415
-
-    from rasterizer.render import available_backends  # noqa: PLC0415
-
-    cuda_ok = torch.cuda.is_available() and "cuda" in available_backends()
-    if requested == "cuda" and not cuda_ok:
-        raise ValueError("--backend cuda: no usable NVIDIA GPU or the CUDA backend is not installed "
-                         "(pip install 'splatview[cuda]'); use --backend gl")
-    if cuda_ok and not 0 <= device_index < torch.cuda.device_count():
-        raise ValueError(f"--device {device_index}: there are {torch.cuda.device_count()} CUDA devices")
-    backend = requested if requested != "auto" else ("cuda" if cuda_ok else "gl")
-    device = torch.device("cuda", device_index) if cuda_ok else None
-    if device is not None:
-        torch.cuda.set_device(device)
-    return backend, device
-
-
-def usable_backends(device) -> tuple[str, ...]:
-    """The backends the panel offers: all with a CUDA device, else the OpenGL ones."""
-    return BACKENDS if device is not None else tuple(b for b in BACKENDS if b != "cuda")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The ``splat-view`` command; ``argv`` given: a call from Python (tests), not a program."""
+    if argv is not None:
+        return _dispatch(list(argv))
+    try:
+        return _dispatch(sys.argv[1:])
+    finally:
+        # Python's final garbage collection walks every object torch and the GL bindings made
+        # (about 0.9 s here); the windows and files are closed by now, so skip it: quitting then
+        # takes about 0.3 s.
+        gc.freeze()
+
+
+def _dispatch(argv: list[str]) -> int:
     if "--train" in argv:  # in-viewer training takes every splat-train flag: its own parser
-        from .live_cli import main as train_main  # noqa: PLC0415
+        from .live.command import main as train_main  # noqa: PLC0415
 
         return train_main(argv)
     parser = build_parser()
@@ -117,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.connect:
         if args.model_path or args.path:
             parser.error("--connect shows the trainer's model: give no model folder or model file")
-        from .remote_view import run_connected  # noqa: PLC0415
+        from .network.view import run_connected  # noqa: PLC0415
 
         return run_connected(args)
     target = args.model_path or args.path
@@ -125,10 +101,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give one model folder (-m MODEL) or one model file")
     if args.offscreen and args.frames is None:
         parser.error("--offscreen needs --frames K (there is no window to close)")
+    return view_model(args, target)
+
+
+def view_model(args: argparse.Namespace, target: str) -> int:
+    """``splat-view MODEL|PLY`` once the flags are fine; returns the exit code."""
     if args.offscreen:
-        from .egl_context import require_egl_platform  # noqa: PLC0415
+        from .window.egl_context import require_egl_platform  # noqa: PLC0415
 
         require_egl_platform()   # before anything imports OpenGL
+    from rasterizer.files import FileFormatError  # noqa: PLC0415 - torch: after the flags are read
+
+    from .launch import choose_backend, open_panel, usable_backends  # noqa: PLC0415
+    from .scene_source import load_viewer_input  # noqa: PLC0415
+    from .state import ViewerState  # noqa: PLC0415
+
+    interactive = args.frames is None
     try:
         backend, device = choose_backend(args.backend, args.device)
         viewer_input = load_viewer_input(target, args.iteration, args.source_path)
@@ -139,21 +127,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               max_sh_degree=viewer_input.gaussians.sh_degree,
                                               sh_degree=viewer_input.gaussians.sh_degree,
                                               render_mode=args.render_mode, backend=backend,
-                                              available_backends=usable_backends(device))
+                                              available_backends=usable_backends(device),
+                                              navigation=args.navigation)
         if args.rendering_size:
             state.width, state.height = args.rendering_size
         from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
 
-        app = ViewerApp(viewer_input, state, visible=args.frames is None, offscreen=args.offscreen,
-                        device=device, interop=not args.no_interop)
+        app = ViewerApp(viewer_input, state, visible=interactive, offscreen=args.offscreen, device=device,
+                        interop=not args.no_interop, interactive=interactive,
+                        fixed_size=args.rendering_size is not None, with_panel=not args.hide_panel)
+        state.update(up=args.up)   # an explicit axis levels the view to it
     except (OSError, FileFormatError, ValueError, RuntimeError) as error:
         print(f"splat-view: error: {error}", file=sys.stderr)
         return 1
-    if args.frames is None and not args.hide_panel and not args.offscreen:
-        from .edit_panel import attach_editing, edit_source  # noqa: PLC0415
+    if interactive and not args.hide_panel and not args.offscreen:
+        from .edit.panel import attach_editing, edit_source  # noqa: PLC0415
 
         editing = attach_editing(app, edit_source(viewer_input, target, args.iteration))
-        app.panel = open_panel(state, sections=[editing], height=EDIT_PANEL_HEIGHT)
+        app.panel = open_panel(app, sections=[editing])
     try:
         app.run(args.frames, args.screenshot)
     finally:

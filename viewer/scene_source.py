@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 
 from rasterizer import Camera, Gaussians, PointCloud, look_at, read_gaussians, read_point_cloud
+from rasterizer.camera_paths import focus_point, scene_up
 from rasterizer.files import FileFormatError
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
 from trainer.scene import load_cameras
 
-__all__ = ["ViewerInput", "load_viewer_input", "framing_camera", "bulk_points"]
+__all__ = ["ViewerInput", "load_viewer_input", "framing_camera", "bulk_points", "scene_frame"]
 
 
 @dataclass
@@ -61,6 +62,24 @@ def framing_camera(gaussians: Gaussians, width: int = 1200, height: int = 800,
     fy = height / (2.0 * math.tan(fov_y / 2.0))
     return Camera(width, height, fy, fy, width / 2.0, height / 2.0,
                   look_at(eye.tolist(), centre.tolist(), up=(0.0, -1.0, 0.0)))
+
+
+def scene_frame(gaussians: Gaussians, cameras: list[Camera]) -> tuple[list[float], float, list[float]]:
+    """(pivot, scale, up) for navigation: the point the input cameras look at (else the model's
+    median point), the median distance from the cameras to it (world units), and their up
+    direction (world -y, graphdeco's convention, with fewer than two cameras)."""
+    median = bulk_points(gaussians).median(dim=0).values.numpy() if len(gaussians) else None
+    if len(cameras) >= 2:
+        pivot = focus_point(cameras, median)
+        up = scene_up(cameras)
+    else:
+        pivot = median if median is not None else (
+            cameras[0].center.numpy() + cameras[0].world_to_camera[2, :3].numpy() if cameras else [0.0, 0.0, 0.0])
+        up = [0.0, -1.0, 0.0]
+    pivot_t = torch.as_tensor(pivot, dtype=torch.float64)
+    distances = [float((camera.center - pivot_t).norm()) for camera in cameras]
+    scale = float(torch.tensor(distances).median()) if distances else 1.0
+    return [float(v) for v in pivot], max(scale, 1e-6), [float(v) for v in up]
 
 
 def _notice(message: str) -> None:

@@ -8,13 +8,21 @@ Two autograd functions mirror the reference backend's two stages:
   ``render_backward``): screen-space Gaussians -> image, alpha, inverse depth.
 
 ``means2d`` is the tensor between the two, so ``means2d.grad`` is filled as in the reference
-backend. Float32 only; the one host synchronisation per camera is reading the number of
-(tile, Gaussian) pairs to size the sort.
+backend. Float32 only. :func:`render_for_training` runs the same stages without autograd, for
+the training loop (its backward is called explicitly).
+
+Sizing the sort. The number of (tile, Gaussian) pairs is known only on the GPU. Without a
+:class:`PairBudget` the host reads it (one synchronisation per camera: right for single
+frames). With one, the sort gets the budget's capacity at once, and the count is copied back
+asynchronously; :meth:`PairBudget.overflowed` later says whether a render did not fit (then
+the caller renders again, and the budget has grown). The training loop uses this, so that the
+CPU queues the next step while the GPU still runs this one.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -24,10 +32,13 @@ from ..reference import FRUSTUM_GUARD, TILE_SIZE
 from ..render import RenderOutput
 from .compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, KernelError, load_module
 
-__all__ = ["is_available", "render_cuda", "KernelError"]
+__all__ = ["is_available", "render_cuda", "render_for_training", "TrainingRender", "KernelError", "PairBudget"]
 
 _SOURCE = "splat.cu"
 _THREADS = 256
+# Tile indices 0..32766 fit a 16-bit key below splat.cu's sentinel (32767), which marks the
+# unused slots of a budgeted sort.
+_MAX_TILES_16 = 32767
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,6 +58,66 @@ def is_available() -> bool:
 
 def _module(device: torch.device) -> CudaModule:
     return load_module(_SOURCE, device.index if device.index is not None else torch.cuda.current_device())
+
+
+class PairBudget:
+    """Room for the (tile, Gaussian) pairs of the renders a caller makes, sized without waiting
+    for the GPU (see the module docstring).
+
+    Typical use, once per training step::
+
+        out = render(..., pair_budget=budget); loss.backward()
+        if budget.overflowed():      # waits only until the GPU has counted this step's pairs
+            ... zero the gradients and render again (the budget has grown) ...
+
+    The first render through a new budget reads the count as an unbudgeted render does. The
+    capacity then only grows, to ``headroom`` times the largest count seen, so a step whose view
+    or model needs more than any before it is rendered twice, and the others once. A budget
+    belongs to one device and one thread.
+    """
+
+    def __init__(self, headroom: float = 1.5, minimum: int = 1 << 16):
+        if headroom < 1.0:
+            raise ValueError("PairBudget headroom must be at least 1")
+        self.headroom = float(headroom)
+        self.minimum = int(minimum)
+        self.capacity = 0            # 0: not known yet, the next render counts synchronously
+        self.largest = 0             # the most pairs one render has needed
+        self.overflows = 0           # renders that did not fit (and were redone by the caller)
+        self._pending: list[tuple[torch.Tensor, torch.cuda.Event, int]] = []
+        self._spare: list[torch.Tensor] = []
+
+    def reserve(self, count: torch.Tensor) -> int:
+        """Capacity for one render whose pair count is the 1-element device tensor ``count``;
+        queues its copy to the host. Called by the backend."""
+        host = self._spare.pop() if self._spare else torch.empty(1, dtype=torch.int64, pin_memory=True)
+        host.copy_(count, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending.append((host, event, self.capacity))
+        return self.capacity
+
+    def observe(self, pairs: int) -> None:
+        """A count read synchronously (the first render): sets the capacity."""
+        self.largest = max(self.largest, int(pairs))
+        self.capacity = max(self.capacity, self.minimum, math.ceil(self.largest * self.headroom))
+
+    def overflowed(self) -> bool:
+        """Whether any render since the last call needed more pairs than it was given (its image
+        and gradients are then incomplete). Waits for the GPU to have counted them, not for the
+        renders to finish; grows the capacity to fit what was seen."""
+        overflow = False
+        for host, event, capacity in self._pending:
+            event.synchronize()
+            pairs = int(host[0])
+            self.largest = max(self.largest, pairs)
+            overflow |= pairs > capacity
+            self._spare.append(host)
+        self._pending.clear()
+        if overflow:
+            self.overflows += 1
+        self.capacity = max(self.capacity, self.minimum, math.ceil(self.largest * self.headroom))
+        return overflow
 
 
 def _ptr(tensor: torch.Tensor) -> tuple:
@@ -73,122 +144,179 @@ def _grid(count: int) -> tuple[int]:
     return ((count + _THREADS - 1) // _THREADS,)
 
 
+# ----- the kernels' stages as plain functions (shared by autograd and the training path) -------
+def _project_forward(params: tuple, camera_data: torch.Tensor, settings: tuple) -> tuple:
+    """Raw Gaussians (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest) -> means2d,
+    conic_opacity, colors, inv_depths, depths, radii, rects, touched."""
+    means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest = params
+    degree, scale_mod, antialiasing, tiles_x, tiles_y = settings
+    n, k_rest = means.shape[0], sh_rest.shape[1]
+    device = means.device
+    empty = functools.partial(torch.empty, device=device)
+    means2d, conic_opacity = empty(n, 2), empty(n, 4)
+    colors, inv_depths, depths = empty(n, 3), empty(n), empty(n)
+    radii, rects, touched = empty(n, dtype=torch.int32), empty(n, 4, dtype=torch.int32), empty(n, dtype=torch.int32)
+    _module(device).launch("project_forward", _grid(n), (_THREADS,), [
+        (n, INT), (k_rest, INT), (degree, INT), (tiles_x, INT), (tiles_y, INT), (scale_mod, FLOAT),
+        (int(antialiasing), INT), _ptr(camera_data), *map(_ptr, params), _ptr(means2d), _ptr(conic_opacity),
+        _ptr(colors), _ptr(inv_depths), _ptr(depths), _ptr(radii), _ptr(rects), _ptr(touched)])
+    return means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched
+
+
+def _project_backward(params: tuple, camera_data: torch.Tensor, radii: torch.Tensor, settings: tuple,
+                      incoming: list) -> list[torch.Tensor]:
+    """Gradients of the six raw parameters from those of (means2d, conic_opacity, colors,
+    inv_depths); a ``None`` in ``incoming`` is a zero gradient."""
+    degree, scale_mod, antialiasing, _, _ = settings
+    means, sh_rest = params[0], params[5]
+    n, k_rest = means.shape[0], sh_rest.shape[1]
+    # Written in full by the kernel (zeros for culled Gaussians): no zero-fill needed.
+    grads = [torch.empty_like(t) for t in params]
+    incoming = [g.contiguous() if g is not None else torch.zeros(shape, device=means.device)
+                for g, shape in zip(incoming, ((n, 2), (n, 4), (n, 3), (n,)))]
+    _module(means.device).launch("project_backward", _grid(n), (_THREADS,), [
+        (n, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT),
+        _ptr(camera_data), *map(_ptr, params), _ptr(radii), *map(_ptr, incoming), *map(_ptr, grads)])
+    return grads
+
+
+def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, depths, rects, touched,
+                       size: tuple[int, int], budget: "PairBudget | None"):
+    """Screen-space Gaussians -> (image [3, H, W], alpha, inv_depth, state for the backward)."""
+    width, height = size
+    device = means2d.device
+    tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
+    module = _module(device)
+    n = means2d.shape[0]
+    # Depth order once over the Gaussians, then a stable sort of the pairs by tile only.
+    depth_order = torch.sort(depths, stable=True).indices.to(torch.int32)
+    offsets = torch.cumsum(touched[depth_order], 0, dtype=torch.int64)
+    bits = 16 if tiles_x * tiles_y <= _MAX_TILES_16 else 32
+    key_type = torch.int16 if bits == 16 else torch.int32
+    if n == 0:
+        capacity = 0
+    elif budget is None or budget.capacity == 0:
+        capacity = int(offsets[-1].item())  # the count, read on the host: a synchronisation
+        if budget is not None:
+            budget.observe(capacity)
+    else:
+        capacity = budget.reserve(offsets[-1:])
+    # Slots past the last pair (a budgeted render's spare room) get a sentinel key, written
+    # by the kernel, that sorts after every tile.
+    keys = torch.empty(capacity, dtype=key_type, device=device)
+    values = torch.empty(capacity, dtype=torch.int32, device=device)
+    module.launch(f"duplicate_with_keys{bits}", _grid(n), (_THREADS,), [
+        (n, INT), (tiles_x, INT), (capacity, LONGLONG), _ptr(depth_order), _ptr(means2d), _ptr(conic_opacity),
+        _ptr(rects), _ptr(offsets), _ptr(touched), _ptr(keys), _ptr(values)])
+    sorted_tiles, order = torch.sort(keys, stable=True)
+    point_list = values[order].contiguous()
+    ranges = torch.zeros(tiles_x * tiles_y, 2, dtype=torch.int32, device=device)
+    module.launch(f"tile_ranges{bits}", _grid(capacity), (_THREADS,), [
+        (capacity, LONGLONG), _ptr(sorted_tiles), _ptr(ranges)])
+    image = torch.empty(3, height, width, device=device)
+    transmittance = torch.empty(height, width, device=device)
+    alpha = torch.empty(height, width, device=device)
+    inv_depth = torch.empty(height, width, device=device)
+    last = torch.empty(height, width, dtype=torch.int32, device=device)
+    module.launch("render_forward", (tiles_x, tiles_y), (TILE_SIZE, TILE_SIZE), [
+        (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
+        _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(image),
+        _ptr(transmittance), _ptr(alpha), _ptr(inv_depth), _ptr(last)])
+    return image, alpha, inv_depth, (ranges, point_list, transmittance, last)
+
+
+def _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, state, size: tuple[int, int],
+                        g_image, g_alpha=None, g_inv_depth=None) -> list[torch.Tensor]:
+    """Gradients of (means2d, conic_opacity, colors, inv_depths) from those of the image, alpha
+    and inverse depth (``None``: no gradient)."""
+    ranges, point_list, transmittance, last = state
+    width, height = size
+    tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
+    device = means2d.device
+    g_image = g_image.contiguous() if g_image is not None else torch.zeros(3, height, width, device=device)
+    # Outputs without a gradient are passed as null pointers (the kernel reads them as 0).
+    # The contiguous tensors stay referenced here until the launch has been queued.
+    present = [g.contiguous() if g is not None else None for g in (g_inv_depth, g_alpha)]
+    optional = [_ptr(g) if g is not None else (0, POINTER) for g in present]
+    # The kernel accumulates with atomics: one zeroed buffer holds the four gradients.
+    n = means2d.shape[0]
+    buffer = torch.zeros(n * 10, device=device)
+    grads = [buffer[:2 * n].view(n, 2), buffer[2 * n:6 * n].view(n, 4), buffer[6 * n:9 * n].view(n, 3),
+             buffer[9 * n:]]
+    kernel = "render_backward" if g_inv_depth is not None else "render_backward_no_depth"
+    _module(device).launch(kernel, (tiles_x, tiles_y), (TILE_SIZE, TILE_SIZE), [
+        (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
+        _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(transmittance),
+        _ptr(last), _ptr(g_image), *optional, *map(_ptr, grads)])
+    return grads
+
+
+# ----- autograd ------------------------------------------------------------------------------
 class _Project(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest, camera_data, settings):
-        degree, scale_mod, antialiasing, tiles_x, tiles_y = settings
-        n, k_rest = means.shape[0], sh_rest.shape[1]
-        device = means.device
-        empty = functools.partial(torch.empty, device=device)
-        means2d, conic_opacity = empty(n, 2), empty(n, 4)
-        colors, inv_depths, depths = empty(n, 3), empty(n), empty(n)
-        radii, rects, touched = empty(n, dtype=torch.int32), empty(n, 4, dtype=torch.int32), empty(n, dtype=torch.int32)
-        _module(device).launch("project_forward", _grid(n), (_THREADS,), [
-            (n, INT), (k_rest, INT), (degree, INT), (tiles_x, INT), (tiles_y, INT), (scale_mod, FLOAT),
-            (int(antialiasing), INT), _ptr(camera_data), _ptr(means), _ptr(log_scales), _ptr(quaternions),
-            _ptr(opacity_logits), _ptr(sh_dc), _ptr(sh_rest), _ptr(means2d), _ptr(conic_opacity), _ptr(colors),
-            _ptr(inv_depths), _ptr(depths), _ptr(radii), _ptr(rects), _ptr(touched)])
-        ctx.save_for_backward(means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest, camera_data, radii)
+        params = (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest)
+        outputs = _project_forward(params, camera_data, settings)
+        ctx.save_for_backward(*params, camera_data, outputs[5])
         ctx.settings = settings
-        ctx.mark_non_differentiable(depths, radii, rects, touched)
-        return means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched
+        ctx.mark_non_differentiable(*outputs[4:])
+        return outputs
 
     @staticmethod
     def backward(ctx, g_means2d, g_conic_opacity, g_colors, g_inv_depths, *_):
-        means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest, camera_data, radii = ctx.saved_tensors
-        degree, scale_mod, antialiasing, _, _ = ctx.settings
-        n, k_rest = means.shape[0], sh_rest.shape[1]
-        # Written in full by the kernel (zeros for culled Gaussians): no zero-fill needed.
-        grads = [torch.empty_like(t) for t in (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest)]
-        incoming = [g.contiguous() if g is not None else torch.zeros(shape, device=means.device)
-                    for g, shape in ((g_means2d, (n, 2)), (g_conic_opacity, (n, 4)), (g_colors, (n, 3)),
-                                     (g_inv_depths, (n,)))]
-        _module(means.device).launch("project_backward", _grid(n), (_THREADS,), [
-            (n, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT),
-            _ptr(camera_data), _ptr(means), _ptr(log_scales), _ptr(quaternions), _ptr(opacity_logits),
-            _ptr(sh_dc), _ptr(sh_rest), _ptr(radii), *map(_ptr, incoming), *map(_ptr, grads)])
+        *params, camera_data, radii = ctx.saved_tensors
+        grads = _project_backward(tuple(params), camera_data, radii, ctx.settings,
+                                  [g_means2d, g_conic_opacity, g_colors, g_inv_depths])
         return (*grads, None, None)
 
 
 class _Rasterize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conic_opacity, colors, inv_depths, background, depths, rects, touched, size):
-        width, height = size
-        device = means2d.device
-        tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
-        module = _module(device)
-        n = means2d.shape[0]
-        # Depth order once over the Gaussians, then a stable sort of the pairs by tile only.
-        depth_order = torch.sort(depths, stable=True).indices.to(torch.int32)
-        offsets = torch.cumsum(touched[depth_order], 0, dtype=torch.int64)
-        pairs = int(offsets[-1].item()) if n else 0  # the one host synchronisation
-        bits = 16 if tiles_x * tiles_y <= 32767 else 32
-        keys = torch.empty(pairs, dtype=torch.int16 if bits == 16 else torch.int32, device=device)
-        values = torch.empty(pairs, dtype=torch.int32, device=device)
-        module.launch(f"duplicate_with_keys{bits}", _grid(n), (_THREADS,), [
-            (n, INT), (tiles_x, INT), _ptr(depth_order), _ptr(means2d), _ptr(conic_opacity), _ptr(rects),
-            _ptr(offsets), _ptr(touched), _ptr(keys), _ptr(values)])
-        sorted_tiles, order = torch.sort(keys, stable=True)
-        point_list = values[order].contiguous()
-        ranges = torch.zeros(tiles_x * tiles_y, 2, dtype=torch.int32, device=device)
-        module.launch(f"tile_ranges{bits}", _grid(pairs), (_THREADS,), [
-            (pairs, LONGLONG), _ptr(sorted_tiles), _ptr(ranges)])
-        image = torch.empty(3, height, width, device=device)
-        transmittance = torch.empty(height, width, device=device)
-        inv_depth = torch.empty(height, width, device=device)
-        last = torch.empty(height, width, dtype=torch.int32, device=device)
-        module.launch("render_forward", (tiles_x, tiles_y), (TILE_SIZE, TILE_SIZE), [
-            (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
-            _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(image),
-            _ptr(transmittance), _ptr(inv_depth), _ptr(last)])
-        ctx.save_for_backward(means2d, conic_opacity, colors, inv_depths, background, ranges, point_list,
-                              transmittance, last)
+    def forward(ctx, means2d, conic_opacity, colors, inv_depths, background, depths, rects, touched, size, budget):
+        image, alpha, inv_depth, state = _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background,
+                                                            depths, rects, touched, size, budget)
+        ctx.save_for_backward(means2d, conic_opacity, colors, inv_depths, background, *state)
         ctx.size = size
-        return image, 1.0 - transmittance, inv_depth
+        return image, alpha, inv_depth
 
     @staticmethod
     def backward(ctx, g_image, g_alpha, g_inv_depth):
-        (means2d, conic_opacity, colors, inv_depths, background, ranges, point_list,
-         transmittance, last) = ctx.saved_tensors
-        width, height = ctx.size
-        tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
-        device = means2d.device
-        zeros = functools.partial(torch.zeros, device=device)
-        g_image = g_image.contiguous() if g_image is not None else zeros(3, height, width)
-        # Outputs without a gradient are passed as null pointers (the kernel reads them as 0).
-        # The contiguous tensors stay referenced here until the launch has been queued.
-        present = [g.contiguous() if g is not None else None for g in (g_inv_depth, g_alpha)]
-        optional = [_ptr(g) if g is not None else (0, POINTER) for g in present]
-        grads = [torch.zeros_like(t) for t in (means2d, conic_opacity, colors, inv_depths)]
-        _module(device).launch("render_backward", (tiles_x, tiles_y), (TILE_SIZE, TILE_SIZE), [
-            (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
-            _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(transmittance),
-            _ptr(last), _ptr(g_image), *optional, *map(_ptr, grads)])
-        g_background = (g_image * transmittance[None]).sum(dim=(1, 2)) if ctx.needs_input_grad[4] else None
-        return (*grads, g_background, None, None, None, None)
+        means2d, conic_opacity, colors, inv_depths, background, *state = ctx.saved_tensors
+        grads = _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, state, ctx.size,
+                                    g_image, g_alpha, g_inv_depth)
+        transmittance = state[2]
+        g_background = None
+        if ctx.needs_input_grad[4] and g_image is not None:
+            g_background = (g_image * transmittance[None]).sum(dim=(1, 2))
+        return (*grads, g_background, None, None, None, None, None)
 
 
-def render_cuda(gaussians: Gaussians, cameras: list[Camera], background: torch.Tensor, sh_degree: int,
-                scaling_modifier: float, antialiasing: bool, batched: bool) -> RenderOutput:
-    """Backend entry point used by :func:`rasterizer.render` (see its docstring)."""
+def _raw_parameters(gaussians: Gaussians) -> tuple:
+    """The six raw parameter tensors, contiguous (the kernels apply exp / normalise / sigmoid
+    themselves: fewer launches)."""
     if gaussians.device.type != "cuda":
         raise ValueError("the CUDA backend renders Gaussians on a CUDA device; move them with .to('cuda')")
     if gaussians.dtype != torch.float32:
         raise ValueError("the CUDA backend renders float32 Gaussians; use backend='reference' for float64")
+    return tuple(t.contiguous() for t in (gaussians.means, gaussians.log_scales, gaussians.quaternions,
+                                          gaussians.opacity_logits, gaussians.sh_dc, gaussians.sh_rest))
+
+
+def _settings(camera: Camera, sh_degree: int, scaling_modifier: float, antialiasing: bool) -> tuple:
+    tiles = ((camera.width + TILE_SIZE - 1) // TILE_SIZE, (camera.height + TILE_SIZE - 1) // TILE_SIZE)
+    return (sh_degree, scaling_modifier, antialiasing, *tiles)
+
+
+def render_cuda(gaussians: Gaussians, cameras: list[Camera], background: torch.Tensor, sh_degree: int,
+                scaling_modifier: float, antialiasing: bool, batched: bool,
+                pair_budget: PairBudget | None = None) -> RenderOutput:
+    """Backend entry point used by :func:`rasterizer.render` (see its docstring)."""
+    params = _raw_parameters(gaussians)
     device = gaussians.device
-    # Raw parameters: the kernels apply exp / normalise / sigmoid themselves (fewer launches).
-    means = gaussians.means.contiguous()
-    log_scales = gaussians.log_scales.contiguous()
-    quaternions = gaussians.quaternions.contiguous()
-    opacity_logits = gaussians.opacity_logits.contiguous()
-    sh_dc, sh_rest = gaussians.sh_dc.contiguous(), gaussians.sh_rest.contiguous()
     background = background.to(device=device, dtype=torch.float32).contiguous()
-    projections = []
-    for camera in cameras:
-        tiles = ((camera.width + TILE_SIZE - 1) // TILE_SIZE, (camera.height + TILE_SIZE - 1) // TILE_SIZE)
-        settings = (sh_degree, scaling_modifier, antialiasing, *tiles)
-        projections.append(_Project.apply(means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest,
-                                          camera_block(camera, device), settings))
+    projections = [_Project.apply(*params, camera_block(camera, device),
+                                  _settings(camera, sh_degree, scaling_modifier, antialiasing))
+                   for camera in cameras]
     means2d = torch.stack([p[0] for p in projections]) if batched else projections[0][0]
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -197,11 +325,53 @@ def render_cuda(gaussians: Gaussians, cameras: list[Camera], background: torch.T
         _, conic_opacity, colors, inv_depth_g, depths, _, rects, touched = projection
         image, alpha, inv_depth = _Rasterize.apply(
             means2d[b] if batched else means2d, conic_opacity, colors, inv_depth_g, background,
-            depths, rects, touched, (camera.width, camera.height))
+            depths, rects, touched, (camera.width, camera.height), pair_budget)
         images.append(image)
         alphas.append(alpha)
         inv_depths.append(inv_depth)
-    radii = torch.stack([p[5] for p in projections])
     if not batched:
-        return RenderOutput(images[0], alphas[0], inv_depths[0], radii[0], means2d)
+        return RenderOutput(images[0], alphas[0], inv_depths[0], projections[0][5], means2d)
+    radii = torch.stack([p[5] for p in projections])
     return RenderOutput(torch.stack(images), torch.stack(alphas), torch.stack(inv_depths), radii, means2d)
+
+
+class TrainingRender:
+    """One camera's render for a training step, with its backward at hand and no autograd graph
+    (see :func:`render_for_training`). ``output`` holds plain tensors; :meth:`backward` fills
+    ``output.means2d.grad`` and returns the raw parameters' gradients."""
+
+    def __init__(self, output: RenderOutput, params: tuple, camera_data: torch.Tensor, settings: tuple,
+                 projection: tuple, background: torch.Tensor, state: tuple, size: tuple[int, int]):
+        self.output = output
+        self._saved = (params, camera_data, settings, projection, background, state, size)
+
+    def backward(self, grad_image: torch.Tensor) -> list[torch.Tensor]:
+        """Gradients of (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest) from
+        d loss / d image ([3, H, W]); call it once."""
+        params, camera_data, settings, projection, background, state, size = self._saved
+        means2d, conic_opacity, colors, inv_depths = projection[:4]
+        incoming = _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, state, size,
+                                       grad_image)
+        self.output.means2d.grad = incoming[0]
+        return _project_backward(params, camera_data, projection[5], settings, incoming)
+
+
+def render_for_training(gaussians: Gaussians, camera: Camera, background: torch.Tensor, sh_degree: int,
+                        antialiasing: bool = False, pair_budget: PairBudget | None = None) -> TrainingRender:
+    """``render(gaussians, camera, ...)`` on this backend without autograd: the same kernels and
+    results, with the backward called explicitly (``TrainingRender.backward``). Training spends
+    ~1 ms of host time a step in autograd's engine otherwise; the loss's gradient w.r.t. the
+    image is all the backward needs. The inverse-depth and alpha outputs get no gradient."""
+    params = _raw_parameters(gaussians)
+    device = gaussians.device
+    background = background.to(device=device, dtype=torch.float32).contiguous()
+    camera_data = camera_block(camera, device)
+    settings = _settings(camera, sh_degree, 1.0, antialiasing)
+    with torch.no_grad():
+        projection = _project_forward(params, camera_data, settings)
+        means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched = projection
+        size = (camera.width, camera.height)
+        image, alpha, inv_depth, state = _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background,
+                                                            depths, rects, touched, size, pair_budget)
+    output = RenderOutput(image, alpha, inv_depth, radii, means2d)
+    return TrainingRender(output, params, camera_data, settings, projection, background, state, size)

@@ -270,54 +270,65 @@ extern "C" __global__ void project_forward(
 // One (tile key, Gaussian index) pair per touched tile, written in depth order: thread i handles
 // Gaussian depth_order[i], and offsets is the inclusive prefix sum of tiles_touched in that
 // order. A stable sort by tile afterwards keeps each tile's list front to back.
+// Pairs at or past `capacity` are dropped: a render sized by a PairBudget (host code does not
+// wait for the count) reports the true count, and the caller renders again. Slots past the
+// last pair get `sentinel`, a key that sorts after every tile and that find_ranges skips.
 template <typename Key>
-__device__ void write_pairs(int count, int tiles_x, const int* __restrict__ depth_order,
+__device__ void write_pairs(int count, int tiles_x, long long capacity, Key sentinel, const int* __restrict__ depth_order,
                             const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
                             const int* __restrict__ rects, const long long* __restrict__ offsets,
                             const int* __restrict__ tiles_touched, Key* __restrict__ keys,
                             int* __restrict__ values) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
+    for (long long slot = offsets[count - 1] + i; slot < capacity; slot += count) keys[slot] = sentinel;
     int idx = depth_order[i];
     if (tiles_touched[idx] == 0) return;
     long long offset = i == 0 ? 0 : offsets[i - 1];
+    // This Gaussian's slots end at offsets[i]. The tile test below is the projection's, but
+    // the compiler may contract its arithmetic differently in the two kernels: never write past
+    // the slots, and never leave one unwritten (a stale slot would hold a garbage Gaussian id).
+    long long limit = min(offsets[i], capacity);
     float px = means2d[2 * idx], py = means2d[2 * idx + 1];
     float A = conic_opacity[4 * idx], B = conic_opacity[4 * idx + 1], C = conic_opacity[4 * idx + 2];
     float threshold_q = 2.f * logf(conic_opacity[4 * idx + 3] / ALPHA_MIN_TILE);
     for (int ty = rects[4 * idx + 1]; ty < rects[4 * idx + 3]; ty++)
-        for (int tx = rects[4 * idx]; tx < rects[4 * idx + 2]; tx++)
+        for (int tx = rects[4 * idx]; tx < rects[4 * idx + 2] && offset < limit; tx++)
             if (tile_reached(px, py, A, B, C, threshold_q, (float)(tx * TILE), (float)(ty * TILE))) {
                 keys[offset] = (Key)(ty * tiles_x + tx);
                 values[offset] = idx;
                 offset++;
             }
+    for (; offset < limit; offset++) keys[offset] = sentinel;
 }
 
 // 16-bit tile keys (up to 32767 tiles: 4K) halve the radix passes of the sort; 32-bit otherwise.
 extern "C" __global__ void duplicate_with_keys16(
-    int count, int tiles_x, const int* depth_order, const float* means2d, const float* conic_opacity,
+    int count, int tiles_x, long long capacity, const int* depth_order, const float* means2d, const float* conic_opacity,
     const int* rects, const long long* offsets, const int* tiles_touched, short* keys, int* values) {
-    write_pairs<short>(count, tiles_x, depth_order, means2d, conic_opacity, rects, offsets, tiles_touched, keys, values);
+    write_pairs<short>(count, tiles_x, capacity, (short)32767, depth_order, means2d, conic_opacity, rects, offsets, tiles_touched, keys, values);
 }
 
 extern "C" __global__ void duplicate_with_keys32(
-    int count, int tiles_x, const int* depth_order, const float* means2d, const float* conic_opacity,
+    int count, int tiles_x, long long capacity, const int* depth_order, const float* means2d, const float* conic_opacity,
     const int* rects, const long long* offsets, const int* tiles_touched, int* keys, int* values) {
-    write_pairs<int>(count, tiles_x, depth_order, means2d, conic_opacity, rects, offsets, tiles_touched, keys, values);
+    write_pairs<int>(count, tiles_x, capacity, 2147483647, depth_order, means2d, conic_opacity, rects, offsets, tiles_touched, keys, values);
 }
 
 // ranges[2 * tile] = first, ranges[2 * tile + 1] = one past the last sorted pair of the tile.
+// Unused slots at the end of a budgeted sort hold the key type's largest value (no tile has it).
 template <typename Key>
-__device__ void find_ranges(long long P, const Key* __restrict__ tiles, int* __restrict__ ranges) {
+__device__ void find_ranges(long long P, const Key* __restrict__ tiles, int* __restrict__ ranges, int sentinel) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= P) return;
     int tile = (int)tiles[i];
+    if (tile == sentinel) return;
     if (i == 0 || (int)tiles[i - 1] != tile) ranges[2 * tile] = (int)i;
     if (i == P - 1 || (int)tiles[i + 1] != tile) ranges[2 * tile + 1] = (int)(i + 1);
 }
 
-extern "C" __global__ void tile_ranges16(long long P, const short* tiles, int* ranges) { find_ranges<short>(P, tiles, ranges); }
-extern "C" __global__ void tile_ranges32(long long P, const int* tiles, int* ranges) { find_ranges<int>(P, tiles, ranges); }
+extern "C" __global__ void tile_ranges16(long long P, const short* tiles, int* ranges) { find_ranges<short>(P, tiles, ranges, 32767); }
+extern "C" __global__ void tile_ranges32(long long P, const int* tiles, int* ranges) { find_ranges<int>(P, tiles, ranges, 2147483647); }
 
 // Copy Gaussian ``id``'s blending inputs into the block's shared-memory batch at ``slot``.
 __device__ __forceinline__ void stage_gaussian(int slot, int id, const float* __restrict__ means2d,
@@ -338,7 +349,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
     const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
     const float* __restrict__ colors, const float* __restrict__ inv_depths,
     const float* __restrict__ background, float* __restrict__ out_color,
-    float* __restrict__ out_transmittance, float* __restrict__ out_inv_depth,
+    float* __restrict__ out_transmittance, float* __restrict__ out_alpha, float* __restrict__ out_inv_depth,
     int* __restrict__ out_last_contributor) {
     int tile = blockIdx.y * tiles_x + blockIdx.x;
     int px = blockIdx.x * TILE + threadIdx.x, py = blockIdx.y * TILE + threadIdx.y;
@@ -385,6 +396,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
         int pix = py * width + px, plane = width * height;
         for (int ch = 0; ch < 3; ch++) out_color[ch * plane + pix] = accum[ch] + T * background[ch];
         out_transmittance[pix] = T;
+        out_alpha[pix] = 1.f - T;
         out_inv_depth[pix] = accum[3];
         out_last_contributor[pix] = last_contributor;
     }
@@ -398,15 +410,25 @@ __device__ __forceinline__ float warp_sum(float value) {
 // Back-to-front gradient of the blending. Every thread of the block walks the same Gaussians,
 // so a warp reduces its 32 pixels' contributions in registers and issues one atomic per value
 // (instead of one per pixel): atomics no longer serialise on popular Gaussians.
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
-    int width, int height, int tiles_x, const int* __restrict__ ranges, const int* __restrict__ point_list,
-    const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
-    const float* __restrict__ colors, const float* __restrict__ inv_depths,
-    const float* __restrict__ background, const float* __restrict__ final_transmittance,
-    const int* __restrict__ last_contributors, const float* __restrict__ grad_color,
-    const float* __restrict__ grad_inv_depth, const float* __restrict__ grad_alpha,
-    float* __restrict__ grad_means2d, float* __restrict__ grad_conic_opacity,
-    float* __restrict__ grad_colors, float* __restrict__ grad_inv_depths) {
+// DEPTH: whether the inverse-depth output has a gradient. Training uses the image alone, and
+// leaving the depth channel out saves a tenth of the warp reductions and atomics.
+#define BLEND_BACKWARD_ARGS \
+    int width, int height, int tiles_x, const int* __restrict__ ranges, const int* __restrict__ point_list, \
+    const float* __restrict__ means2d, const float* __restrict__ conic_opacity, \
+    const float* __restrict__ colors, const float* __restrict__ inv_depths, \
+    const float* __restrict__ background, const float* __restrict__ final_transmittance, \
+    const int* __restrict__ last_contributors, const float* __restrict__ grad_color, \
+    const float* __restrict__ grad_inv_depth, const float* __restrict__ grad_alpha, \
+    float* __restrict__ grad_means2d, float* __restrict__ grad_conic_opacity, \
+    float* __restrict__ grad_colors, float* __restrict__ grad_inv_depths
+#define BLEND_BACKWARD_NAMES \
+    width, height, tiles_x, ranges, point_list, means2d, conic_opacity, colors, inv_depths, background, \
+    final_transmittance, last_contributors, grad_color, grad_inv_depth, grad_alpha, grad_means2d, \
+    grad_conic_opacity, grad_colors, grad_inv_depths
+
+template <bool DEPTH>
+__device__ void blend_backward(BLEND_BACKWARD_ARGS) {
+    constexpr int VALUES = DEPTH ? 10 : 9;
     int tile = blockIdx.y * tiles_x + blockIdx.x;
     int px = blockIdx.x * TILE + threadIdx.x, py = blockIdx.y * TILE + threadIdx.y;
     int rank = threadIdx.y * TILE + threadIdx.x;
@@ -436,7 +458,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
     float bg_dot = 0.f;
     if (inside) {
         for (int ch = 0; ch < 3; ch++) dpix[ch] = grad_color[ch * plane + pix];
-        dpix[3] = grad_inv_depth ? grad_inv_depth[pix] : 0.f;  // null: that output has no gradient
+        dpix[3] = DEPTH ? grad_inv_depth[pix] : 0.f;
         // alpha = 1 - T_final: its gradient acts like a background of -1 on every channel-free
         // term, i.e. d alpha / d T_final = -1.
         for (int ch = 0; ch < 3; ch++) bg_dot += background[ch] * dpix[ch];
@@ -496,18 +518,28 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(
                 }
             }
             if (__any_sync(FULL_MASK, contributes)) {
-                for (int v = 0; v < 10; v++) g[v] = warp_sum(g[v]);
+#pragma unroll
+                for (int v = 0; v < VALUES; v++) g[v] = warp_sum(g[v]);
                 if ((rank & 31) == 0) {
                     int id = s_id[j];
                     atomicAdd(&grad_means2d[2 * id], g[0]);
                     atomicAdd(&grad_means2d[2 * id + 1], g[1]);
                     for (int v = 0; v < 4; v++) atomicAdd(&grad_conic_opacity[4 * id + v], g[2 + v]);
                     for (int ch = 0; ch < 3; ch++) atomicAdd(&grad_colors[3 * id + ch], g[6 + ch]);
-                    atomicAdd(&grad_inv_depths[id], g[9]);
+                    if (DEPTH) atomicAdd(&grad_inv_depths[id], g[9]);
                 }
             }
         }
     }
+}
+
+// grad_inv_depth and grad_alpha may be null (that output has no gradient). With
+// render_backward_no_depth, grad_inv_depth is not read and grad_inv_depths stays as it was.
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(BLEND_BACKWARD_ARGS) {
+    blend_backward<true>(BLEND_BACKWARD_NAMES);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward_no_depth(BLEND_BACKWARD_ARGS) {
+    blend_backward<false>(BLEND_BACKWARD_NAMES);
 }
 
 // Gradient of the projection for one visible Gaussian: from the gradients of means2d,

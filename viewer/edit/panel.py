@@ -5,9 +5,9 @@
   floaters are shown (``highlight``: drawn in magenta; ``hide``), the Gaussians to display, and
   saving (a new model folder or a file; never over the model opened).
 * :class:`EditSection` - the panel's "Edit" widgets (tags start with ``edit_``); a
-  :class:`~viewer.panel.PanelSection`.
+  :class:`~viewer.window.panel.PanelSection`.
 * :func:`attach_editing` - the hook: builds both, registers the frame callback that shows the
-  preview, the crop box drawing and its mouse handling (``viewer/crop_box_view.py``) with a
+  preview, the crop box drawing and its mouse handling (``viewer/edit/crop_box.py``) with a
   :class:`~viewer.app.ViewerApp`, and returns the section for the panel.
 
 Gaussians outside the enabled crop box are hidden in the preview; the panel shows how many
@@ -284,7 +284,7 @@ def edit_source(viewer_input, path: str | Path, iteration: int = -1) -> EditSour
 def attach_editing(app, source: EditSource) -> EditSection:
     """Add editing to ``app`` (a ViewerApp showing ``source.gaussians``): the preview frame
     callback, the crop box drawing and its mouse controls. Returns the panel section."""
-    from .crop_box_view import CropBoxMouse, CropBoxOverlay  # noqa: PLC0415
+    from .crop_box import CropBoxMouse, CropBoxOverlay  # noqa: PLC0415
 
     controller = EditController(source.gaussians, source.cameras, source)
     app.frame_callbacks.append(PreviewUpdater(controller))

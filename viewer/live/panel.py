@@ -1,7 +1,7 @@
 """The training section of the control panel: a thin Dear PyGui layer over a TrainingSession.
 
 Buttons call the session's commands (start/pause, single step, save now); texts show its
-published :class:`~viewer.live_training.TrainingStats`. Both run in the viewer's main thread
+published :class:`~viewer.live.session.TrainingStats`. Both run in the viewer's main thread
 (DPG callbacks fire inside ``render_dearpygui_frame``); the session does the thread work.
 Widget tags start with ``train_`` (tests fire them by tag).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dearpygui.dearpygui as dpg
 
-from .live_training import TrainingSession, TrainingStats
+from .session import TrainingSession, TrainingStats
 
 __all__ = ["TrainingSection", "toggle_label", "stats_lines"]
 
@@ -26,15 +26,20 @@ def toggle_label(paused: bool, iteration: int) -> str:
     return "Start" if iteration == 0 else "Resume"
 
 
+NOT_YET = "\u2014"   # an em dash: no value before the first iteration
+
+
 def stats_lines(stats: TrainingStats) -> dict[str, str]:
-    """Widget tag -> text for ``stats`` (loss: the running L1/SSIM loss; PSNR in dB)."""
+    """Widget tag -> text for ``stats`` (loss: the running L1/SSIM loss; PSNR in dB); loss, PSNR
+    and steps/s show a dash until the first iteration has run."""
+    started = stats.iteration > 0
     return {
         "train_status": f"training: {stats.status}",
         "train_iteration": f"iteration: {stats.iteration:,} / {stats.total:,}",
-        "train_loss": f"loss: {stats.loss:.6f}",
-        "train_psnr": f"PSNR: {stats.psnr:.2f} dB",
+        "train_loss": f"loss: {stats.loss:.6f}" if started else f"loss: {NOT_YET}",
+        "train_psnr": f"PSNR: {stats.psnr:.2f} dB" if started else f"PSNR: {NOT_YET}",
         "train_count": f"Gaussians (training): {stats.gaussians:,}",
-        "train_rate": f"steps/s: {stats.steps_per_second:.1f}",
+        "train_rate": f"steps/s: {stats.steps_per_second:.1f}" if started else f"steps/s: {NOT_YET}",
         "train_message": stats.message,
     }
 
@@ -46,9 +51,9 @@ class TrainingSection:
         self.session = session
 
     def build(self) -> None:
-        dpg.add_text("Training")
+        dpg.add_text("Training", color=(255, 210, 120))
         for tag in _TEXTS:
-            dpg.add_text("", tag=tag, wrap=360)
+            dpg.add_text("", tag=tag, wrap=0)
         with dpg.group(horizontal=True):
             dpg.add_button(label="Start", tag="train_toggle", callback=self._on_toggle)
             dpg.add_button(label="Step", tag="train_step", callback=self._on_step)
@@ -76,4 +81,5 @@ class TrainingSection:
         self.session.step()
 
     def _on_save(self, sender=None, app_data=None, user_data=None) -> None:
-        self.session.save_now()   # the panel's message line shows where it went (or why not)
+        # The message line says which iteration was written, and where (or why not).
+        self.session.save_now()

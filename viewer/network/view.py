@@ -1,6 +1,6 @@
 """``splat-view --connect HOST:PORT``: the render window showing a model that trains elsewhere.
 
-:class:`RemoteView` sits between the render loop and :class:`viewer.remote.RemoteClient`. Every
+:class:`RemoteView` sits between the render loop and :class:`viewer.network.client.RemoteClient`. Every
 frame it sends the current view and the panel's controls (Train, Keep alive, Scaling modifier,
 local rendering) to the network thread and draws what came back:
 
@@ -27,9 +27,9 @@ from OpenGL import GL
 
 from rasterizer.gaussians import Gaussians
 
-from .remote import RemoteClient, RemoteState, parse_address
-from .scene_source import ViewerInput, framing_camera
-from .state import ViewerState
+from ..scene_source import ViewerInput, framing_camera, scene_frame
+from ..state import ViewerState
+from .client import RemoteClient, RemoteState, parse_address
 
 __all__ = ["RemoteView", "run_connected"]
 
@@ -50,31 +50,43 @@ class RemoteView:
         self._texture_size = (0, 0)
         self._start_version = app.state.version
         self._placed = False
+        self._local = False
 
     # ----- per frame -------------------------------------------------------------------------------
-    def draw(self) -> bool:
-        """Send the view, pick up results and draw; returns False when the app should draw the
-        local model itself (a snapshot is in use)."""
+    def update(self) -> None:
+        """Send the view and the controls, pick up what arrived (once per frame, with the render
+        window's GL context current)."""
         state = self.app.state
         self.latest = self.client.latest()
         self._adopt_cameras(state)
         self._adopt_snapshot(state)
-        local = self.latest.extension is not None and state.remote_local_rendering
+        self._local = self.latest.extension is not None and state.remote_local_rendering
         self.client.set_controls(train=state.remote_train, keep_alive=state.remote_keep_alive,
-                                 scaling_modifier=state.scaling_modifier, local_rendering=local)
-        self.client.set_view(None if local else state.camera())
-        if local and self._snapshot_sequence:
+                                 scaling_modifier=state.scaling_modifier, local_rendering=self._local)
+        self.client.set_view(None if self._local else state.camera())
+        state.shows_remote_images = not (self._local and self._snapshot_sequence)
+
+    def content_version(self) -> tuple:
+        """Changes whenever what :meth:`draw` shows changes (for the render loop's kept image)."""
+        frame = self.latest.frame
+        return (self._local, self._snapshot_sequence, frame.sequence if frame is not None else -1,
+                self._background(self.app.state))
+
+    def draw(self, width: int, height: int) -> bool:
+        """Draw into the bound framebuffer at ``width`` x ``height``; returns False when the app
+        should draw the local model itself (a snapshot is in use)."""
+        if self._local and self._snapshot_sequence:
             return False
         frame = self.latest.frame
-        if frame is None or local:
-            GL.glViewport(0, 0, state.width, state.height)
-            GL.glClearColor(*self._background(state), 1.0)
+        if frame is None or self._local:
+            GL.glViewport(0, 0, width, height)
+            GL.glClearColor(*self._background(self.app.state), 1.0)
             GL.glClear(GL.GL_COLOR_BUFFER_BIT)
             return True
         if frame.sequence != self._frame_sequence:
             self._upload(frame.pixels)
             self._frame_sequence = frame.sequence
-        self._blit(state.width, state.height)
+        self._blit(width, height)
         return True
 
     def has_content(self) -> bool:
@@ -95,6 +107,7 @@ class RemoteView:
             return
         self._placed = True
         state.input_cameras = list(self.latest.cameras)
+        state.set_scene(*scene_frame(self.app.input.gaussians, state.input_cameras))
         if state.version == self._start_version:
             state.snap_to(0)
             self._start_version = state.version
@@ -135,13 +148,14 @@ class RemoteView:
         self._texture_size = (width, height)
 
     def _blit(self, width: int, height: int) -> None:
-        """Texture row 0 (the image's top) sits at GL's bottom: blit with y flipped."""
+        """Texture row 0 (the image's top) sits at GL's bottom: blit with y flipped, into the
+        bound draw framebuffer."""
         source_width, source_height = self._texture_size
         GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, self._framebuffer)
-        GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, 0)
         GL.glViewport(0, 0, width, height)
         GL.glBlitFramebuffer(0, 0, source_width, source_height, 0, height, width, 0,
-                             GL.GL_COLOR_BUFFER_BIT, GL.GL_NEAREST)
+                             GL.GL_COLOR_BUFFER_BIT, GL.GL_NEAREST if (width, height) == self._texture_size
+                             else GL.GL_LINEAR)
         GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, 0)
 
     def release(self) -> None:
@@ -170,8 +184,8 @@ class RemoteView:
 
 def run_connected(args) -> int:
     """``splat-view --connect HOST:PORT`` (arguments from ``viewer.cli``); returns the exit code."""
-    from .app import ViewerApp, ViewerError  # noqa: PLC0415
-    from .cli import choose_backend, open_panel, usable_backends  # noqa: PLC0415
+    from ..app import ViewerApp, ViewerError  # noqa: PLC0415
+    from ..launch import choose_backend, open_panel, usable_backends  # noqa: PLC0415
 
     try:
         host, port = parse_address(args.connect)
@@ -185,12 +199,15 @@ def run_connected(args) -> int:
     viewer_input = ViewerInput(empty, [start], (0.0, 0.0, 0.0), f"{host}:{port} (network viewer)")
     state = ViewerState.from_input_camera([start], 0, width=width, max_sh_degree=3, sh_degree=3,
                                           render_mode=args.render_mode, backend=backend,
-                                          available_backends=usable_backends(device))
+                                          available_backends=usable_backends(device), navigation=args.navigation)
     state.height = height
     client = RemoteClient(host, port, use_extension=not args.reference_protocol).start()
     try:
-        app = ViewerApp(viewer_input, state, visible=args.frames is None, device=device,
-                        interop=not args.no_interop)
+        interactive = args.frames is None
+        app = ViewerApp(viewer_input, state, visible=interactive, device=device, interop=not args.no_interop,
+                        interactive=interactive, fixed_size=args.rendering_size is not None,
+                        with_panel=not args.hide_panel)
+        state.update(up=args.up)
     except (ViewerError, RuntimeError) as error:
         client.stop()
         print(f"splat-view: error: {error}", file=sys.stderr)
@@ -202,7 +219,9 @@ def run_connected(args) -> int:
                   f"({app.remote.latest.status})", file=sys.stderr)
             return 1
         if args.frames is None and not args.hide_panel:
-            app.panel = open_panel(state, stats_source=app.remote.stats_lines, remote=True)
+            from .panel import RemoteSection  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
+
+            app.panel = open_panel(app, sections=[RemoteSection(app.remote)])
         app.run(args.frames, args.screenshot)
     finally:
         client.stop()
@@ -212,10 +231,10 @@ def run_connected(args) -> int:
 
 
 def _wait_for_content(app) -> bool:
-    """For scripted runs: draw (and thus request) until the first image or snapshot arrives."""
+    """For scripted runs: ask until the first image or snapshot arrives."""
     deadline = time.monotonic() + CONNECT_WAIT_S
     while time.monotonic() < deadline:
-        app.remote.draw()
+        app.remote.update()   # (sends the view: the trainer renders it)
         if app.remote.has_content():
             return True
         time.sleep(0.02)

@@ -5,7 +5,7 @@
 Training flags are parsed by splat-train's own parser (same names, same defaults) and the run
 writes what ``splat-train`` writes (model folder, cfg_args, cameras.json, input.ply,
 point_cloud/iteration_N, checkpoints). Training runs in a background thread
-(:class:`viewer.live_training.TrainingSession`); the render window shows its latest snapshot and
+(:class:`viewer.live.session.TrainingSession`); the render window shows its latest snapshot and
 the control panel gets a training section (start/pause, single step, save now, statistics).
 
 Closing the window (or ``--frames K`` running out) stops an unfinished run as Ctrl-C does in
@@ -21,22 +21,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-
-from rasterizer.files import FileFormatError
 from trainer.config import ConfigError, TrainConfig, build_parser as build_train_parser, parse_args
 
-from .cli import add_view_flags
-from .live_training import TrainingSession
-from .scene_source import ViewerInput
-from .state import ViewerState
+from ..launch import add_view_flags
+
+if TYPE_CHECKING:   # torch and the trainer load only after the flags are read (--help is quick)
+    from ..scene_source import ViewerInput
+    from ..state import ViewerState
+    from .session import TrainingSession
 
 __all__ = ["main", "parse", "build_parser", "LiveModel"]
 
 MAX_FPS = 30.0           # the render loop leaves the CPU (and the GIL) to training
-PANEL_HEIGHT = 800       # the viewer's controls plus the training section
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +95,11 @@ class LiveModel:
 def viewer_setup(session: TrainingSession, args: argparse.Namespace) -> tuple[ViewerInput, ViewerState]:
     """What the window opens on: the initial model, the run's cameras.json cameras, the scene's
     background and initial points."""
+    import torch  # noqa: PLC0415
+
+    from ..scene_source import ViewerInput  # noqa: PLC0415
+    from ..state import ViewerState  # noqa: PLC0415
+
     scene = session.trainer.scene
     gaussians = session.snapshot().gaussians
     cameras = session.cameras()
@@ -104,42 +107,38 @@ def viewer_setup(session: TrainingSession, args: argparse.Namespace) -> tuple[Vi
         raise ValueError(f"--camera {args.camera}: the scene has {len(cameras)} input cameras")
     viewer_input = ViewerInput(gaussians, cameras, tuple(scene.background), f"training {session.model_path}",
                                scene.point_cloud)
-    from .cli import choose_backend, usable_backends  # noqa: PLC0415
+    from ..launch import choose_backend, usable_backends  # noqa: PLC0415
 
     # splat-train's own --backend picks the training rasterizer; the view takes the best one here.
     backend, device = choose_backend("auto", torch.cuda.current_device() if torch.cuda.is_available() else 0)
     state = ViewerState.from_input_camera(cameras, args.camera, background=viewer_input.background,
                                           max_sh_degree=gaussians.sh_degree, sh_degree=gaussians.sh_degree,
                                           render_mode=args.render_mode, backend=backend,
-                                          available_backends=usable_backends(device))
+                                          available_backends=usable_backends(device),
+                                          navigation=args.navigation)
     if args.rendering_size:
         state.width, state.height = args.rendering_size
     return viewer_input, state
 
 
-def open_training_panel(state: ViewerState, session: TrainingSession):
-    """The control panel with the training section, or None (one notice) when it cannot open."""
-    try:
-        from .panel import ControlPanel  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
-        from .training_panel import TrainingSection  # noqa: PLC0415
-
-        return ControlPanel(state, height=PANEL_HEIGHT, sections=[TrainingSection(session)])
-    except Exception as error:  # noqa: BLE001 - the viewer (and training) work without the panel
-        print(f"splat-view: notice: no control panel ({error}); continuing without it", file=sys.stderr)
-        return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args, config = parse(sys.argv[1:] if argv is None else argv)
+    from rasterizer.files import FileFormatError  # noqa: PLC0415
+
+    from .session import TrainingSession  # noqa: PLC0415
+
     if not config.script.quiet:
         print("Optimizing " + config.model.model_path)
     session = TrainingSession(config, start_paused=args.start_paused)
     try:
         session.setup()
         viewer_input, state = viewer_setup(session, args)
-        from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
+        from ..app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
 
-        app = ViewerApp(viewer_input, state, visible=args.frames is None)
+        interactive = args.frames is None
+        app = ViewerApp(viewer_input, state, visible=interactive, interactive=interactive,
+                        fixed_size=args.rendering_size is not None, with_panel=not args.hide_panel)
+        state.update(up=args.up)   # an explicit axis levels the view to it
     except ConfigError as error:
         session.stop()
         print(f"splat-view: error: {error}", file=sys.stderr)
@@ -153,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("splat-view: interrupted before training started", file=sys.stderr)
         return 130
     if args.frames is None and not args.hide_panel:
-        app.panel = open_training_panel(state, session)
+        from ..launch import open_panel  # noqa: PLC0415
+        from .panel import TrainingSection  # noqa: PLC0415 - Dear PyGui only when a panel is wanted
+
+        app.panel = open_panel(app, sections=[TrainingSection(session)])
     app.frame_callbacks.append(LiveModel(session, args.max_fps))
     session.start()
     code = 0

@@ -1,7 +1,8 @@
 """Where the render loop draws: a GLFW window, or an offscreen framebuffer in an EGL context.
 
 Both give the loop the same small interface (``make_current``, ``bind``, ``size``, ``swap``,
-``poll``, ``should_close``, ``set_vsync``, ``release``), so ``ViewerApp`` has one frame loop.
+``poll``, ``should_close``, ``set_vsync``, ``release``, ``framebuffer``), so ``ViewerApp`` has one
+frame loop.
 The offscreen surface serves ``splat-view --offscreen`` (scripted frames and screenshots on
 machines without a display) and ``bench/viewer.py``; it has no input and never closes itself.
 """
@@ -10,33 +11,59 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["WindowSurface", "OffscreenSurface", "SurfaceError"]
+__all__ = ["WindowSurface", "OffscreenSurface", "SurfaceError", "work_area"]
 
 
 class SurfaceError(RuntimeError):
     """The window or the GL context could not be created (message for the user)."""
 
 
+def _init_glfw():
+    import glfw  # noqa: PLC0415
+
+    if not glfw.init():
+        raise SurfaceError("could not initialise GLFW (is there a display? set DISPLAY, use Xvfb, "
+                           "or run with --offscreen)")
+    return glfw
+
+
+def work_area() -> tuple[int, int, int, int] | None:
+    """The primary monitor's work area (x, y, width, height: the screen less task bars and docks),
+    or None when GLFW reports no monitor."""
+    glfw = _init_glfw()
+    monitor = glfw.get_primary_monitor()
+    if not monitor:
+        return None
+    area = tuple(int(v) for v in glfw.get_monitor_workarea(monitor))
+    return area if area[2] > 0 and area[3] > 0 else None
+
+
 class WindowSurface:
-    """A GLFW window with an OpenGL 4.3 core context (not resizable: the rendering size is the
-    window size, as SIBR's ``--rendering-size``)."""
+    """A GLFW window with an OpenGL 4.3 core context.
 
-    def __init__(self, width: int, height: int, title: str, visible: bool = True, vsync: bool = False) -> None:
-        import glfw  # noqa: PLC0415
+    ``resizable``: the user may resize it (the render loop follows ``size()``); scripted runs keep
+    a fixed size. ``position``: its client area's top-left corner on the screen (default: where
+    the window manager puts it). The window is shown only once placed."""
 
+    framebuffer = 0   # the window's own (default) framebuffer
+
+    def __init__(self, width: int, height: int, title: str, visible: bool = True, vsync: bool = False,
+                 resizable: bool = False, position: tuple[int, int] | None = None) -> None:
+        glfw = _init_glfw()
         self._glfw = glfw
-        if not glfw.init():
-            raise SurfaceError("could not initialise GLFW (is there a display? set DISPLAY, use Xvfb, "
-                               "or run with --offscreen)")
         for hint, value in ((glfw.CONTEXT_VERSION_MAJOR, 4), (glfw.CONTEXT_VERSION_MINOR, 3),
                             (glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE),
-                            (glfw.OPENGL_FORWARD_COMPAT, True), (glfw.VISIBLE, visible),
-                            (glfw.RESIZABLE, False)):
+                            (glfw.OPENGL_FORWARD_COMPAT, True), (glfw.VISIBLE, False),
+                            (glfw.RESIZABLE, resizable)):
             glfw.window_hint(hint, value)
         self.window = glfw.create_window(width, height, title, None, None)
         if not self.window:
             glfw.terminate()
             raise SurfaceError("could not create an OpenGL 4.3 core window (update the GPU driver)")
+        if position is not None:
+            glfw.set_window_pos(self.window, *position)
+        if visible:
+            glfw.show_window(self.window)
         glfw.make_context_current(self.window)
         self.set_vsync(vsync)
         icon = _icon()
@@ -57,6 +84,21 @@ class WindowSurface:
     def size(self) -> tuple[int, int]:
         """Framebuffer size in pixels (HiDPI-aware)."""
         return tuple(self._glfw.get_framebuffer_size(self.window))
+
+    def rect(self) -> tuple[int, int, int, int]:
+        """The client area's (x, y, width, height) in screen coordinates (for the layout)."""
+        return (*self._glfw.get_window_pos(self.window), *self._glfw.get_window_size(self.window))
+
+    def frame_top(self) -> int:
+        """Height of the title bar the window manager added (0 without one)."""
+        return int(self._glfw.get_window_frame_size(self.window)[1])
+
+    def move_to(self, x: int, y: int) -> None:
+        self._glfw.set_window_pos(self.window, int(x), int(y))
+
+    def close(self) -> None:
+        """Ask the loop to end (as the window's close button does)."""
+        self._glfw.set_window_should_close(self.window, True)
 
     def swap(self) -> None:
         self._glfw.swap_buffers(self.window)
@@ -89,10 +131,14 @@ def _icon():
 
 
 class OffscreenSurface:
-    """An RGBA8 framebuffer object in a headless EGL context (see ``viewer/egl_context.py``).
+    """An RGBA8 framebuffer object in a headless EGL context (see ``viewer/window/egl_context.py``).
 
     ``cuda_device`` picks the EGL device of that CUDA device, so interop works on NVIDIA.
     """
+
+    @property
+    def framebuffer(self) -> int:
+        return self.fbo
 
     def __init__(self, width: int, height: int, cuda_device: int | None = None) -> None:
         from .egl_context import EglContext  # noqa: PLC0415
@@ -131,6 +177,9 @@ class OffscreenSurface:
 
     def should_close(self) -> bool:
         return False
+
+    def close(self) -> None:
+        pass
 
     def set_vsync(self, on: bool) -> None:
         pass

@@ -60,7 +60,7 @@ class FloatFramebuffer:
 def draw_to_float_image(renderer, camera, **kwargs):
     """``renderer.draw(camera, **kwargs)`` into a fresh float framebuffer of the camera's size;
     returns its RGB as float32 [3, H, W], row 0 = top (see ``gl_splats.read_framebuffer``)."""
-    from .gl_splats import read_framebuffer  # noqa: PLC0415
+    from ..backends.gl_splats import read_framebuffer  # noqa: PLC0415
 
     target = FloatFramebuffer(camera.width, camera.height)
     try:

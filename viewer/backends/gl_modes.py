@@ -9,10 +9,10 @@
 * :class:`DepthRenderer` - the splats' alpha-weighted inverse depth (``rasterizer.render``'s
   ``inv_depth``), normalised by the visible range and turbo colour-mapped (``shaders/depth.frag``).
 
-They share :class:`~viewer.gl_splats.SplatRenderer`'s SSBOs (binding 0 mean + opacity, binding 2 SH,
+They share :class:`~viewer.backends.gl_splats.SplatRenderer`'s SSBOs (binding 0 mean + opacity, binding 2 SH,
 binding 3 order) and add their own (binding 4 rotations, 5 scales, 6 points). The camera projection
 is :func:`gl_view_projection`: our :class:`Camera` (OpenCV axes, principal point), image row 0 at the
-top of the framebuffer like the splat path, so :func:`~viewer.gl_splats.read_framebuffer` lines the
+top of the framebuffer like the splat path, so :func:`~viewer.backends.gl_splats.read_framebuffer` lines the
 modes up with the splats. Modes that need a depth buffer draw into an internal framebuffer (RGBA32F +
 24-bit depth, as SIBR's FBO) and blit the colour into whatever framebuffer was bound.
 """

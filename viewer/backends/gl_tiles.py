@@ -2,7 +2,7 @@
 GLSL compute shaders, for GPUs whose fixed-function graphics units are few.
 
 Why: data-centre GPUs such as the H100 run fragment shaders and blending on a handful of
-graphics units only, so the instanced-quad path (``viewer/gl_splats.py``) is fragment-bound
+graphics units only, so the instanced-quad path (``viewer/backends/gl_splats.py``) is fragment-bound
 there (about 160 ms per 1080p frame of 1M Gaussians), while compute shaders use every SM.
 
 Per frame (``shaders/tile_*.comp``), after :class:`GpuDepthSort` ordered the splats:

@@ -382,8 +382,8 @@ class TrainingSession:
             for future in futures:
                 future.set_exception(error)
         else:
-            message = f"saved {path}"
-            self.trainer.log(f"\n[ITER {iteration}] {message}")
+            message = f"saved iteration {iteration}: {path}"
+            self.trainer.log(f"\n[ITER {iteration}] saved {path}")
             for future in futures:
                 future.set_result(path)
         with self._cond:

@@ -1,8 +1,10 @@
 """The crop box in the render window: its edges drawn over each frame, and mouse controls.
 
 * :class:`CropBoxOverlay` - a ViewerApp overlay: the 12 edges of the enabled box as yellow GL
-  lines (``shaders/crop_box.*``), projected like the other render modes
-  (:func:`~viewer.gl_modes.gl_view_projection`), not depth-tested, so the box shows through.
+  lines (``shaders/crop_box.*``) drawn in window pixels over the kept image where the compositor
+  put it, projected like the other render modes
+  (:func:`~viewer.backends.gl_modes.gl_view_projection`), not depth-tested, so the box shows
+  through.
 * :class:`CropBoxMouse` - while the box is on and Ctrl is held, the left button drags the box in the view plane, the
   right button turns it (horizontal motion about the camera's vertical axis, vertical motion
   about its horizontal axis) and the wheel scales it; without Ctrl the events go on to the
@@ -63,8 +65,8 @@ def scaled_box(box: CropBox, wheel_steps: float) -> CropBox:
 
 
 class CropBoxOverlay:
-    """Draws ``controller.box`` when ``controller.crop_enabled``; call with the ViewerApp after
-    its frame is drawn (``app.overlays``)."""
+    """Draws ``controller.box`` when ``controller.crop_enabled``; called with the ViewerApp after
+    the kept image is shown in the window (``app.overlays``)."""
 
     def __init__(self, controller):
         self.controller = controller
@@ -73,16 +75,21 @@ class CropBoxOverlay:
 
     def __call__(self, app) -> None:
         if self.controller.crop_enabled:
-            self.draw(app.state.camera(), self.controller.box)
+            from ..window.compositor import fit_rect  # noqa: PLC0415
 
-    def draw(self, camera: Camera, box: CropBox) -> None:
-        """Draw ``box``'s edges as seen by ``camera`` into the bound framebuffer."""
+            state = app.state
+            self.draw(state.camera(), self.controller.box,
+                      viewport=fit_rect((state.width, state.height), app.surface.size()))
+
+    def draw(self, camera: Camera, box: CropBox, viewport: tuple[int, int, int, int] | None = None) -> None:
+        """Draw ``box``'s edges as seen by ``camera`` into the bound framebuffer, in ``viewport``
+        (x, y, width, height; GL's bottom-left origin; default: the camera's image size)."""
         from OpenGL import GL  # noqa: PLC0415
 
         from shaders import shader_source  # noqa: PLC0415
 
-        from .gl_modes import gl_view_projection  # noqa: PLC0415
-        from .gl_splats import _compile_program  # noqa: PLC0415
+        from ..backends.gl_modes import gl_view_projection  # noqa: PLC0415
+        from ..backends.gl_splats import _compile_program  # noqa: PLC0415
 
         if self.program is None:
             self.program = _compile_program(shader_source("crop_box.vert"), shader_source("crop_box.frag"))
@@ -90,7 +97,8 @@ class CropBoxOverlay:
         blending = GL.glIsEnabled(GL.GL_BLEND)
         GL.glDisable(GL.GL_BLEND)
         GL.glDisable(GL.GL_DEPTH_TEST)
-        GL.glViewport(0, 0, camera.width, camera.height)
+        previous_viewport = GL.glGetIntegerv(GL.GL_VIEWPORT)
+        GL.glViewport(*(viewport or (0, 0, camera.width, camera.height)))
         GL.glUseProgram(self.program)
         GL.glUniformMatrix4fv(GL.glGetUniformLocation(self.program, "view_projection"), 1, GL.GL_TRUE,
                               gl_view_projection(camera))
@@ -101,6 +109,7 @@ class CropBoxOverlay:
         GL.glDrawArrays(GL.GL_LINES, 0, 24)
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
+        GL.glViewport(*(int(v) for v in previous_viewport))
         if blending:
             GL.glEnable(GL.GL_BLEND)
 

@@ -1,0 +1,221 @@
+"""Where a training step's time goes: ms per step for each phase, on the real ``Trainer``.
+
+    python bench/profile_train.py [--source ../shared/data/shapes] [-w] [-r 1] [--warmup 3500]
+                                  [--steps 200] [--paths fast,torch] [--code DIR]
+
+It trains the scene with ``splat-train``'s defaults (CUDA backend) for ``--warmup`` iterations,
+then measures, for each path, two windows of ``--steps`` iterations in steady state:
+
+* unprofiled: wall ms per step, and the host (CPU) ms spent in each phase;
+* under ``torch.profiler``: the GPU time of the kernels, copies and fills launched from each
+  phase (a kernel is credited to the phase whose host time range contains its launch, so the
+  backward's kernels, launched from autograd's thread, count under ``backward``).
+
+Phases: data (view and ground truth), render (forward), loss, backward, wait (the host waiting
+for the pair count of a budgeted sort), densify (statistics and densification), optimizer, and
+other (hooks, progress bar, evaluation). GPU idle = wall - GPU busy.
+
+Paths: ``fast`` is the trainer as configured (fused loss and statistics, budgeted sort);
+``torch`` turns those off (the PyTorch loss and statistics, a host wait for every sort).
+``--code DIR`` imports the trainer from another checkout (e.g. an older commit, for a
+before/after table); a trainer without phases reports wall, GPU busy and idle only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PHASES = ("data", "render", "loss", "backward", "wait", "densify", "optimizer")
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", default=str(REPO.parent / "shared" / "data" / "shapes"))
+    parser.add_argument("-w", "--white_background", action="store_true")
+    parser.add_argument("-r", "--resolution", default="-1")
+    parser.add_argument("--eval", action="store_true")
+    parser.add_argument("--warmup", type=int, default=3500, help="iterations before measuring")
+    parser.add_argument("--steps", type=int, default=200, help="iterations per measured window")
+    parser.add_argument("--paths", default="fast,torch", help="comma-separated: fast, torch")
+    parser.add_argument("--code", default=str(REPO), help="checkout whose trainer is measured")
+    parser.add_argument("--label", default="", help="name of this run in the table")
+    parser.add_argument("--kernels", type=int, default=14, help="kernels listed per path, by GPU time")
+    args = parser.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be positive")
+    args.paths = [p for p in args.paths.split(",") if p]
+    if not set(args.paths) <= {"fast", "torch"}:
+        parser.error("--paths takes fast and/or torch")
+    return args
+
+
+class PhaseClock:
+    """``trainer.phase`` replacement: host seconds per phase, and (when profiling) a
+    ``record_function`` range per phase so that kernels can be credited to it."""
+
+    def __init__(self, torch) -> None:
+        self.torch = torch
+        self.host = collections.Counter()
+        self.annotate = False
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        if self.annotate:
+            with self.torch.profiler.record_function(f"phase::{name}"):
+                yield
+        else:
+            yield
+        self.host[name] += time.perf_counter() - started
+
+
+def gpu_time_by_phase(trace_path: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds of GPU activity (kernels, copies, fills) per phase, and per kernel name, from a
+    chrome trace."""
+    with open(trace_path, encoding="utf-8") as stream:
+        events = json.load(stream)["traceEvents"]
+    launches, phases, device = {}, [], []
+    for event in events:
+        category, args = event.get("cat", ""), event.get("args", {})
+        if category in ("cuda_runtime", "cuda_driver") and "correlation" in args:
+            launches[args["correlation"]] = event["ts"]
+        elif category == "user_annotation" and event.get("name", "").startswith("phase::"):
+            phases.append((event["ts"], event["ts"] + event.get("dur", 0), event["name"][7:]))
+        elif category in ("kernel", "gpu_memcpy", "gpu_memset"):
+            device.append((args.get("correlation"), event.get("dur", 0), event.get("name", "?")))
+    phases.sort()
+    totals, kernels = collections.Counter(), collections.Counter()
+    for correlation, duration, name in device:
+        kernels[name[:60]] += duration * 1e-6
+        launched = launches.get(correlation)
+        owner = "other"
+        if launched is not None:
+            # the innermost (latest-starting) phase containing the launch
+            for start, end, name in phases:
+                if start > launched:
+                    break
+                if launched <= end:
+                    owner = name
+        totals[owner] += duration * 1e-6
+    return dict(totals), dict(kernels)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    sys.path.insert(0, str(Path(args.code).resolve()))
+    import torch  # noqa: PLC0415
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    from trainer.config import parse_args  # noqa: PLC0415
+    from trainer.train import Trainer  # noqa: PLC0415
+
+    if not torch.cuda.is_available():
+        print("bench/profile_train.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    windows = [(path, kind) for path in args.paths for kind in ("timed", "profiled")]
+    total = args.warmup + args.steps * len(windows) + 1
+    results: dict[str, dict] = {}
+    clock = PhaseClock(torch)
+    state: dict = {"window": -1, "start": 0.0, "profiler": None, "trace": None}
+    trace_dir = tempfile.mkdtemp(prefix="profile_train-")
+
+    def set_path(trainer, path: str) -> None:
+        if not hasattr(trainer, "phase"):
+            return  # an older trainer: one path only
+        if path == "torch":
+            trainer.fused_kernels, trainer.pair_budget = False, None
+        else:
+            trainer.fused_kernels, trainer.pair_budget = state["fast"]
+
+    def close_window(trainer, index: int) -> None:
+        torch.cuda.synchronize()
+        path, kind = windows[index]
+        row = results.setdefault(path, {"gaussians": len(trainer.model)})
+        if kind == "timed":
+            row["wall_ms"] = (time.perf_counter() - state["start"]) * 1e3 / args.steps
+            row["host_ms"] = {name: seconds * 1e3 / args.steps for name, seconds in clock.host.items()}
+        else:
+            state["profiler"].stop()
+            trace = os.path.join(trace_dir, f"{path}.json")
+            state["profiler"].export_chrome_trace(trace)
+            phases, kernels = gpu_time_by_phase(trace)
+            row["gpu_ms"] = {name: seconds * 1e3 / args.steps for name, seconds in phases.items()}
+            row["kernel_ms"] = {name: seconds * 1e3 / args.steps for name, seconds in kernels.items()}
+            row["busy_ms"] = sum(phases.values()) * 1e3 / args.steps
+            clock.annotate = False
+
+    def open_window(trainer, index: int) -> None:
+        path, kind = windows[index]
+        set_path(trainer, path)
+        clock.host.clear()
+        if kind == "profiled":
+            clock.annotate = True
+            state["profiler"] = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            state["profiler"].start()
+        torch.cuda.synchronize()
+        state["start"] = time.perf_counter()
+
+    def hook(trainer, iteration: int) -> None:
+        if iteration <= args.warmup:
+            return
+        index = (iteration - args.warmup - 1) // args.steps
+        if (iteration - args.warmup - 1) % args.steps:
+            return
+        if state["window"] >= 0:
+            close_window(trainer, state["window"])
+        if index < len(windows):
+            open_window(trainer, index)
+            state["window"] = index
+
+    with tempfile.TemporaryDirectory() as model:
+        flags = ["-s", args.source, "-m", model, "-r", args.resolution, "--iterations", str(total),
+                 "--test_iterations", "-1", "--save_iterations", "-1", "--quiet", "--disable_viewer",
+                 "--backend", "cuda", "--data_device", "cuda"]
+        flags += ["-w"] if args.white_background else []
+        flags += ["--eval"] if args.eval else []
+        trainer = Trainer(parse_args(flags), hooks=[hook])
+        trainer.setup()
+        if hasattr(trainer, "phase"):
+            trainer.phase = clock
+            state["fast"] = (trainer.fused_kernels, trainer.pair_budget)
+        started = time.perf_counter()
+        trainer.run()
+        trainer.scene.close()
+    print(f"$ python {' '.join(sys.argv)}")
+    print(f"machine: {torch.cuda.get_device_name()} | torch {torch.__version__} | Python {platform.python_version()}"
+          f" | trainer from {args.code}")
+    print(f"scene: {args.source} -r {args.resolution}; {args.warmup} warm-up iterations, then windows of "
+          f"{args.steps}; whole run {time.perf_counter() - started:.1f} s")
+    label = args.label or Path(args.code).name
+    names = list(PHASES) + ["other"]
+    header = "| path | Gaussians | wall ms/step | GPU busy ms/step | GPU idle | " + " | ".join(
+        f"{name} host/GPU" for name in names) + " |"
+    print(header)
+    print("|" + " --- |" * (5 + len(names)))
+    for path, row in results.items():
+        wall, busy = row.get("wall_ms", float("nan")), row.get("busy_ms", float("nan"))
+        host, gpu = row.get("host_ms", {}), row.get("gpu_ms", {})
+        host = dict(host)
+        host["other"] = wall - sum(host.values())
+        cells = [f"{host.get(name, 0.0):.3f}/{gpu.get(name, 0.0):.3f}" for name in names]
+        print(f"| {label} {path} | {row['gaussians']} | {wall:.3f} | {busy:.3f} | {100 * (1 - busy / wall):.0f}% | "
+              + " | ".join(cells) + " |", flush=True)
+    for path, row in results.items():
+        top = sorted(row.get("kernel_ms", {}).items(), key=lambda item: -item[1])[:args.kernels]
+        if top:
+            print(f"{label} {path}, GPU ms/step by kernel: " + "; ".join(f"{name} {ms:.3f}" for name, ms in top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""The training fast path against the PyTorch path it replaces.
+
+* the fused L1 + SSIM loss (``trainer/cuda/loss.cu``) against ``trainer.metrics`` on random
+  renders and uint8 ground truths: loss within 1e-5, gradient within 1e-4 relative;
+* the fused densification statistics against ``GaussianModel.add_densification_stats``;
+* renders through a ``PairBudget`` (no host wait) against exact renders, and the overflow redo;
+* the running progress values (``trainer.progress``) against the reference's EMA;
+* a 2k-step training run on a real scene with and without the fast path (test PSNR ±0.1 dB).
+
+The kernels compile anywhere (cuda-bindings + NVRTC); everything else needs an NVIDIA GPU.
+"""
+
+import math
+
+import pytest
+import torch
+
+from trainer.losses import STAT_L1, STAT_LOSS, STAT_MSE, STAT_SSIM, photometric_loss_torch
+from trainer.metrics import l1_loss, ssim
+from trainer.progress import EMA_WEIGHT, RunningStats
+from trainer.scene import view_image_float
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+
+
+def fast_path_available() -> bool:
+    from trainer.losses import fused_loss_available
+
+    return fused_loss_available()
+
+
+needs_fast_path = pytest.mark.skipif(not torch.cuda.is_available() or not fast_path_available(),
+                                     reason="needs an NVIDIA GPU with cuda-bindings + NVRTC")
+
+
+def test_trainer_kernels_compile_for_hopper_without_a_gpu():
+    pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-bindings (splatview[cuda]) not installed")
+    from rasterizer.cuda.compiler import compile_cubin, read_source
+    from trainer.cuda import DENSIFY_SOURCE, LOSS_SOURCE
+
+    for source, kernels in ((LOSS_SOURCE, ("loss_forward", "loss_finalize", "loss_backward")),
+                            (DENSIFY_SOURCE, ("densify_stats",))):
+        cubin = compile_cubin(read_source(source), source.name, "sm_90")
+        assert cubin[:4] == b"\x7fELF"
+        for kernel in kernels:
+            assert kernel.encode() in cubin
+
+
+def random_pair(height: int, width: int, channels: int, seed: int, device="cpu", batch: int | None = None):
+    """A render with values beyond [0, 1] (the clamp matters) and exact 0/1 values (the clamp's
+    boundary passes the gradient), and a uint8 ground truth of 3 or 4 channels."""
+    generator = torch.Generator().manual_seed(seed)
+    lead = () if batch is None else (batch,)
+    image = torch.rand(*lead, 3, height, width, generator=generator) * 1.3 - 0.15
+    flat = image.view(-1)
+    flat[:7] = 0.0
+    flat[7:14] = 1.0
+    gt = torch.randint(0, 256, (*lead, height, width, channels), generator=generator, dtype=torch.uint8)
+    if channels == 4:  # premultiplied: colour <= alpha
+        gt[..., :3] = torch.minimum(gt[..., :3], gt[..., 3:])
+    background = torch.rand(3, generator=generator)
+    return image.to(device), gt.to(device), background.to(device)
+
+
+def reference_loss(image, gt, background, lambda_dssim=0.2, dtype=torch.float32):
+    """The trainer's loss before the fused kernel, written out from trainer.metrics."""
+    render = image.to(dtype).clamp(0.0, 1.0)
+    target = view_image_float(gt, background.float()).to(dtype)
+    return (1.0 - lambda_dssim) * l1_loss(render, target) + lambda_dssim * (1.0 - ssim(render, target))
+
+
+def test_torch_loss_statistics_columns():
+    image, gt, background = random_pair(20, 24, 4, seed=1)
+    loss, stats = photometric_loss_torch(image, gt, background, 0.2)
+    target = view_image_float(gt, background)
+    render = image.clamp(0, 1)
+    assert stats.shape == (1, 4)
+    torch.testing.assert_close(loss, reference_loss(image, gt, background))
+    torch.testing.assert_close(stats[0, STAT_LOSS], loss)
+    torch.testing.assert_close(stats[0, STAT_L1], l1_loss(render, target))
+    torch.testing.assert_close(stats[0, STAT_SSIM], ssim(render, target))
+    torch.testing.assert_close(stats[0, STAT_MSE], ((render - target) ** 2).mean())
+
+
+@needs_fast_path
+@pytest.mark.cuda
+@pytest.mark.parametrize("height,width,channels,lambda_dssim", [
+    (37, 53, 3, 0.2), (64, 48, 4, 0.2), (16, 16, 3, 0.7), (200, 300, 4, 0.2), (5, 130, 3, 1.0)])
+def test_fused_loss_matches_the_reference_loss(height, width, channels, lambda_dssim):
+    from trainer.cuda import fused_photometric_loss
+
+    for seed in range(3):
+        image, gt, background = random_pair(height, width, channels, seed, "cuda")
+        image.requires_grad_(True)
+        reference = reference_loss(image, gt, background, lambda_dssim)
+        (expected_grad,) = torch.autograd.grad(reference, image)
+        loss, stats = fused_photometric_loss(image, gt, background, lambda_dssim)
+        (grad,) = torch.autograd.grad(loss * 3.0, image)  # an upstream factor reaches the kernel
+        assert abs(loss.item() - reference.item()) <= 1e-5
+        assert ((grad - 3.0 * expected_grad).norm() / (3.0 * expected_grad).norm()).item() <= 1e-4
+        # Against float64 too: the fused loss is at least as accurate as the float32 path.
+        exact = reference_loss(image.detach().double(), gt, background.double(), lambda_dssim)
+        assert abs(loss.item() - exact.item()) <= 1e-5
+        torch.testing.assert_close(stats[0, STAT_LOSS], loss.detach())
+        _, torch_stats = photometric_loss_torch(image.detach(), gt, background, lambda_dssim)
+        torch.testing.assert_close(stats, torch_stats, rtol=1e-5, atol=1e-6)
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_fused_loss_batch_is_the_sum_of_its_images():
+    from trainer.cuda import fused_photometric_loss
+
+    image, gt, background = random_pair(40, 72, 3, seed=5, device="cuda", batch=3)
+    image.requires_grad_(True)
+    loss, stats = fused_photometric_loss(image, gt, background, 0.2)
+    (grad,) = torch.autograd.grad(loss, image)
+    for b in range(3):
+        single = image[b].detach().clone().requires_grad_(True)
+        one, one_stats = fused_photometric_loss(single, gt[b], background, 0.2)
+        (one_grad,) = torch.autograd.grad(one, single)
+        torch.testing.assert_close(stats[b], one_stats[0])
+        torch.testing.assert_close(grad[b], one_grad)
+    torch.testing.assert_close(loss, stats[:, STAT_LOSS].sum())
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_fused_loss_rejects_mismatched_inputs():
+    from trainer.cuda import fused_photometric_loss
+
+    image, gt, background = random_pair(20, 20, 3, seed=0, device="cuda")
+    with pytest.raises(ValueError, match="do not match"):
+        fused_photometric_loss(image, gt[:10], background, 0.2)
+    with pytest.raises(ValueError, match="uint8"):
+        fused_photometric_loss(image, gt.float(), background, 0.2)
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_fused_densification_statistics_match():
+    from trainer.model import GaussianModel
+    from rasterizer import Gaussians
+
+    generator = torch.Generator().manual_seed(3)
+    n = 5000
+    gaussians = Gaussians.from_points(torch.rand(n, 3, generator=generator), torch.rand(n, 3, generator=generator), 1)
+    models = [GaussianModel.from_gaussians(gaussians, "cuda") for _ in range(2)]
+    for step in range(4):
+        views = 1 if step < 2 else 2
+        grad = (torch.randn(views, n, 2, generator=generator) * 1e-3).cuda()
+        radii = torch.randint(-2, 30, (views, n), generator=generator).clamp_min(0).to(torch.int32).cuda()
+        if views == 1:
+            grad, radii = grad[0], radii[0]
+        models[0].add_render_statistics(grad, radii, 640, 480, fused=True)
+        models[1].add_render_statistics(grad, radii, 640, 480, fused=False)
+    for key in ("grad_accum", "denom", "max_radii"):
+        torch.testing.assert_close(getattr(models[0], key), getattr(models[1], key), rtol=1e-6, atol=0), key
+
+
+def test_running_stats_follow_the_reference_ema():
+    stats = RunningStats(torch.device("cpu"), rows=4)
+    values = [(0.5, 0.01), (0.4, 0.0), (0.3, 0.004), (0.35, 0.002), (0.2, 0.001), (0.25, 0.003), (0.1, 0.0005)]
+    loss_ema, psnr_ema = 0.0, 0.0
+    for step, (loss, mse) in enumerate(values, 1):
+        stats.record(torch.tensor([loss, mse]))
+        loss_ema = EMA_WEIGHT * loss + (1 - EMA_WEIGHT) * loss_ema
+        if mse > 0:  # a perfect step (PSNR inf) leaves the running PSNR as it was
+            psnr_ema = EMA_WEIGHT * 20 * math.log10(1 / math.sqrt(mse)) + (1 - EMA_WEIGHT) * psnr_ema
+        if step == 4:  # four rows recorded: copied, folded on the next look
+            assert stats.lagged()["loss"] == pytest.approx(loss_ema, rel=1e-6)
+    current = stats.current()
+    assert current["loss"] == pytest.approx(loss_ema, rel=1e-6)
+    assert current["psnr"] == pytest.approx(psnr_ema, rel=1e-6)
+    stats.load({"loss": 1.5, "psnr": 20.0})
+    assert stats.current() == {"loss": 1.5, "psnr": 20.0}
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_running_stats_on_the_gpu_lag_and_catch_up():
+    stats = RunningStats(torch.device("cuda"), rows=3)
+    for step in range(7):
+        stats.record(torch.tensor([1.0 / (step + 1), 0.01], device="cuda"))
+    lagged = stats.lagged()
+    current = stats.current()
+    expected = 0.0
+    for step in range(7):
+        expected = EMA_WEIGHT / (step + 1) + (1 - EMA_WEIGHT) * expected
+    assert current["loss"] == pytest.approx(expected, rel=1e-6)
+    assert current["psnr"] == pytest.approx(20.0 * (1 - (1 - EMA_WEIGHT) ** 7), rel=1e-5)
+    assert lagged["loss"] != current["loss"]  # the display lags by up to two buffers
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_budgeted_renders_equal_exact_renders_and_overflow_is_reported():
+    from rasterizer import Camera, Gaussians, look_at, render
+    from rasterizer.cuda import PairBudget
+
+    generator = torch.Generator().manual_seed(11)
+    n = 4000
+    gaussians = Gaussians(torch.randn(n, 3, generator=generator) * 0.8, torch.randn(n, 1, 3, generator=generator) * 0.5,
+                          torch.randn(n, 15, 3, generator=generator) * 0.2, torch.randn(n, generator=generator),
+                          torch.randn(n, 3, generator=generator) * 0.4 - 3.0, torch.randn(n, 4, generator=generator)).to("cuda")
+    cameras = [Camera(160, 120, 150, 150, 80, 60, look_at([0, 0, -3.5], [0, 0, 0])),
+               Camera(160, 120, 300, 300, 80, 60, look_at([0.3, 0.2, -2.0], [0, 0, 0]))]
+    budget = PairBudget(headroom=1.5, minimum=16)
+    for camera in cameras:  # the first render counts synchronously; the second may overflow
+        exact = render(gaussians, camera, backend="cuda")
+        budgeted = render(gaussians, camera, backend="cuda", pair_budget=budget)
+        if budget.overflowed():
+            budgeted = render(gaussians, camera, backend="cuda", pair_budget=budget)
+            assert not budget.overflowed()
+        assert torch.equal(exact.image, budgeted.image)
+        assert torch.equal(exact.radii, budgeted.radii)
+    # A budget far too small is caught, and grows to fit.
+    small = PairBudget(headroom=1.0, minimum=1)
+    small.observe(10)
+    assert small.capacity == 10
+    render(gaussians, cameras[1], backend="cuda", pair_budget=small)
+    assert small.overflowed() and small.overflows == 1
+    assert small.capacity == small.largest > 10
+    again = render(gaussians, cameras[1], backend="cuda", pair_budget=small)
+    assert not small.overflowed()
+    assert torch.equal(again.image, render(gaussians, cameras[1], backend="cuda").image)
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_budget_overflow_redo_gives_the_exact_gradients(tmp_path, shared_data):
+    """A training step whose render outgrows the pair budget is redone: the first try's partial
+    gradients are dropped, and the step's gradients, statistics and densification inputs are
+    those of a step with an exact, synchronised sort (up to the order of float atomics)."""
+    from rasterizer.cuda import PairBudget
+    from trainer.config import parse_args
+    from trainer.train import Trainer
+
+    config = parse_args(["-s", str(shared_data("shapes")), "-m", str(tmp_path / "m"), "-r", "4", "-w",
+                         "--iterations", "30", "--test_iterations", "-1", "--save_iterations", "-1", "--quiet",
+                         "--disable_viewer", "--random_init_points", "3000", "--backend", "cuda"])
+    trainer = Trainer(config)
+    trainer.setup()
+    trainer.run()  # some steps, so that the gradients are not trivial
+    view = trainer.scene.train_views[3]
+    gt = trainer.scene.images.get(view.index)
+    results = []
+    for budget in (None, PairBudget(headroom=1.0, minimum=1)):
+        if budget is not None:
+            budget.observe(1)  # room for one pair: the render overflows
+        trainer.pair_budget = budget
+        trainer.model.optimizer.zero_grad(set_to_none=True)
+        out, stats = trainer._forward_backward(31, view, gt, trainer.background)
+        results.append(({name: p.grad.clone() for name, p in trainer.model.params.items()},
+                        out.means2d.grad.clone(), out.radii.clone(), stats.clone()))
+    trainer.scene.close()
+    assert budget.overflows == 1 and budget.capacity >= budget.largest > 1
+    (grads, means2d_grad, radii, stats), (grads2, means2d_grad2, radii2, stats2) = results
+    assert torch.equal(radii, radii2)
+    torch.testing.assert_close(stats, stats2, rtol=1e-6, atol=1e-7)
+    assert ((means2d_grad - means2d_grad2).norm() / means2d_grad.norm()).item() <= 1e-5
+    for name, grad in grads.items():
+        assert ((grad - grads2[name]).norm() / grad.norm().clamp_min(1e-20)).item() <= 1e-5, name
+
+
+@needs_fast_path
+@pytest.mark.cuda
+@pytest.mark.parametrize("antialiasing", [False, True])
+def test_training_step_without_autograd_matches_autograd(antialiasing):
+    """render_for_training + the fused loss's explicit gradient + TrainingRender.backward give
+    the gradients, statistics and densification inputs that render() + the fused loss +
+    loss.backward() give (up to the order of float atomics)."""
+    from rasterizer import Camera, Gaussians, look_at, render
+    from rasterizer.cuda import render_for_training
+    from trainer.cuda import fused_photometric_loss, fused_photometric_loss_and_gradient
+
+    generator = torch.Generator().manual_seed(21)
+    n = 3000
+    raw = Gaussians(torch.randn(n, 3, generator=generator) * 0.8, torch.randn(n, 1, 3, generator=generator) * 0.5,
+                    torch.randn(n, 15, 3, generator=generator) * 0.2, torch.randn(n, generator=generator),
+                    torch.randn(n, 3, generator=generator) * 0.4 - 3.0, torch.randn(n, 4, generator=generator)).to("cuda")
+    camera = Camera(96, 72, 90, 90, 50.5, 33.2, look_at([0.3, 0.2, -3.0], [0, 0, 0]))
+    gt = torch.randint(0, 256, (72, 96, 4), generator=generator, dtype=torch.uint8).cuda()
+    gt[..., :3] = torch.minimum(gt[..., :3], gt[..., 3:])
+    background = torch.tensor([0.2, 0.5, 0.9], device="cuda")
+    fields = ("means", "log_scales", "quaternions", "opacity_logits", "sh_dc", "sh_rest")
+
+    leaves = {name: getattr(raw, name).clone().requires_grad_(True) for name in fields}
+    out = render(Gaussians(**leaves), camera, background, sh_degree=2, antialiasing=antialiasing, backend="cuda")
+    loss, stats = fused_photometric_loss(out.image, gt, background, 0.2)
+    loss.backward()
+
+    rendered = render_for_training(raw, camera, background, 2, antialiasing)
+    loss2, stats2, grad_image = fused_photometric_loss_and_gradient(rendered.output.image, gt, background, 0.2)
+    grads = rendered.backward(grad_image)
+    assert torch.equal(rendered.output.image, out.image.detach())
+    assert torch.equal(rendered.output.radii, out.radii)
+    torch.testing.assert_close(loss2, loss.detach())
+    torch.testing.assert_close(stats2, stats)
+    relative = lambda a, b: ((a - b).norm() / b.norm().clamp_min(1e-20)).item()  # noqa: E731
+    assert relative(rendered.output.means2d.grad, out.means2d.grad) <= 1e-5
+    for name, grad in zip(fields, grads):
+        assert relative(grad, leaves[name].grad) <= 1e-5, name
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_cuda_adam_matches_torch_adam():
+    """CudaAdam against torch.optim.Adam (the reference's optimiser): same update within float
+    rounding, over several steps, groups with their own learning rates, and a state that
+    torch's Adam can load."""
+    from trainer.cuda import CudaAdam
+
+    generator = torch.Generator().manual_seed(4)
+    shapes = [(1000, 3), (1000, 15, 3), (1000,)]
+    start = [torch.randn(*shape, generator=generator) for shape in shapes]
+    rates = [1.6e-4, 2.5e-3, 0.025]
+    models = []
+    for optimizer_class in (CudaAdam, torch.optim.Adam):
+        params = [torch.nn.Parameter(t.clone().cuda()) for t in start]
+        groups = [{"params": [p], "lr": lr, "name": str(i)} for i, (p, lr) in enumerate(zip(params, rates))]
+        models.append((params, optimizer_class(groups, lr=0.0, eps=1e-15)))
+    for step in range(5):
+        grads = [torch.randn(*shape, generator=generator).cuda() * 10.0 ** -step for shape in shapes]
+        for params, optimizer in models:
+            for param, grad in zip(params, grads):
+                param.grad = grad.clone()
+            optimizer.step()
+    for ours, theirs in zip(models[0][0], models[1][0]):
+        torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=1e-6)
+    state = models[0][1].state_dict()
+    fresh = [torch.nn.Parameter(t.clone().cuda()) for t in start]
+    torch.optim.Adam([{"params": [p], "lr": lr, "name": str(i)} for i, (p, lr) in enumerate(zip(fresh, rates))],
+                     lr=0.0).load_state_dict(state)
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(state["state"][1][key], models[1][1].state_dict()["state"][1][key], rtol=1e-4, atol=1e-12)
+    assert float(state["state"][0]["step"]) == 5.0
+
+
+@needs_fast_path
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_fast_path_trains_to_the_same_quality(tmp_path, shared_data):
+    """2k steps on shapes (200x200): the fast path (fused loss and statistics, budgeted sort)
+    reaches the test PSNR of the PyTorch path within 0.1 dB."""
+    from trainer.config import parse_args
+    from trainer.train import Trainer, evaluate_views
+
+    source = shared_data("shapes")
+    psnrs = {}
+    for fast in (False, True):
+        config = parse_args(["-s", str(source), "-m", str(tmp_path / f"m{fast}"), "-r", "2", "-w", "--eval",
+                             "--iterations", "2000", "--test_iterations", "-1", "--save_iterations", "-1",
+                             "--quiet", "--disable_viewer", "--backend", "cuda"])
+        trainer = Trainer(config)
+        trainer.setup()
+        if not fast:
+            trainer.fused_kernels, trainer.pair_budget = False, None
+        trainer.run()
+        psnrs[fast] = evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views, trainer.background,
+                                     "cuda")["psnr"]
+        trainer.scene.close()
+    assert abs(psnrs[True] - psnrs[False]) <= 0.1, psnrs
