@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset whose cameras the 'unseen' floater rule uses (default: the model's cameras.json)")
     parser.add_argument("--crop", metavar="BOX.json", help="keep only the Gaussians inside this oriented box")
     parser.add_argument("--remove-floaters", "--remove_floaters", dest="strength", type=_strength, default=0.0,
-                        metavar="STRENGTH", help="floater cleanup strength in [0, 1] (0: none; the viewer slider's scale)")
+                        metavar="STRENGTH",
+                        help="floater cleanup strength in [0, 1] (0: none; the viewer slider's scale)")
     parser.add_argument("--export", choices=FORMATS, help="output format (default: from OUT's name; ply for a folder)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return parser

@@ -215,34 +215,36 @@ class EditSection:
 
         c = self.controller
         c.start_analysis()
-        dpg.add_text("Edit (Ctrl + left drag: move the box, Ctrl + right drag: turn it, Ctrl + wheel: scale it)",
-                     wrap=360)
-        with dpg.group(horizontal=True):
-            dpg.add_checkbox(label="crop box", tag="edit_crop", default_value=c.crop_enabled,
-                             callback=lambda s, a, u=None: c.set_crop_enabled(a))
-            dpg.add_button(label="Fit to model", tag="edit_fit", callback=lambda *_: c.fit_box())
-        for field, label, speed in (("center", "center", 0.01), ("size", "size", 0.01), ("rotation", "rotation (deg)", 0.5)):
-            dpg.add_drag_floatx(label=label, tag=f"edit_{field}", size=3, speed=speed,
-                                default_value=list(getattr(c.box, field)),
-                                callback=lambda s, a, u=None, f=field: c.update_box(**{f: list(a)[:3]}))
-        dpg.add_slider_float(label="floater strength", tag="edit_strength", min_value=0.0, max_value=1.0,
-                             default_value=c.session.strength, clamped=True,
-                             callback=lambda s, a, u=None: c.set_strength(a))
-        dpg.add_combo(SHOW_MODES, label="removed floaters", tag="edit_show", default_value=c.show,
-                      callback=lambda s, a, u=None: c.set_show(a))
-        dpg.add_text("", tag="edit_summary", wrap=360)
-        with dpg.group(horizontal=True):
-            dpg.add_button(label="Apply", tag="edit_apply", callback=lambda *_: c.apply())
-            dpg.add_button(label="Undo", tag="edit_undo", callback=lambda *_: c.undo())
-        dpg.add_combo(FORMATS, label="format", tag="edit_format", default_value=c.format,
-                      callback=lambda s, a, u=None: self._on_format(a))
-        dpg.add_input_text(label="save as", tag="edit_output", default_value=c.output,
-                           callback=lambda s, a, u=None: setattr(c, "output", a))
-        with dpg.group(horizontal=True):
-            dpg.add_button(label="Save", tag="edit_save", callback=lambda *_: c.save())
-            dpg.add_button(label="Save box JSON", tag="edit_save_box",
-                           callback=lambda *_: c.save_box(Path(c.output).with_suffix("").as_posix() + "-box.json"))
-        dpg.add_text("", tag="edit_message", wrap=360)
+        with dpg.collapsing_header(label="Edit", default_open=True, tag="header_edit"):
+            dpg.add_text("Ctrl + left drag moves the box, Ctrl + right drag turns it, Ctrl + wheel scales it",
+                         wrap=360)
+            with dpg.group(horizontal=True):
+                dpg.add_checkbox(label="crop box", tag="edit_crop", default_value=c.crop_enabled,
+                                 callback=lambda s, a, u=None: c.set_crop_enabled(a))
+                dpg.add_button(label="Fit to model", tag="edit_fit", callback=lambda *_: c.fit_box())
+            fields = (("center", "center", 0.01), ("size", "size", 0.01), ("rotation", "rotation (deg)", 0.5))
+            for field, label, speed in fields:
+                dpg.add_drag_floatx(label=label, tag=f"edit_{field}", size=3, speed=speed,
+                                    default_value=list(getattr(c.box, field)),
+                                    callback=lambda s, a, u=None, f=field: c.update_box(**{f: list(a)[:3]}))
+            dpg.add_slider_float(label="floater strength", tag="edit_strength", min_value=0.0, max_value=1.0,
+                                 default_value=c.session.strength, clamped=True,
+                                 callback=lambda s, a, u=None: c.set_strength(a))
+            dpg.add_combo(SHOW_MODES, label="removed floaters", tag="edit_show", default_value=c.show,
+                          callback=lambda s, a, u=None: c.set_show(a))
+            dpg.add_text("", tag="edit_summary", wrap=360)
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Apply", tag="edit_apply", callback=lambda *_: c.apply())
+                dpg.add_button(label="Undo", tag="edit_undo", callback=lambda *_: c.undo())
+            dpg.add_combo(FORMATS, label="format", tag="edit_format", default_value=c.format,
+                          callback=lambda s, a, u=None: self._on_format(a))
+            dpg.add_input_text(label="save as", tag="edit_output", default_value=c.output,
+                               callback=lambda s, a, u=None: setattr(c, "output", a))
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Save", tag="edit_save", callback=lambda *_: c.save())
+                dpg.add_button(label="Save box JSON", tag="edit_save_box",
+                               callback=lambda *_: c.save_box(Path(c.output).with_suffix("").as_posix() + "-box.json"))
+            dpg.add_text("", tag="edit_message", wrap=360)
         self.update()
 
     def _on_format(self, format_name: str) -> None:
