@@ -123,6 +123,9 @@ class ViewerApp:
         # Called with the app at the start of every frame, before drawing (e.g. in-viewer
         # training swaps in the latest Gaussians with set_gaussians).
         self.frame_callbacks: list[Callable[["ViewerApp"], None]] = []
+        # Called with the app after the kept image is shown in the window, to draw over it in
+        # window pixels (e.g. the edit panel's crop box); below the help, menu and messages.
+        self.overlays: list[Callable[["ViewerApp"], None]] = []
         self._splat_renderer()   # now, so that a failure is reported before the first frame
         self.remote = None  # RemoteView (viewer/network/view.py) with --connect: it draws first
         if self.interactive and not fixed_size:
@@ -493,6 +496,8 @@ class ViewerApp:
         self.compositor.present(window_size, self.surface.framebuffer)
         if self.window is None:
             return   # offscreen: the image only
+        for overlay in self.overlays:
+            overlay(self)
         if self.path_editor.show_path and self.path_editor.keyframes:
             image, left, top = self._path_overlay(window_size)
             if image is not None:

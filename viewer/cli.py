@@ -1,4 +1,4 @@
-"""``splat-view``: look at a trained model (``-m MODEL``) or a bare ``.ply`` file.
+"""``splat-view``: look at a trained model (``-m MODEL``) or a model file (.ply, compressed .ply, .splat, .spz).
 
 The one entry point of the viewer: it parses the command line and hands over to the mode asked
 for (a model or PLY here, ``--train`` to ``viewer/live/command.py``, ``--connect`` to
@@ -16,10 +16,11 @@ from typing import Sequence
 from .launch import add_view_flags
 from .options import BACKENDS, key_help_lines
 
-DESCRIPTION = """Look at a trained 3D Gaussian Splatting model or a bare .ply file.
+DESCRIPTION = """Look at a trained 3D Gaussian Splatting model or a model file (.ply, compressed .ply,
+.splat, .spz: recognised by content), and clean, crop and save it from the panel's Edit section.
 
   splat-view -m output/garden              a model folder, as SIBR's gaussian viewer
-  splat-view point_cloud.ply               a bare PLY (cameras from -s, else one framing it)
+  splat-view point_cloud.ply               a bare model file (cameras from -s, else one framing it)
   splat-view -s SCENE --train -m OUT       train in the viewer (splat-view --train --help)
   splat-view --connect 127.0.0.1:6009      watch splat-train (or graphdeco's train.py)
   splat-view -m MODEL --camera 3 --frames 10 --screenshot view3.png     scripted
@@ -41,7 +42,8 @@ def _epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splat-view", description=DESCRIPTION, epilog=_epilog(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", nargs="?", help="a model folder or a .ply file")
+    parser.add_argument("path", nargs="?", help="a model folder or a model file (.ply, compressed .ply, "
+                                                 ".splat, .spz; recognised by content)")
     parser.add_argument("-m", "--model-path", "--model_path", dest="model_path", help="trained model folder")
     parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
     parser.add_argument("-s", "--path", "--source_path", dest="source_path",
@@ -90,13 +92,13 @@ def _dispatch(argv: list[str]) -> int:
         parser.error("--screenshot needs --frames K")
     if args.connect:
         if args.model_path or args.path:
-            parser.error("--connect shows the trainer's model: give no model folder or .ply")
+            parser.error("--connect shows the trainer's model: give no model folder or model file")
         from .network.view import run_connected  # noqa: PLC0415
 
         return run_connected(args)
     target = args.model_path or args.path
     if not target or (args.model_path and args.path):
-        parser.error("give one model folder (-m MODEL) or one .ply file")
+        parser.error("give one model folder (-m MODEL) or one model file")
     if args.offscreen and args.frames is None:
         parser.error("--offscreen needs --frames K (there is no window to close)")
     return view_model(args, target)
@@ -139,7 +141,10 @@ def view_model(args: argparse.Namespace, target: str) -> int:
         print(f"splat-view: error: {error}", file=sys.stderr)
         return 1
     if interactive and not args.hide_panel and not args.offscreen:
-        app.panel = open_panel(app)
+        from .edit.panel import attach_editing, edit_source  # noqa: PLC0415
+
+        editing = attach_editing(app, edit_source(viewer_input, target, args.iteration))
+        app.panel = open_panel(app, sections=[editing])
     try:
         app.run(args.frames, args.screenshot)
     finally:

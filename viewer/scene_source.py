@@ -1,4 +1,6 @@
-"""What the viewer opens: a trained model folder (as SIBR does) or a bare PLY (SIBR cannot).
+"""What the viewer opens: a trained model folder (as SIBR does) or a bare model file (SIBR cannot):
+a 3DGS PLY, a compressed PLY, a ``.splat`` or an ``.spz``, recognised by content
+(``rasterizer/formats``).
 
 A model folder gives ``point_cloud/iteration_<N>/point_cloud.ply`` (default: the largest N) and
 the background and SH degree from ``cfg_args``. Input cameras come, as in SIBR, from the source
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rasterizer import Camera, Gaussians, PointCloud, look_at, read_ply, read_point_cloud
+from rasterizer import Camera, Gaussians, PointCloud, look_at, read_gaussians, read_point_cloud
 from rasterizer.camera_paths import focus_point, scene_up
 from rasterizer.files import FileFormatError
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
@@ -36,6 +38,7 @@ class ViewerInput:
     background: tuple[float, float, float]
     title: str
     initial_points: PointCloud | None = None  # the model folder's input.ply, when present
+    framing_only: bool = False  # ``cameras`` is only framing_camera()'s: no input cameras were found
 
 
 def bulk_points(gaussians: Gaussians, limit: int = 200_000) -> torch.Tensor:
@@ -97,22 +100,23 @@ def dataset_cameras(source: str | os.PathLike | None, images: str = "images",
 
 def load_viewer_input(path: str | os.PathLike, iteration: int = -1, source: str | os.PathLike | None = None,
                       notice: Callable[[str], None] = _notice) -> ViewerInput:
-    """Open a model folder or a ``.ply`` file (see the module docstring); ``source`` is ``-s``.
+    """Open a model folder or a model file (see the module docstring); ``source`` is ``-s``.
 
     Raises ``FileNotFoundError``/``FileFormatError`` (a ``ValueError``) naming the file.
     """
     path = Path(path)
     if path.is_file():
-        gaussians = read_ply(path)
-        cameras = dataset_cameras(source, notice=notice) or [framing_camera(gaussians)]
-        return ViewerInput(gaussians, cameras, (0.0, 0.0, 0.0), path.name)
+        gaussians = read_gaussians(path)
+        cameras = dataset_cameras(source, notice=notice)
+        return ViewerInput(gaussians, cameras or [framing_camera(gaussians)], (0.0, 0.0, 0.0), path.name,
+                           framing_only=not cameras)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such model folder or PLY file")
+        raise FileNotFoundError(f"{path}: no such model folder or model file")
     iteration = latest_iteration(path) if iteration == -1 else iteration
     ply = point_cloud_path(path, iteration)
     if not ply.is_file():
         raise FileNotFoundError(f"{ply}: no such file (iteration {iteration} was not saved)")
-    gaussians = read_ply(ply)
+    gaussians = read_gaussians(ply)
     settings = read_cfg_args(path) if (path / "cfg_args").is_file() else {}
     background = (1.0, 1.0, 1.0) if settings.get("white_background") else (0.0, 0.0, 0.0)
     cameras = dataset_cameras(source or settings.get("source_path"), settings.get("images") or "images", notice)
@@ -120,4 +124,4 @@ def load_viewer_input(path: str | os.PathLike, iteration: int = -1, source: str 
         cameras = read_cameras_json(path)
     initial = read_point_cloud(path / "input.ply") if (path / "input.ply").is_file() else None
     return ViewerInput(gaussians, cameras or [framing_camera(gaussians)], background,
-                       f"{path.name} (iteration {iteration})", initial)
+                       f"{path.name} (iteration {iteration})", initial, framing_only=not cameras)

@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from rasterizer import read_ply, render
+from rasterizer import read_gaussians, render
 from rasterizer.camera_paths import PATH_KINDS, CameraPath, generate_path, load_camera_path
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
 from trainer.config import add_model_params, model_param_defaults
@@ -157,7 +157,7 @@ def render_path_main(args: argparse.Namespace) -> int:
         settings = combined_settings(args, require_source=False)
         iteration = latest_iteration(model_path) if args.iteration == -1 else args.iteration
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        gaussians = read_ply(point_cloud_path(model_path, iteration)).to(device)
+        gaussians = read_gaussians(point_cloud_path(model_path, iteration)).to(device)   # any format
         name, frames, fps, size = path_frames(args, settings, model_path)
         background = torch.tensor([1.0, 1.0, 1.0] if settings["white_background"] else [0.0, 0.0, 0.0],
                                   device=device)
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ply = point_cloud_path(model_path, iteration)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         data_device = settings["data_device"] if torch.cuda.is_available() else "cpu"
-        gaussians = read_ply(ply).to(device)
+        gaussians = read_gaussians(ply).to(device)   # any format, by content
         scene = load_scene(settings["source_path"], images=settings["images"],
                            resolution=settings["resolution"],
                            white_background=settings["white_background"], eval=settings["eval"],
