@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ["splat-train", "splat-render", "splat-metrics", "splat-view", "splat-convert"]
+COMMANDS = ["splat-train", "splat-render", "splat-metrics", "splat-view", "splat-convert", "splat-edit"]
 
 
 def test_shaders_and_assets_from_the_checkout():
