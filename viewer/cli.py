@@ -22,19 +22,22 @@ import sys
 from typing import Sequence
 
 from rasterizer.files import FileFormatError
+from trainer.arg_types import int_range
 
 from .scene_source import load_viewer_input
 from .state import BACKENDS, RENDER_MODES, ViewerState
 
+MAX_RENDERING_SIDE = 16384   # pixels; the largest texture OpenGL 4.3 drivers commonly allow
+
 
 def add_view_flags(parser: argparse.ArgumentParser, frames_help: str = "render this many frames, then exit") -> None:
     """The flags every way of viewing shares: size, start camera, render mode, scripted frames."""
-    parser.add_argument("--rendering-size", type=int, nargs=2, metavar=("W", "H"),
+    parser.add_argument("--rendering-size", type=int_range(1, MAX_RENDERING_SIDE), nargs=2, metavar=("W", "H"),
                         help="default: width min(1200, first camera width), that camera's aspect")
-    parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
+    parser.add_argument("--camera", type=int_range(0), default=0, help="start at input camera N")
     parser.add_argument("--render-mode", choices=RENDER_MODES, default="splats",
                         help="splats (default), ellipsoids, initial_points or depth")
-    parser.add_argument("--frames", type=int, help=frames_help)
+    parser.add_argument("--frames", type=int_range(1), help=frames_help)
     parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
 
 
@@ -42,13 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splat-view", description=__doc__.split("\n")[0])
     parser.add_argument("path", nargs="?", help="a model folder or a .ply file")
     parser.add_argument("-m", "--model-path", "--model_path", dest="model_path", help="trained model folder")
-    parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
+    parser.add_argument("--iteration", type=int_range(-1), default=-1, help="-1: the largest saved iteration")
     parser.add_argument("-s", "--path", "--source_path", dest="source_path",
                         help="dataset whose cameras to use (default: cfg_args' source_path, else cameras.json)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                         help="cuda (CUDA rasterizer + interop), gl (OpenGL instanced quads) or gl-compute "
                              "(OpenGL compute shaders, for GPUs with few graphics units); auto: cuda when usable, else gl")
-    parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    parser.add_argument("--device", type=int_range(0), default=0, help="CUDA device index (default 0)")
     parser.add_argument("--no_interop", "--no-interop", dest="no_interop", action="store_true",
                         help="copy CUDA frames through host memory instead of CUDA-GL interop")
     parser.add_argument("--offscreen", action="store_true",

@@ -26,6 +26,7 @@ from typing import Sequence
 import torch
 
 from rasterizer.files import FileFormatError
+from trainer.arg_types import float_range
 from trainer.config import ConfigError, TrainConfig, build_parser as build_train_parser, parse_args
 
 from .cli import add_view_flags
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_view_flags(parser, "render this many frames, then stop training (with its save) and exit")
     parser.add_argument("--hide-panel", action="store_true", help="no control panel")
     parser.add_argument("--start-paused", action="store_true", help="wait for Start (or Step) before iteration 1")
-    parser.add_argument("--max-fps", type=float, default=MAX_FPS,
+    parser.add_argument("--max-fps", type=float_range(0.0), default=MAX_FPS,
                         help=f"cap on the render loop's frame rate (default {MAX_FPS:g}; 0: none)")
     return parser
 

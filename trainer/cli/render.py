@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from rasterizer import read_ply, render
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cfg_args
+from trainer.arg_types import int_range
 from trainer.config import add_model_params, model_param_defaults
 from trainer.image_io import save_png
 from trainer.scene import Scene, View, load_scene
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splat-render", description=__doc__.split("\n")[0])
     # Loading flags default to None ("not given") so that cfg_args can fill them in.
     add_model_params(parser, sentinel=True)
-    parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
+    parser.add_argument("--iteration", type=int_range(-1), default=-1, help="-1: the largest saved iteration")
     parser.add_argument("--skip_train", action="store_true")
     parser.add_argument("--skip_test", action="store_true")
     parser.add_argument("--quiet", action="store_true")
