@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from rasterizer import Camera, Gaussians, PointCloud, look_at, read_ply, read_point_cloud
+from rasterizer import Camera, Gaussians, PointCloud, look_at, read_point_cloud
 from rasterizer.files import FileFormatError
+from rasterizer.ply import read_ply_dropping_non_finite
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
 from trainer.scene import load_cameras
 
@@ -76,6 +77,14 @@ def dataset_cameras(source: str | os.PathLike | None, images: str = "images",
         return []
 
 
+def _read_gaussians(path: Path, notice: Callable[[str], None]) -> Gaussians:
+    """The PLY's Gaussians, without those holding NaN or infinity (one notice says how many)."""
+    gaussians, dropped = read_ply_dropping_non_finite(path)
+    if dropped:
+        notice(dropped)
+    return gaussians
+
+
 def load_viewer_input(path: str | os.PathLike, iteration: int = -1, source: str | os.PathLike | None = None,
                       notice: Callable[[str], None] = _notice) -> ViewerInput:
     """Open a model folder or a ``.ply`` file (see the module docstring); ``source`` is ``-s``.
@@ -84,7 +93,7 @@ def load_viewer_input(path: str | os.PathLike, iteration: int = -1, source: str 
     """
     path = Path(path)
     if path.is_file():
-        gaussians = read_ply(path)
+        gaussians = _read_gaussians(path, notice)
         cameras = dataset_cameras(source, notice=notice) or [framing_camera(gaussians)]
         return ViewerInput(gaussians, cameras, (0.0, 0.0, 0.0), path.name)
     if not path.is_dir():
@@ -93,7 +102,7 @@ def load_viewer_input(path: str | os.PathLike, iteration: int = -1, source: str 
     ply = point_cloud_path(path, iteration)
     if not ply.is_file():
         raise FileNotFoundError(f"{ply}: no such file (iteration {iteration} was not saved)")
-    gaussians = read_ply(ply)
+    gaussians = _read_gaussians(ply, notice)
     settings = read_cfg_args(path) if (path / "cfg_args").is_file() else {}
     background = (1.0, 1.0, 1.0) if settings.get("white_background") else (0.0, 0.0, 0.0)
     cameras = dataset_cameras(source or settings.get("source_path"), settings.get("images") or "images", notice)

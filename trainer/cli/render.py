@@ -20,7 +20,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from rasterizer import read_ply, render
+from rasterizer import render
+from rasterizer.ply import read_ply_dropping_non_finite
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cfg_args
 from trainer.arg_types import int_range
 from trainer.config import add_model_params, model_param_defaults
@@ -81,7 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ply = point_cloud_path(model_path, iteration)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         data_device = settings["data_device"] if torch.cuda.is_available() else "cpu"
-        gaussians = read_ply(ply).to(device)
+        gaussians, dropped = read_ply_dropping_non_finite(ply)
+        gaussians = gaussians.to(device)
+        if dropped:
+            print(f"splat-render: warning: {dropped}", file=sys.stderr)
         scene = load_scene(settings["source_path"], images=settings["images"],
                            resolution=settings["resolution"],
                            white_background=settings["white_background"], eval=settings["eval"],
