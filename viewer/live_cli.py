@@ -12,13 +12,14 @@ Closing the window (or ``--frames K`` running out) stops an unfinished run as Ct
 splat-train: ``point_cloud/iteration_<k>`` for the iteration under way and ``chkpnt<k-1>.pth``.
 
 Exit status: 0 when the window was closed (training finished or stopped with its save), 130
-after Ctrl-C in the terminal (saved the same way), 1 on a training error, out of memory, or a
+after Ctrl-C in the terminal and 143 after SIGTERM (saved the same way), 1 on a training error, out of memory, or a
 file/scene/window error, 2 for flags that cannot be used (splat-train's convention).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from typing import Sequence
@@ -158,11 +159,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.frame_callbacks.append(LiveModel(session, args.max_fps))
     session.start()
     code = 0
+    terminated = []
+
+    def on_sigterm(signum, frame):   # SIGTERM (batch systems, `timeout`) stops as Ctrl-C does
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         app.run(args.frames, args.screenshot)
     except KeyboardInterrupt:
-        code = 130
+        code = 143 if terminated else 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         app.close()
     try:
         result = session.stop()   # an unfinished run saves as after Ctrl-C in splat-train
