@@ -15,10 +15,16 @@ One iteration ``it`` (1-based), in the reference's order (spec §1.5, §4):
 7. optimiser step while ``it < iterations`` (the last iteration takes none, as the reference);
 8. ``chkpnt<it>.pth`` at ``--checkpoint_iterations`` (the state after iteration ``it``).
 
-Stopping: Ctrl-C (first press: at the next iteration boundary; second press: at once) and
+Stopping: Ctrl-C or SIGTERM (first one: at the next iteration boundary; second: at once) and
 running out of memory save ``point_cloud/iteration_<k>/point_cloud.ply`` for the iteration
 ``k`` under way and ``chkpnt<k-1>.pth`` (the state after the last completed iteration, from
 which ``--start_checkpoint`` continues exactly as an uninterrupted run would).
+
+Saving safely (``trainer.output_guard``): nothing is written before every input is read and
+checked; the model folder must not hold a trained model (unless resuming or ``--overwrite``),
+must take a file and have room for the first save. A save that fails during the run is kept in
+memory (the latest PLY and the latest checkpoint), retried at the next save and at the end, and
+written to a rescue folder if the model folder still refuses it.
 """
 
 from __future__ import annotations
