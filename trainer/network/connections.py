@@ -210,6 +210,12 @@ class Connections:
 
     # ----- the thread --------------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve_forever()
+        except Exception as error:  # noqa: BLE001 - a bug here must not end training: say it, stop serving
+            self.limiter.add(f"Network viewer: stopped serving ({type(error).__name__}: {error})")
+
+    def _serve_forever(self) -> None:
         while True:
             with self._lock:
                 if self._closed:
