@@ -30,8 +30,8 @@ from .files import FileFormatError, atomic_write
 from .gaussians import Gaussians
 from .sh import sh_degree_from_coefficients
 
-__all__ = ["read_ply", "write_ply", "gaussian_ply_header", "read_point_cloud",
-           "write_point_cloud", "PointCloud"]
+__all__ = ["read_ply", "read_ply_dropping_non_finite", "write_ply", "gaussian_ply_header", "read_point_cloud",
+           "write_point_cloud", "PointCloud", "check_finite"]
 
 _GAUSSIAN_KEYS = ("f_dc_0", "opacity", "scale_0", "rot_0")
 
@@ -189,9 +189,23 @@ def read_ply(path: str | os.PathLike) -> Gaussians:
     """Read Gaussians from a PLY (reference layout, any property order, SH degree 0-3).
 
     A plain point cloud (no opacity/scale/rotation/SH properties) becomes initial Gaussians,
-    as training would initialise them. Raises ``FileFormatError`` naming the file otherwise.
+    as training would initialise them. Raises ``FileFormatError`` naming the file otherwise,
+    also when a Gaussian has a NaN or infinite value in any property (viewers and renderers use
+    :func:`read_ply_dropping_non_finite` instead).
     """
     path = Path(path)
+    return check_finite(path, _read_gaussians(path), drop=False)[0]
+
+
+def read_ply_dropping_non_finite(path: str | os.PathLike) -> tuple[Gaussians, str | None]:
+    """:func:`read_ply` for viewers and renderers: Gaussians with a NaN or infinite value are
+    left out (they would draw as garbage); the second value is a one-line note naming the file
+    and how many went, or None. Still a ``FileFormatError`` when no Gaussian would be left."""
+    path = Path(path)
+    return check_finite(path, _read_gaussians(path), drop=True)
+
+
+def _read_gaussians(path: Path) -> Gaussians:
     table = _load_vertex_table(path)
     if not all(key in table for key in ("x", "y", "z")):
         raise FileFormatError(path, "the vertex element lacks x, y, z properties")
@@ -221,9 +235,33 @@ def read_ply(path: str | os.PathLike) -> Gaussians:
         log_scales=_stack(table, _numbered(table, "scale_"), n),
         quaternions=_stack(table, _numbered(table, "rot_"), n),
     )
-    if not torch.isfinite(gaussians.means).all():
-        raise FileFormatError(path, "positions contain NaN or infinity")
     return gaussians
+
+
+_CHECKED = (("position", "means"), ("SH colour", "sh_dc"), ("SH", "sh_rest"), ("opacity", "opacity_logits"),
+            ("scale", "log_scales"), ("rotation", "quaternions"))
+
+
+def check_finite(path: Path, gaussians: Gaussians, drop: bool) -> tuple[Gaussians, str | None]:
+    """(the Gaussians without those holding NaN/inf, a note saying how many went and where);
+    raises FileFormatError unless ``drop`` (or when none would be left)."""
+    n = len(gaussians)
+    if n == 0:
+        return gaussians, None
+    bad = torch.zeros(n, dtype=torch.bool)
+    counts = []
+    for label, name in _CHECKED:
+        values = getattr(gaussians, name).reshape(n, -1)
+        rows = ~torch.isfinite(values).all(dim=1) if values.shape[1] else torch.zeros(n, dtype=torch.bool)
+        if rows.any():
+            counts.append(f"{label}: {int(rows.sum())}")
+            bad |= rows
+    if not bad.any():
+        return gaussians, None
+    problem = f"{int(bad.sum())} of {n} Gaussians with NaN or infinite values ({', '.join(counts)})"
+    if not drop or bool(bad.all()):
+        raise FileFormatError(path, problem)
+    return gaussians.index(~bad), f"{path}: dropped {problem}"
 
 
 class PointCloud:

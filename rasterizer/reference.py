@@ -364,7 +364,10 @@ def _blend_tiles(features: torch.Tensor, tile_ids: torch.Tensor, gaussian_ids: t
         index, present = _gather_padded(pair_index, starts, counts, length)
 
         def blend_chunk(feats, ids=gaussian_ids[index], present=present, origins=tile_origins[tiles]):
-            return _blend(feats[ids], present, origins, offsets_1d)
+            # index_select, not feats[ids]: its backward (index_add) is deterministic on the
+            # CPU, where indexing's backward (index_put with accumulate) adds in parallel.
+            gathered = feats.index_select(0, ids.reshape(-1)).reshape(*ids.shape, feats.shape[1])
+            return _blend(gathered, present, origins, offsets_1d)
 
         chunk_rgb, chunk_depth, chunk_t = checkpoint(blend_chunk, features, use_reentrant=False)
         rgb = rgb.index_copy(0, tiles, chunk_rgb)

@@ -223,10 +223,10 @@ def test_splat_edit_to_a_model_folder(model_folder, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--remove-floaters", "1.5"], "outside [0, 1]"),
-    (["--remove-floaters", "lots"], "is not a number"),
+    (["--remove-floaters", "1.5"], "must be a number between 0.0 and 1.0, got 1.5"),
+    (["--remove-floaters", "lots"], "must be a number between 0.0 and 1.0, got 'lots'"),
     (["--export", "ksplat"], "invalid choice"),
-    (["--iteration", "-5"], "use -1"),
+    (["--iteration", "-5"], "must be an integer >= -1, got -5"),
 ])
 def test_splat_edit_bad_flags_exit_2(model_folder, tmp_path, args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

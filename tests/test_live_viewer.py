@@ -42,7 +42,8 @@ def test_training_flags_are_splat_trains(tmp_path):
 
 @pytest.mark.parametrize("argv, status, needle", [
     (["--train", "--bogus"], 2, "unrecognized arguments: --bogus"),
-    (["--train", "--iterations", "many"], 2, "--iterations: invalid int value"),
+    (["--train", "--iterations", "many"], 2, "--iterations: must be an integer >= 0, got 'many'"),
+    (["--train", "--iterations", "-5"], 2, "--iterations: must be an integer >= 0, got -5"),
     (["--train", "--screenshot", "x.png"], 2, "--screenshot needs --frames"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, status, needle, capsys):

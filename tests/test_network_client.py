@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rasterizer import Camera, look_at
-from viewer.network.client import RemoteClient, parse_address
+from viewer.network.client import RemoteClient, _Controls, parse_address, within_image_limit
 
 PATH = "/data/scène"
 
@@ -216,3 +216,18 @@ def test_parse_address():
     for bad in ("host", "host:0", "host:x"):
         with pytest.raises(ValueError, match="--connect"):
             parse_address(bad)
+
+
+def test_views_over_the_trainer_limit_are_asked_for_smaller():
+    from trainer.network.protocol import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, decode_request, encode_request
+
+    pose = look_at((0.0, 0.0, 3.0), (0.0, 0.0, 0.0))
+    small = Camera.from_fov(1920, 1080, 1.0, None, pose)
+    assert within_image_limit(small) is small
+    for width, height in ((16384, 16384), (7680, 4320), (12000, 100)):
+        camera = Camera.from_fov(width, height, 1.0, None, pose)
+        limited = within_image_limit(camera)
+        assert limited.width * limited.height <= MAX_IMAGE_PIXELS and max(limited.width, limited.height) <= MAX_IMAGE_SIDE
+        assert abs(limited.fov_x - camera.fov_x) < 1e-3 and abs((limited.width / limited.height) / (width / height) - 1) < 0.02
+        request = RemoteClient._request(_Controls(), limited, None)
+        decode_request(encode_request(request)[4:])   # the trainer accepts it

@@ -192,13 +192,17 @@ def test_handshake_path_image_layout_and_pause(scene, tmp_path, runs):
         time.sleep(0.2)
         assert len(run.started) == first
 
-        for step in range(1, 4):  # training: exactly one step per reply
-            sock.sendall(request_bytes(train=1))
-            reply(sock)
-            run.wait(lambda: len(run.started) >= first + step)
-            time.sleep(0.15)
-            assert len(run.started) == first + step
-    result = run.finish()
+        # Training: the steps do not wait for the viewer (the reference waits for a request
+        # before every step; here a silent viewer holds nothing).
+        sock.sendall(request_bytes(train=1))
+        reply(sock)
+        run.wait(lambda: len(run.started) >= first + 5)
+        sock.sendall(request_bytes(train=0))   # paused again: no step until the next request
+        reply(sock)
+        paused_at = len(run.started)
+        time.sleep(0.3)
+        assert len(run.started) == paused_at
+    result = run.finish()   # the viewer left: training resumes and completes
     assert result.status == "completed" and result.iteration == 60
 
 

@@ -19,7 +19,7 @@ from plyfile import PlyData, PlyElement
 from rasterizer.files import FileFormatError
 from rasterizer.gaussians import Gaussians
 from rasterizer.ply import (PointCloud, gaussian_ply_header, gaussian_property_names, read_ply,
-                            read_point_cloud, write_ply, write_point_cloud)
+                            read_ply_dropping_non_finite, read_point_cloud, write_ply, write_point_cloud)
 
 SH_C0 = 0.28209479177387814
 DEGREES = (0, 1, 2, 3)
@@ -52,23 +52,22 @@ def random_gaussians(n: int, degree: int, seed: int = 0) -> Gaussians:
 
 
 def random_bit_gaussians(n: int, degree: int, seed: int = 0) -> Gaussians:
-    """Arbitrary float32 bit patterns (denormals, -0.0, huge values, +-inf outside the positions),
-    NaNs replaced; positions finite (the reader rejects non-finite positions)."""
+    """Arbitrary finite float32 bit patterns (denormals, -0.0, huge values); NaN and infinity
+    are replaced (the reader rejects them, see test_non_finite_values_*)."""
     rng = np.random.default_rng(seed)
     k = (degree + 1) ** 2
 
     def bits(*shape, finite=False):
         a = rng.integers(0, 2 ** 32, size=shape, dtype=np.uint64).astype(np.uint32).view(np.float32)
-        bad = ~np.isfinite(a) if finite else np.isnan(a)
+        bad = ~np.isfinite(a)
         a = a.copy()
         a[bad] = rng.standard_normal(int(bad.sum())).astype(np.float32)
         return torch.from_numpy(a)
 
-    g = Gaussians(bits(n, 3, finite=True), bits(n, 1, 3), bits(n, k - 1, 3), bits(n), bits(n, 3),
-                  bits(n, 4))
+    g = Gaussians(bits(n, 3), bits(n, 1, 3), bits(n, k - 1, 3), bits(n), bits(n, 3), bits(n, 4))
     # Make sure the special values are really present.
-    g.sh_dc[0, 0] = torch.tensor([-0.0, 1e-45, -np.inf])
-    g.opacity_logits[0] = np.inf
+    g.sh_dc[0, 0] = torch.tensor([-0.0, 1e-45, -3.4e38])
+    g.opacity_logits[0] = 3.4e38
     return g
 
 
@@ -530,6 +529,39 @@ def test_non_finite_positions(tmp_path):
     with pytest.raises(FileFormatError) as excinfo:
         read_ply(path)
     assert_names_file(excinfo, path)
+
+
+@pytest.mark.parametrize("field, index, value", [
+    ("opacity_logits", (3,), float("nan")), ("opacity_logits", (3,), float("inf")),
+    ("log_scales", (3, 2), float("-inf")), ("sh_dc", (3, 0, 1), float("nan")),
+    ("sh_rest", (3, 2, 2), float("inf")), ("quaternions", (3, 0), float("nan")),
+])
+def test_non_finite_values_are_refused_or_dropped_with_a_count(tmp_path, field, index, value):
+    g = random_gaussians(10, 1)
+    getattr(g, field)[index] = value
+    getattr(g, field)[(7,) + index[1:]] = value
+    path = tmp_path / "bad.ply"
+    write_ply(path, g)
+    with pytest.raises(FileFormatError) as excinfo:
+        read_ply(path)
+    assert_names_file(excinfo, path)
+    assert "2 of 10 Gaussians" in str(excinfo.value)
+    kept, note = read_ply_dropping_non_finite(path)
+    assert len(kept) == 8 and note.startswith(f"{path}: dropped 2 of 10 Gaussians")
+    keep = torch.tensor([i not in (3, 7) for i in range(10)])
+    assert torch.equal(kept.means, g.means[keep]) and torch.equal(kept.opacity_logits, g.opacity_logits[keep])
+    good = random_gaussians(5, 1)
+    write_ply(path, good)
+    assert read_ply_dropping_non_finite(path)[1] is None
+
+
+def test_all_non_finite_is_an_error_even_when_dropping(tmp_path):
+    g = random_gaussians(3, 0)
+    g.opacity_logits[:] = float("nan")
+    path = tmp_path / "bad.ply"
+    write_ply(path, g)
+    with pytest.raises(FileFormatError, match="3 of 3 Gaussians"):
+        read_ply_dropping_non_finite(path)
 
 
 def test_missing_file(tmp_path):

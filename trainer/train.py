@@ -15,10 +15,16 @@ One iteration ``it`` (1-based), in the reference's order (spec §1.5, §4):
 7. optimiser step while ``it < iterations`` (the last iteration takes none, as the reference);
 8. ``chkpnt<it>.pth`` at ``--checkpoint_iterations`` (the state after iteration ``it``).
 
-Stopping: Ctrl-C (first press: at the next iteration boundary; second press: at once) and
+Stopping: Ctrl-C or SIGTERM (first one: at the next iteration boundary; second: at once) and
 running out of memory save ``point_cloud/iteration_<k>/point_cloud.ply`` for the iteration
 ``k`` under way and ``chkpnt<k-1>.pth`` (the state after the last completed iteration, from
 which ``--start_checkpoint`` continues exactly as an uninterrupted run would).
+
+Saving safely (``trainer.output_guard``): nothing is written before every input is read and
+checked; the model folder must not hold a trained model (unless resuming or ``--overwrite``),
+must take a file and have room for the first save. A save that fails during the run is kept in
+memory (the latest PLY and the latest checkpoint), retried at the next save and at the end, and
+written to a rescue folder if the model folder still refuses it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from trainer.scene import Scene, View, load_scene, random_point_cloud, view_imag
 from .config import ConfigError, TrainConfig
 from .losses import fused_loss_available, photometric_loss
 from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
+from .output_guard import (describe_os_error, is_write_failure, prepare_model_folder, refuse_trained_model,
+                           rescue_folders, save_size_estimate)
 from .progress import RunningStats
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainingHook", "CameraSampler", "check_supported",
@@ -62,6 +70,7 @@ POSTFIX_EVERY = 10          # progress-bar text refresh, iterations (the referen
 PREFETCH_VIEWS = 8
 SIZE_THRESHOLD = 20         # screen radius (px) used after the first opacity reset
 EVAL_TRAIN_INDICES = range(5, 30, 5)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # both stop at the next iteration and save
 
 #: Called at the start of every iteration with the trainer and the iteration number. The
 #: network viewer plugs in here (it may render ``trainer.model``, block to pause, or raise
@@ -158,16 +167,37 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
 
 
 # ----- checkpoints -------------------------------------------------------------------------
-def save_checkpoint(path: str | Path, iteration: int, model: GaussianModel, sampler: CameraSampler,
-                    progress: dict[str, float]) -> None:
-    """Write a splatview checkpoint atomically: everything needed to continue bit for bit."""
-    payload = {
+def checkpoint_payload(iteration: int, model: GaussianModel, sampler: CameraSampler,
+                       progress: dict[str, float]) -> dict[str, Any]:
+    """Everything needed to continue bit for bit (the model's tensors are not copied)."""
+    return {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "iteration": int(iteration),
         "model": model.state_dict(), "sampler": sampler.state_dict(),
         "rng": capture_rng(model.device), "progress": dict(progress),
     }
+
+
+def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a :func:`checkpoint_payload` atomically."""
     with atomic_write(path) as stream:
         torch.save(payload, stream)
+
+
+def save_checkpoint(path: str | Path, iteration: int, model: GaussianModel, sampler: CameraSampler,
+                    progress: dict[str, float]) -> None:
+    """Write a splatview checkpoint atomically: everything needed to continue bit for bit."""
+    write_checkpoint(path, checkpoint_payload(iteration, model, sampler, progress))
+
+
+def _cpu_copy(value: Any) -> Any:
+    """``value`` with every tensor copied to the CPU (dicts and lists walked)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(item) for item in value)
+    return value
 
 
 def load_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any]:
@@ -274,6 +304,9 @@ class TrainResult:
     saved: list[Path] = field(default_factory=list)
     checkpoint: Path | None = None
     message: str = ""
+    stop_signal: int | None = None      # signal.SIGINT or SIGTERM for an "interrupted" run
+    rescued_to: Path | None = None      # saves the model folder refused were written here
+    lost_saves: list[str] = field(default_factory=list)   # saves that could not be written anywhere
 
     @property
     def steps_per_second(self) -> float:
@@ -282,6 +315,16 @@ class TrainResult:
 
 class _Stop(Exception):
     """Raised inside the loop when a Ctrl-C was requested at the previous boundary."""
+
+
+@dataclass
+class _Unsaved:
+    """A save the model folder refused, kept in memory: ``write(payload, root)`` writes it to
+    ``root / relative`` (``root``: the model folder, or a rescue folder)."""
+
+    relative: Path
+    payload: Any
+    write: Callable[[Any, Path], Any]
 
 
 # ----- the trainer --------------------------------------------------------------------------------
@@ -317,6 +360,9 @@ class Trainer:
         self.phase: Callable[[str], contextlib.AbstractContextManager] = _no_phase
         self.metrics: dict[int, dict[str, dict[str, float]]] = {}
         self.saved: list[Path] = []
+        self.lost_saves: list[str] = []           # saves superseded before they could be written
+        self._unsaved: dict[str, _Unsaved] = {}   # "ply"/"checkpoint" -> the latest failed save
+        self.stop_signal: int | None = None       # the signal that asked for the stop, if any
         self.scene: Scene | None = None
         self.model: GaussianModel | None = None
 
@@ -337,10 +383,12 @@ class Trainer:
 
     # ----- set-up -------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Check flags, pick devices, write cfg_args, load the scene, write input.ply and
-        cameras.json, build the Gaussians and the optimiser (or restore a checkpoint)."""
+        """Check flags, pick devices, load the scene, build the Gaussians and the optimiser (or
+        restore a checkpoint); only then, with every input known to be good, check the model
+        folder (``trainer.output_guard``) and write cfg_args, input.ply and cameras.json."""
         cfg = self.config
         check_supported(cfg)
+        refuse_trained_model(self.model_path, bool(cfg.script.start_checkpoint), cfg.script.overwrite)  # early
         seed_everything(cfg.script.seed)
         self.device, data_device = resolve_devices(cfg, self.log)
         self.backend = resolve_backend(cfg.script.backend, self.device)
@@ -350,15 +398,12 @@ class Trainer:
             self.log("The CUDA backend is unavailable (install it with: pip install 'splatview[cuda]'); "
                      "training on the GPU with the much slower reference rasterizer")
         self.log(f"Output folder: {self.model_path}")
-        self.model_path.mkdir(parents=True, exist_ok=True)
-        write_cfg_args(self.model_path, cfg.cfg_args_values())
         self.scene = load_scene(cfg.model.source_path, cfg.model.images, cfg.model.resolution,
                                 cfg.model.white_background, cfg.model.eval, data_device,
                                 cfg.script.cache_budget, quiet=self.quiet, log=self.log,
                                 # a background that changes every step needs the alpha kept
                                 keep_alpha=cfg.optimization.random_background)
         self._override_random_points()
-        self._write_scene_files()
         self.background = torch.tensor(self.scene.background, dtype=torch.float32, device=self.device)
         self._stats = RunningStats(self.device, POSTFIX_EVERY)
         self.fused_kernels = self.device.type == "cuda" and fused_loss_available()
@@ -371,6 +416,12 @@ class Trainer:
             self._restore(cfg.script.start_checkpoint)
         else:
             self._initialise()
+        prepare_model_folder(self.model_path, resuming=bool(cfg.script.start_checkpoint),
+                             overwrite=cfg.script.overwrite,
+                             needed_bytes=save_size_estimate(len(self.model), self.model.max_sh_degree),
+                             log=self.log)
+        write_cfg_args(self.model_path, cfg.cfg_args_values())
+        self._write_scene_files()
 
     def _override_random_points(self) -> None:
         """``--random_init_points``: a scene without a point cloud gets that many random points
@@ -388,7 +439,11 @@ class Trainer:
                 shutil.copyfileobj(source, stream)
         else:
             write_point_cloud(target, scene.point_cloud)
-        write_cameras_json(self.model_path, [v.original_camera for v in scene.test_views],
+        self._write_cameras(self.model_path)
+
+    def _write_cameras(self, root: Path) -> None:
+        scene = self.scene
+        write_cameras_json(root, [v.original_camera for v in scene.test_views],
                            [v.original_camera for v in scene.train_views])
 
     def _initialise(self) -> None:
@@ -442,13 +497,15 @@ class Trainer:
                     raise
                 status, message = "out_of_memory", str(error).splitlines()[0] if str(error) else ""
             elapsed = time.perf_counter() - start  # the time kept alive after training is not counted
+            result = TrainResult(status, self.model_path, self.completed, len(self.model),
+                                 self.completed - self.first_iteration + 1, elapsed, dict(self.metrics),
+                                 list(self.saved), stop_signal=self.stop_signal if status == "interrupted" else None)
             if status == "completed":
+                self._rescue_unsaved(result)   # before serving a kept-alive viewer: the work is safe
                 self._finish()
-        result = TrainResult(status, self.model_path, self.completed, len(self.model),
-                             self.completed - self.first_iteration + 1, elapsed, dict(self.metrics),
-                             list(self.saved))
         if status == "completed":
-            self.log("\nTraining complete.")
+            for line in summary_lines(result, self.first_iteration, self.config):
+                self.log(line)
         else:
             self._save_on_stop(result, message)
         return result
@@ -629,28 +686,118 @@ class Trainer:
     # ----- saving ------------------------------------------------------------------------------------
     def save_ply(self, it: int) -> Path:
         """Write ``point_cloud/iteration_<it>/point_cloud.ply`` of the current model (atomically).
-        Call it only at an iteration boundary (from a hook) or when the loop is not running."""
-        return self._save_ply(it)
-
-    def _save_ply(self, it: int) -> Path:
+        Call it only at an iteration boundary (from a hook) or when the loop is not running.
+        Raises when the file cannot be written (the loop's own saves use :meth:`_save_ply`)."""
         path = point_cloud_path(self.model_path, it)
         write_ply(path, self.model.gaussians())
-        self._write_exposure()
+        self._write_exposure(self.model_path)
         self.saved.append(path)
         return path
 
-    def _write_exposure(self) -> None:
+    def _write_exposure(self, root: Path) -> None:
         """``exposure.json`` as HEAD writes at every save: identity 3x4 per training image
         (exposure compensation is off)."""
         identity = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
         names = {view.image_name: identity for view in self.scene.train_views}
-        atomic_write_text(self.model_path / "exposure.json", json.dumps(names, indent=2))
+        atomic_write_text(root / "exposure.json", json.dumps(names, indent=2))
 
-    def _save_checkpoint(self, it: int) -> Path:
-        path = self.model_path / f"chkpnt{it}.pth"
-        save_checkpoint(path, it, self.model, self.sampler, self.ema)
-        self.saved.append(path)
+    def _save_ply(self, it: int) -> Path | None:
+        """:meth:`save_ply`, except that a failed write keeps a copy in memory (see
+        :meth:`_keep_unsaved`) and returns None: training goes on."""
+        self._retry_unsaved()
+        gaussians = self.model.gaussians()
+        return self._save_or_keep("ply", point_cloud_path(self.model_path, it).relative_to(self.model_path), it,
+                                  lambda: self.save_ply(it),
+                                  lambda: gaussians.detach().to("cpu").clone(),
+                                  lambda copy, root: (write_ply(point_cloud_path(root, it), copy),
+                                                      self._write_exposure(root)))
+
+    def _save_checkpoint(self, it: int) -> Path | None:
+        """``chkpnt<it>.pth``; a failed write is kept in memory as in :meth:`_save_ply`."""
+        self._retry_unsaved()
+        name = f"chkpnt{it}.pth"
+
+        def save() -> Path:
+            path = self.model_path / name
+            save_checkpoint(path, it, self.model, self.sampler, self.ema)
+            self.saved.append(path)
+            return path
+
+        return self._save_or_keep("checkpoint", Path(name), it, save,
+                                  lambda: _cpu_copy(checkpoint_payload(it, self.model, self.sampler, self.ema)),
+                                  lambda payload, root: write_checkpoint(root / name, payload))
+
+    def _save_or_keep(self, kind: str, relative: Path, it: int, save: Callable[[], Path],
+                      copy: Callable[[], Any], write: Callable[[Any, Path], Any]) -> Path | None:
+        try:
+            path = save()
+        except Exception as error:  # noqa: BLE001 - only write failures are handled
+            if not is_write_failure(error):
+                raise
+            self._keep_unsaved(kind, _Unsaved(relative, copy(), write), error)
+            return None
+        superseded = self._unsaved.pop(kind, None)
+        if superseded is not None:
+            self.lost_saves.append(str(superseded.relative))
         return path
+
+    def _keep_unsaved(self, kind: str, unsaved: "_Unsaved", error: BaseException) -> None:
+        """Keep a save that failed in memory (only the latest of each kind: a newer PLY or
+        checkpoint supersedes the older one), and say so in one line."""
+        superseded = self._unsaved.get(kind)
+        if superseded is not None:
+            self.lost_saves.append(str(superseded.relative))
+        self._unsaved[kind] = unsaved
+        self.error(f"\nCould not save {self.model_path / unsaved.relative} ({describe_os_error(error)}); "
+                   "training goes on with the model kept in memory; the save is retried at the next save "
+                   "and at the end, then written elsewhere if need be")
+
+    def _retry_unsaved(self) -> None:
+        """Write the saves kept in memory into the model folder, if it takes them now."""
+        for kind, unsaved in list(self._unsaved.items()):
+            try:
+                unsaved.write(unsaved.payload, self.model_path)
+            except Exception as error:  # noqa: BLE001
+                if not is_write_failure(error):
+                    raise
+                continue
+            del self._unsaved[kind]
+            self.saved.append(self.model_path / unsaved.relative)
+            self.log(f"\nSaved {self.model_path / unsaved.relative} (it failed before)")
+
+    def _rescue_unsaved(self, result: TrainResult) -> None:
+        """At the end of a run: the saves still kept in memory go to the model folder if it
+        takes them now, else into the first of :func:`rescue_folders` that does."""
+        self._retry_unsaved()
+        result.lost_saves = list(self.lost_saves)
+        if not self._unsaved:
+            result.saved = list(self.saved)
+            return
+        reasons = []
+        for folder in rescue_folders(self.model_path):
+            try:
+                for unsaved in self._unsaved.values():
+                    unsaved.write(unsaved.payload, folder)
+                write_cfg_args(folder, self.config.cfg_args_values())
+                self._write_cameras(folder)
+            except Exception as error:  # noqa: BLE001
+                if not is_write_failure(error):
+                    raise
+                reasons.append(f"{folder}: {describe_os_error(error)}")
+                continue
+            names = ", ".join(str(u.relative) for u in self._unsaved.values())
+            result.rescued_to = folder
+            if "checkpoint" in self._unsaved:
+                result.checkpoint = folder / self._unsaved["checkpoint"].relative
+            self.error(f"\nThe model folder {self.model_path} would not take the final save; saved {names} "
+                       f"in {folder} instead (a complete model folder: splat-render -m {folder} works)")
+            self._unsaved.clear()
+            result.saved = list(self.saved)
+            return
+        names = ", ".join(str(u.relative) for u in self._unsaved.values())
+        result.lost_saves += [str(u.relative) for u in self._unsaved.values()]
+        self.error(f"\nCould not save {names} anywhere ({'; '.join(reasons)})")
+        result.saved = list(self.saved)
 
     def _save_on_stop(self, result: TrainResult, reason: str) -> None:
         """Save the PLY of the iteration under way and, when the state is consistent, the
@@ -663,27 +810,33 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         try:
-            notes.append(str(self._save_ply(current)))
+            ply = self._save_ply(current)
+            notes.append(str(ply) if ply is not None else f"(point_cloud/iteration_{current}: see below)")
         except Exception as error:  # noqa: BLE001 - report, keep going
             notes.append(f"(the PLY could not be saved: {error})")
         if self.mutating:
             notes.append("(no checkpoint: stopped in the middle of an update)")
         else:
             try:
-                result.checkpoint = self._save_checkpoint(self.completed)
-                notes.append(f"{result.checkpoint} (resume with --start_checkpoint {result.checkpoint})")
+                checkpoint = self._save_checkpoint(self.completed)
+                if checkpoint is not None:
+                    result.checkpoint = checkpoint
+                    notes.append(f"{checkpoint} (resume with --start_checkpoint {checkpoint})")
+                else:
+                    notes.append(f"(chkpnt{self.completed}.pth: see below)")
             except Exception as error:  # noqa: BLE001
                 notes.append(f"(the checkpoint could not be saved: {error})")
-        result.saved = list(self.saved)
         saved = "; saved " + ", ".join(notes)
         if result.status == "interrupted":
-            result.message = f"Interrupted at iteration {current}{saved}"
+            by = "" if self.stop_signal in (None, signal.SIGINT) else f" by {signal.Signals(self.stop_signal).name}"
+            result.message = f"Interrupted{by} at iteration {current}{saved}"
         else:
             result.message = (f"Out of memory at iteration {current} with {len(self.model)} Gaussians"
                               f"{' (' + reason + ')' if reason else ''}{saved}. To fit, cap the model "
                               "with --max_gaussians N, raise --densify_grad_threshold (e.g. 0.0004), "
                               "or keep images on the CPU with --data_device cpu.")
         self.error(result.message)
+        self._rescue_unsaved(result)
 
     def _debug_snapshot(self, it: int, view: View, background: torch.Tensor, error: Exception) -> None:
         path = self.model_path / "snapshot_fw.pth"
@@ -718,8 +871,9 @@ class Trainer:
 
     @contextlib.contextmanager
     def _sigint_guard(self) -> Iterator[None]:
-        """First Ctrl-C: stop at the next iteration boundary (consistent state, exact resume).
-        Second Ctrl-C: KeyboardInterrupt at once."""
+        """First Ctrl-C (or SIGTERM, which batch schedulers and ``timeout`` send): stop at the
+        next iteration boundary (consistent state, exact resume) and save. A second one:
+        KeyboardInterrupt at once."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -728,13 +882,16 @@ class Trainer:
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
-            self.error("\nCtrl-C: stopping after this iteration and saving (press Ctrl-C again to stop at once)")
+            self.stop_signal = signum
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            self.error(f"\n{name}: stopping after this iteration and saving (press Ctrl-C again to stop at once)")
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for number, handler_before in previous.items():
+                signal.signal(number, handler_before)
 
 
 def _no_phase(_name: str) -> contextlib.AbstractContextManager:
@@ -748,6 +905,41 @@ def _anomaly_mode(enabled: bool) -> Iterator[None]:
         return
     with torch.autograd.detect_anomaly():
         yield
+
+
+def summary_lines(result: TrainResult, first_iteration: int, config: TrainConfig) -> list[str]:
+    """What a completed run did, for the end of ``splat-train``'s output: steps, wall time,
+    steps/s and Gaussians; the test metrics of the last iteration (with --eval); where the files
+    are (and what could not be saved there)."""
+    model_path = result.model_path
+    iterations = config.optimization.iterations
+    if result.steps > 0:
+        lines = [f"\nTraining complete. {result.steps} steps in {result.elapsed_s:.1f} s "
+                 f"({result.steps_per_second:.2f} steps/s); {result.num_gaussians:,} Gaussians."]
+    elif first_iteration > 1:
+        lines = [f"\nTraining complete. Nothing to train: the checkpoint is at iteration {first_iteration - 1} "
+                 f"and --iterations is {iterations}; {result.num_gaussians:,} Gaussians."]
+    else:
+        lines = [f"\nTraining complete. --iterations 0: no training step ran; {model_path} holds cfg_args, "
+                 "cameras.json and input.ply, and no point_cloud/ (nothing was trained)."]
+    test = result.metrics.get(result.iteration, {}).get("test")
+    if test:
+        lines.append(f"Test views at iteration {result.iteration}: L1 {test['l1']:.5f} PSNR {test['psnr']:.2f}")
+    names = list(dict.fromkeys(_relative(path, model_path) for path in result.saved))
+    if names:
+        lines.append(f"Saved in {model_path}: {', '.join(names)}")
+    if result.rescued_to is not None:
+        lines.append(f"Saved in {result.rescued_to} because {model_path} refused the final save")
+    if result.lost_saves:
+        lines.append(f"Not saved (the disk refused them): {', '.join(result.lost_saves)}")
+    return lines
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def train(config: TrainConfig, hooks: Sequence[TrainingHook] = (),

@@ -13,6 +13,8 @@ import gc
 import sys
 from typing import Sequence
 
+from trainer.arg_types import int_range
+
 from .launch import add_view_flags
 from .options import BACKENDS, key_help_lines
 
@@ -45,13 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("path", nargs="?", help="a model folder or a model file (.ply, compressed .ply, "
                                                  ".splat, .spz; recognised by content)")
     parser.add_argument("-m", "--model-path", "--model_path", dest="model_path", help="trained model folder")
-    parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
+    parser.add_argument("--iteration", type=int_range(-1), default=-1, help="-1: the largest saved iteration")
     parser.add_argument("-s", "--path", "--source_path", dest="source_path",
                         help="dataset whose cameras to use (default: cfg_args' source_path, else cameras.json)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                         help="cuda (CUDA rasterizer + interop), gl (OpenGL instanced quads) or gl-compute "
                              "(OpenGL compute shaders, for GPUs with few graphics units); auto: cuda when usable, else gl")
-    parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    parser.add_argument("--device", type=int_range(0), default=0, help="CUDA device index (default 0)")
     parser.add_argument("--no_interop", "--no-interop", dest="no_interop", action="store_true",
                         help="copy CUDA frames through host memory instead of CUDA-GL interop")
     parser.add_argument("--offscreen", action="store_true",

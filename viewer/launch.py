@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Sequence
 
+from trainer.arg_types import int_range
+
 from .options import BACKENDS, NAVIGATION_MODES, RENDER_MODES, UP_AXES
 
 if TYPE_CHECKING:
@@ -15,23 +17,16 @@ if TYPE_CHECKING:
 __all__ = ["add_view_flags", "open_panel", "choose_backend", "usable_backends"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+MAX_RENDERING_SIDE = 16384   # pixels; the largest texture OpenGL 4.3 drivers commonly allow
 
 
 def add_view_flags(parser: argparse.ArgumentParser, frames_help: str = "render this many frames, then exit") -> None:
     """The flags every way of viewing shares: size, start camera, render mode, navigation,
     scripted frames."""
-    parser.add_argument("--rendering-size", type=_positive_int, nargs=2, metavar=("W", "H"),
+    parser.add_argument("--rendering-size", type=int_range(1, MAX_RENDERING_SIDE), nargs=2, metavar=("W", "H"),
                         help="render at this size whatever the window's (default: the window's; it opens at width "
                              "min(1200, first camera width), that camera's aspect, shrunk to fit the screen)")
-    parser.add_argument("--camera", type=int, default=0, help="start at input camera N")
+    parser.add_argument("--camera", type=int_range(0), default=0, help="start at input camera N")
     parser.add_argument("--render-mode", choices=RENDER_MODES, default="splats",
                         help="splats (default), ellipsoids, initial_points or depth")
     parser.add_argument("--navigation", choices=NAVIGATION_MODES, default="fps",
@@ -39,7 +34,7 @@ def add_view_flags(parser: argparse.ArgumentParser, frames_help: str = "render t
     parser.add_argument("--up", choices=UP_AXES, default="auto", metavar="{" + ",".join(UP_AXES) + "}",
                         help="world up: auto (the input cameras'; -y for a bare PLY, graphdeco's convention) or "
                              "an axis, e.g. +y for a y-up PLY that opens upside down")
-    parser.add_argument("--frames", type=_positive_int, help=frames_help)
+    parser.add_argument("--frames", type=int_range(1), help=frames_help)
     parser.add_argument("--screenshot", help="with --frames: save the last frame here (PNG)")
 
 

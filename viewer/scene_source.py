@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rasterizer import Camera, Gaussians, PointCloud, look_at, read_gaussians, read_point_cloud
+from rasterizer import Camera, Gaussians, PointCloud, look_at, read_gaussians_dropping_non_finite, read_point_cloud
 from rasterizer.camera_paths import focus_point, scene_up
 from rasterizer.files import FileFormatError
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
@@ -98,6 +98,15 @@ def dataset_cameras(source: str | os.PathLike | None, images: str = "images",
         return []
 
 
+def _read_gaussians(path: Path, notice: Callable[[str], None]) -> Gaussians:
+    """The model file's Gaussians (any format), without those holding NaN or infinity (one
+    notice says how many)."""
+    gaussians, dropped = read_gaussians_dropping_non_finite(path)
+    if dropped:
+        notice(dropped)
+    return gaussians
+
+
 def load_viewer_input(path: str | os.PathLike, iteration: int = -1, source: str | os.PathLike | None = None,
                       notice: Callable[[str], None] = _notice) -> ViewerInput:
     """Open a model folder or a model file (see the module docstring); ``source`` is ``-s``.
@@ -106,7 +115,7 @@ def load_viewer_input(path: str | os.PathLike, iteration: int = -1, source: str 
     """
     path = Path(path)
     if path.is_file():
-        gaussians = read_gaussians(path)
+        gaussians = _read_gaussians(path, notice)
         cameras = dataset_cameras(source, notice=notice)
         return ViewerInput(gaussians, cameras or [framing_camera(gaussians)], (0.0, 0.0, 0.0), path.name,
                            framing_only=not cameras)
@@ -116,7 +125,7 @@ def load_viewer_input(path: str | os.PathLike, iteration: int = -1, source: str 
     ply = point_cloud_path(path, iteration)
     if not ply.is_file():
         raise FileNotFoundError(f"{ply}: no such file (iteration {iteration} was not saved)")
-    gaussians = read_gaussians(ply)
+    gaussians = _read_gaussians(ply, notice)
     settings = read_cfg_args(path) if (path / "cfg_args").is_file() else {}
     background = (1.0, 1.0, 1.0) if settings.get("white_background") else (0.0, 0.0, 0.0)
     cameras = dataset_cameras(source or settings.get("source_path"), settings.get("images") or "images", notice)

@@ -23,12 +23,13 @@ from pathlib import Path
 
 from ..files import FileFormatError
 from ..gaussians import Gaussians
-from ..ply import read_ply, write_ply
+from ..ply import check_finite, read_ply, read_ply_dropping_non_finite, write_ply
 from .compressed_ply import is_compressed_ply_header, ply_header, read_compressed_ply, write_compressed_ply
 from .splat import looks_like_splat, read_splat, write_splat
 from .spz import is_spz, read_spz, write_spz
 
 __all__ = ["FORMATS", "SUFFIXES", "detect_format", "format_from_suffix", "read_gaussians",
+           "read_gaussians_dropping_non_finite",
            "write_gaussians"]
 
 FORMATS = ("ply", "compressed-ply", "splat", "spz")
@@ -75,8 +76,23 @@ def format_from_suffix(path: str | os.PathLike) -> str | None:
 
 def read_gaussians(path: str | os.PathLike) -> Gaussians:
     """Gaussians from a file in any of ``FORMATS`` (detected by content); a plain point-cloud PLY
-    gives initial Gaussians as :func:`rasterizer.read_ply` does."""
-    return _READERS[detect_format(path)](path)
+    gives initial Gaussians as :func:`rasterizer.read_ply` does. A NaN or infinite value in any
+    Gaussian is a ``FileFormatError`` (see :func:`read_gaussians_dropping_non_finite`)."""
+    path = Path(path)
+    kind = detect_format(path)
+    gaussians = _READERS[kind](path)
+    return gaussians if kind == "ply" else check_finite(path, gaussians, drop=False)[0]
+
+
+def read_gaussians_dropping_non_finite(path: str | os.PathLike) -> tuple[Gaussians, str | None]:
+    """:func:`read_gaussians` for viewers and renderers: Gaussians holding a NaN or infinite value
+    are left out (they would draw as garbage); the second value is a one-line note naming the
+    file and how many went, or None."""
+    path = Path(path)
+    kind = detect_format(path)
+    if kind == "ply":
+        return read_ply_dropping_non_finite(path)
+    return check_finite(path, _READERS[kind](path), drop=True)
 
 
 def write_gaussians(path: str | os.PathLike, gaussians: Gaussians, format: str = "ply") -> None:

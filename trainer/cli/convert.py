@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rasterizer.files import FileFormatError
+from trainer.arg_types import float_range, int_range
 
 PROG = "splat-convert"
 
@@ -41,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--matcher", choices=("exhaustive", "sequential"), default="exhaustive",
                         help="exhaustive: every pair (default); sequential: neighbours in name "
                              "order (video frames)")
-    parser.add_argument("--min_registered", type=float, default=0.5, metavar="FRACTION",
+    parser.add_argument("--min_registered", type=float_range(0.0, 1.0), default=0.5, metavar="FRACTION",
                         help="fail when fewer than this fraction of the photos register (default 0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for COLMAP (-1: random)")
+    parser.add_argument("--seed", type=int_range(-1, 2 ** 31 - 1), default=0, help="random seed for COLMAP (-1: random)")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log")
     parser.add_argument("--undistort_only", action="store_true",
                         help="undistort the COLMAP scene -s (model in sparse/0, photos in "
@@ -71,8 +72,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      "into LOCATION)")
     if args.undistort_only and args.skip_matching:
         parser.error("--undistort_only and --skip_matching exclude each other")
-    if not 0.0 <= args.min_registered <= 1.0:
-        parser.error(f"--min_registered must be between 0 and 1, not {args.min_registered}")
     if not args.undistort_only:
         from trainer.convert import ConvertError, camera_model_names
         try:

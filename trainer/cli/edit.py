@@ -24,29 +24,10 @@ from typing import Sequence
 
 from rasterizer.files import FileFormatError
 from rasterizer.formats import FORMATS
+from trainer.arg_types import float_range, int_range
 from trainer.edit import RULES, CropBox, EditSession, open_model, plan_output, save_edited
 
 __all__ = ["main", "build_parser"]
-
-
-def _strength(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]")
-    return value
-
-
-def _iteration(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < -1:
-        raise argparse.ArgumentTypeError(f"{text}: use -1 (the largest) or an iteration number")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,11 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="a model folder or a model file (any format)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="a new model folder, or a file ending in .ply/.compressed.ply/.splat/.spz")
-    parser.add_argument("--iteration", type=_iteration, default=-1, help="-1: the largest saved iteration")
+    parser.add_argument("--iteration", type=int_range(-1), default=-1, help="-1: the largest saved iteration")
     parser.add_argument("-s", "--source_path", "--source-path", dest="source_path",
                         help="dataset whose cameras the 'unseen' floater rule uses (default: the model's cameras.json)")
     parser.add_argument("--crop", metavar="BOX.json", help="keep only the Gaussians inside this oriented box")
-    parser.add_argument("--remove-floaters", "--remove_floaters", dest="strength", type=_strength, default=0.0,
+    parser.add_argument("--remove-floaters", "--remove_floaters", dest="strength", type=float_range(0.0, 1.0), default=0.0,
                         metavar="STRENGTH",
                         help="floater cleanup strength in [0, 1] (0: none; the viewer slider's scale)")
     parser.add_argument("--export", choices=FORMATS, help="output format (default: from OUT's name; ply for a folder)")

@@ -26,9 +26,10 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from rasterizer import read_gaussians, render
+from rasterizer import read_gaussians_dropping_non_finite, render
 from rasterizer.camera_paths import PATH_KINDS, CameraPath, generate_path, load_camera_path
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
+from trainer.arg_types import float_range, int_range
 from trainer.config import add_model_params, model_param_defaults
 from trainer.image_io import save_png
 from trainer.scene import ResolutionRule, Scene, View, load_cameras, load_scene
@@ -37,25 +38,20 @@ GENERATED_PATH_SECONDS = 8.0
 DEFAULT_FPS = 30.0
 
 
-def _positive(kind):
-    """An argparse type: ``kind`` (int or float) greater than zero, else a one-line usage error."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-        return value
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
+def read_model_gaussians(path: Path):
+    """The model file's Gaussians (any format, by content), without those holding NaN or
+    infinity; a one-line warning says how many went."""
+    gaussians, dropped = read_gaussians_dropping_non_finite(path)
+    if dropped:
+        print(f"splat-render: warning: {dropped}", file=sys.stderr)
+    return gaussians
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splat-render", description=__doc__.split("\n")[0])
     # Loading flags default to None ("not given") so that cfg_args can fill them in.
     add_model_params(parser, sentinel=True)
-    parser.add_argument("--iteration", type=int, default=-1, help="-1: the largest saved iteration")
+    parser.add_argument("--iteration", type=int_range(-1), default=-1, help="-1: the largest saved iteration")
     parser.add_argument("--skip_train", action="store_true")
     parser.add_argument("--skip_test", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -68,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(through the input cameras)")
     paths.add_argument("--video", metavar="FILE.mp4",
                        help="write an H.264 MP4 here (default: PNG frames in <model>/path_<name>/ours_<N>/renders)")
-    paths.add_argument("--fps", type=_positive(float), help=f"frames per second (default: the file's, else {DEFAULT_FPS:g})")
-    paths.add_argument("--seconds", type=_positive(float),
+    paths.add_argument("--fps", type=float_range(0.0, open_low=True), help=f"frames per second (default: the file's, else {DEFAULT_FPS:g})")
+    paths.add_argument("--seconds", type=float_range(0.0, open_low=True),
                        help=f"duration (default: the file's, else {GENERATED_PATH_SECONDS:g} s)")
-    paths.add_argument("--video_size", dest="video_size", type=_positive(int), nargs=2,
+    paths.add_argument("--video_size", dest="video_size", type=int_range(1), nargs=2,
                        metavar=("W", "H"), help="frame size in pixels (default: the file's render size, else the "
                                                 "first camera's at -r; an MP4 rounds it down to even numbers)")
     return parser
@@ -157,7 +153,7 @@ def render_path_main(args: argparse.Namespace) -> int:
         settings = combined_settings(args, require_source=False)
         iteration = latest_iteration(model_path) if args.iteration == -1 else args.iteration
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        gaussians = read_gaussians(point_cloud_path(model_path, iteration)).to(device)   # any format
+        gaussians = read_model_gaussians(point_cloud_path(model_path, iteration)).to(device)   # any format
         name, frames, fps, size = path_frames(args, settings, model_path)
         background = torch.tensor([1.0, 1.0, 1.0] if settings["white_background"] else [0.0, 0.0, 0.0],
                                   device=device)
@@ -202,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ply = point_cloud_path(model_path, iteration)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         data_device = settings["data_device"] if torch.cuda.is_available() else "cpu"
-        gaussians = read_gaussians(ply).to(device)   # any format, by content
+        gaussians = read_model_gaussians(ply).to(device)   # any format, by content
         scene = load_scene(settings["source_path"], images=settings["images"],
                            resolution=settings["resolution"],
                            white_background=settings["white_background"], eval=settings["eval"],

@@ -1,20 +1,32 @@
 """``splat-train``: graphdeco-inria's ``train.py`` command line (every flag, same defaults).
 
-Exit status: 0 when training completes, 130 after Ctrl-C (checkpoint and PLY saved), 1 when
-memory ran out (what could be saved was) or on a file/scene error, 2 for a flag that cannot be
+Exit status: 0 when training completes, 130 after Ctrl-C and 143 after SIGTERM (checkpoint and
+PLY saved), 1 when memory ran out (what could be saved was), on a file/scene/output-folder error,
+or when the final save had to go to a rescue folder (or nowhere), 2 for a flag that cannot be
 used (argparse's convention).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Sequence
 
 from rasterizer.files import FileFormatError
 from trainer.config import ConfigError, parse_args
-from trainer.train import TrainingHook, is_out_of_memory, train
+from trainer.train import TrainingHook, TrainResult, is_out_of_memory, train
 
 EXIT_CODES = {"completed": 0, "interrupted": 130, "out_of_memory": 1}
+
+
+def exit_code(result: TrainResult) -> int:
+    """:data:`EXIT_CODES`, except 128 + N after signal N other than Ctrl-C (143: SIGTERM), and 1
+    when a save could not be written into the model folder."""
+    if result.status == "interrupted" and result.stop_signal not in (None, signal.SIGINT):
+        return 128 + int(result.stop_signal)
+    if result.status == "completed" and (result.rescued_to is not None or result.lost_saves):
+        return 1
+    return EXIT_CODES[result.status]
 
 
 def viewer_hooks(config) -> list[TrainingHook]:
@@ -43,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"splat-train: error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileFormatError, NotADirectoryError, PermissionError) as error:
+    except (OSError, FileFormatError) as error:  # missing/unreadable inputs, unusable output folder
         print(f"splat-train: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # before training started: nothing worth saving yet
@@ -59,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for hook in hooks:
             if hasattr(hook, "close"):
                 hook.close()
-    return EXIT_CODES[result.status]
+    return exit_code(result)
 
 
 if __name__ == "__main__":

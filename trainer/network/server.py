@@ -1,18 +1,31 @@
 """The trainer's network viewer port: graphdeco's ``network_gui`` as a training hook.
 
-Loop semantics (spec §1.5, in this order at the start of every iteration ``it``):
+The sockets belong to a background thread (``connections.Connections``): it accepts, reads and
+decodes requests, sends replies and enforces the limits (connections, handshake and idle
+timeouts, request and image sizes, log rate). The hook that runs at the start of every
+iteration ``it`` never touches a socket:
 
-1. no client: poll ``accept`` once (non-blocking listener);
-2. while a client is connected: read a request, render it if it asks for an image, send the
-   image and the source path (and the extension section when asked, see ``protocol``); then
-   ``train = 1`` ends the loop and iteration ``it`` runs (one step per reply), ``train = 0``
-   keeps serving (pause).
+1. it prints the network thread's (rate-limited) log lines;
+2. when the served client has a complete request waiting, it answers it: renders the image if
+   one is asked for (at most ``protocol.MAX_IMAGE_PIXELS``), adds the source path (and the
+   extension section when asked, see ``protocol``) and hands the bytes to the thread; at most one
+   request per iteration;
+3. ``train = 0`` pauses training: the hook answers that client's requests until one says
+   ``train = 1``, the client goes (silent for ``PAUSED_TIMEOUT_S`` after a reply, or
+   disconnected), or a stop is asked for (Ctrl-C). ``train = 1`` lets iteration ``it`` run.
 
-Where we do better than the reference, without changing a byte on the wire:
+Departure from the reference, forced by "training must not wait on the network": the reference
+waits for the viewer's next request before every step (one step per reply, so a slow or stuck
+viewer slows or stalls training); here training never waits for a request unless the viewer has
+paused it. A viewer that sends requests as fast as replies come (SIBR's remote viewer, ``splat-view
+--connect``) still gets a reply per step. Without a request waiting, the hook costs a lock and a
+look-up (microseconds); with one, it costs the requested render.
 
-* messages are read in a loop until complete; lengths are bounded before any allocation;
-* a bad message, a render error, a disconnect or a client silent for ``idle_timeout`` seconds
-  drops that client (its socket is closed) and training goes on; accept is polled again;
+Other differences, without changing a byte on the wire:
+
+* messages are read until complete; lengths are bounded before any allocation;
+* a bad message, a render error, a disconnect or a timeout drops that client (its socket is
+  closed) and training goes on; other connected clients wait their turn, as in the reference;
 * non-ASCII source paths are sent as UTF-8 (the reference drops every request);
 * ``keep_alive`` does not hold back the last iteration and its save: training finishes and
   saves, then :meth:`NetworkViewer.on_finish` keeps serving until the client disconnects or
@@ -39,18 +52,20 @@ import torch
 from rasterizer.render import render
 from trainer.config import ConfigError
 
+from .connections import (HANDSHAKE_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, PAUSED_TIMEOUT_S, Connections,
+                          LogLimiter)
 from .pacing import SnapshotPacer
-from .protocol import (MAX_REQUEST_BYTES, ProtocolError, Snapshot, ViewRequest, decode_request, encode_extension,
-                       encode_image, encode_path, encode_snapshot, read_message, request_camera)
+from .protocol import (ProtocolError, Snapshot, ViewRequest, encode_extension, encode_image, encode_path,
+                       encode_snapshot, request_camera)
 
 if TYPE_CHECKING:
     from trainer.train import Trainer
 
 __all__ = ["NetworkViewer", "IDLE_TIMEOUT_S", "STATS_INTERVAL_S"]
 
-IDLE_TIMEOUT_S = 30.0      # a connected viewer sends continuously; this much silence means it is gone
 STATS_INTERVAL_S = 0.1     # statistics are re-read (a GPU sync) at most this often
 RATE_WINDOW_S = 2.0        # steps/s is measured over this much recent time
+PAUSE_POLL_S = 0.1         # while paused: how often a stop request is checked
 
 
 def _warn(message: str) -> None:
@@ -68,32 +83,46 @@ def is_loopback(host: str) -> bool:
 class NetworkViewer:
     """A :data:`trainer.train.TrainingHook` serving one network viewer client at a time.
 
-    Use :meth:`listen` (binds; ``port = 0`` picks a free port, see :attr:`port`), pass the
-    object in the trainer's hooks, and :meth:`close` at the end.
+    Use :meth:`listen` (binds and starts the network thread; ``port = 0`` picks a free port, see
+    :attr:`port`), pass the object in the trainer's hooks, and :meth:`close` at the end. Timeouts
+    are in seconds (see ``connections``).
     """
 
     def __init__(self, ip: str, port: int, idle_timeout: float = IDLE_TIMEOUT_S,
                  pacer: SnapshotPacer | None = None, clock: Callable[[], float] = time.perf_counter,
-                 warn: Callable[[str], None] = _warn):
+                 warn: Callable[[str], None] = _warn, handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+                 paused_timeout: float = PAUSED_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
+                 limiter: LogLimiter | None = None):
         self.ip, self.port = ip, port
-        self.idle_timeout = idle_timeout
+        self.idle_timeout, self.handshake_timeout, self.paused_timeout = idle_timeout, handshake_timeout, paused_timeout
+        self.max_connections = max_connections
+        self.limiter = limiter or LogLimiter()
         self.pacer = pacer or SnapshotPacer(clock=clock)
         self.clock = clock
         self.warn = warn
-        self.listener: socket.socket | None = None
-        self.conn: socket.socket | None = None
-        self.peer: Any = None
+        self.connections: Connections | None = None
         self.finished = False
-        self.served = 0               # replies sent (all clients)
-        self.dropped = 0              # clients dropped on an error
+        self.served = 0               # replies handed to the network thread (all clients)
+        self._client: int | None = None               # the client answered last
+        self._paused = False                          # its last request paused training
         self._progress: collections.deque[tuple[float, int]] = collections.deque()
         self._stats: dict[str, Any] | None = None
         self._stats_time = float("-inf")
         self._snapshot_iteration: int | None = None   # last snapshot sent to this client
 
+    @property
+    def dropped(self) -> int:
+        """Connections closed for an error, a timeout or to make room (all clients)."""
+        return self.connections.dropped if self.connections is not None else 0
+
+    @property
+    def refused(self) -> int:
+        """Connections refused at once because ``max_connections`` were open."""
+        return self.connections.refused if self.connections is not None else 0
+
     # ----- socket life ---------------------------------------------------------------------------
     def listen(self) -> "NetworkViewer":
-        """Bind and listen (IPv4, non-blocking, as the reference); one-line ConfigError if not."""
+        """Bind and listen (IPv4), start the network thread; one-line ConfigError if not."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart without TIME_WAIT
         try:
@@ -103,8 +132,9 @@ class NetworkViewer:
             listener.close()
             raise ConfigError(f"network viewer: cannot listen on {self.ip}:{self.port} ({error.strerror or error}); "
                               "pick another --port") from None
-        listener.setblocking(False)
-        self.listener, self.port = listener, listener.getsockname()[1]
+        self.port = listener.getsockname()[1]
+        self.connections = Connections(listener, self.idle_timeout, self.handshake_timeout, self.paused_timeout,
+                                       self.max_connections, self.limiter).start()
         if not is_loopback(self.ip):
             self.warn(f"warning: the network viewer listens on {self.ip}:{self.port}, reachable from other "
                       "machines; its protocol has no authentication: anyone who can connect can see the "
@@ -112,58 +142,40 @@ class NetworkViewer:
         return self
 
     def close(self) -> None:
-        self._drop(None)
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-
-    def _accept(self, trainer: "Trainer") -> None:
-        try:
-            conn, peer = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:  # e.g. too many open files: try again next iteration
-            trainer.log(f"\nNetwork viewer: accept failed ({error})")
-            return
-        conn.setblocking(True)
-        conn.settimeout(self.idle_timeout)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small reply per step
-        self.conn, self.peer, self._snapshot_iteration = conn, peer, None
-        trainer.log(f"\nConnected by {peer}")
-
-    def _drop(self, reason: str | None, trainer: "Trainer | None" = None) -> None:
-        if self.conn is None:
-            return
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-        if reason is not None:
-            self.dropped += 1
-            if trainer is not None:
-                trainer.log(f"\nNetwork viewer: dropped {self.peer}: {reason}")
-        self.conn, self.peer = None, None
+        if self.connections is not None:
+            self.connections.close()
+            self.connections = None
 
     # ----- the hook --------------------------------------------------------------------------------
     def __call__(self, trainer: "Trainer", iteration: int) -> None:
-        """Start of iteration ``iteration``: serve until the client asks for a training step."""
+        """Start of iteration ``iteration``: answer the served client's waiting request, if any;
+        while it has paused training, keep answering it (see the module docstring)."""
         self._note_progress(iteration)
-        if self.listener is None:
+        if self.connections is None:
             return
-        if self.conn is None:
-            self._accept(trainer)
-        while self.conn is not None and not trainer.stop_requested:
-            request = self._serve_one(trainer)
-            if request is not None and request.train:
-                break
+        self._print_log(trainer)
+        taken = self.connections.take_request()
+        while True:
+            if taken is not None:
+                request = self._answer(trainer, *taken)
+                self._paused = request is not None and not request.train
+            if not self._paused or trainer.stop_requested or not self.connections.serving_a_client():
+                self._paused = False
+                return
+            taken = self.connections.wait_request(PAUSE_POLL_S)
+            self._print_log(trainer)
 
     def on_finish(self, trainer: "Trainer") -> None:
         """After the last iteration and its save: keep serving while the client keeps the
         model alive (until it disconnects, unchecks keep-alive, or Ctrl-C)."""
         self.finished = True
         told = False
-        while self.conn is not None and not trainer.stop_requested:
-            request = self._serve_one(trainer)
+        while self.connections is not None and self.connections.serving_a_client() and not trainer.stop_requested:
+            taken = self.connections.wait_request(PAUSE_POLL_S)
+            self._print_log(trainer)
+            if taken is None:
+                continue
+            request = self._answer(trainer, *taken)
             if request is None or not request.keep_alive:
                 break
             if not told:
@@ -171,23 +183,25 @@ class NetworkViewer:
                 trainer.log("Training complete; serving the model to the network viewer until it "
                             "disconnects or unchecks keep-alive")
 
-    def _serve_one(self, trainer: "Trainer") -> ViewRequest | None:
-        """One request and its reply; None when the client was dropped."""
+    def _print_log(self, trainer: "Trainer") -> None:
+        for line in self.limiter.drain():
+            trainer.log("\n" + line)
+
+    def _answer(self, trainer: "Trainer", number: int, request: ViewRequest, peer: tuple) -> ViewRequest | None:
+        """Reply to one request (the network thread sends it); None when the client was dropped."""
+        if number != self._client:
+            self._client, self._snapshot_iteration = number, None   # a new client: send it a snapshot
         try:
-            request = decode_request(read_message(self.conn, MAX_REQUEST_BYTES))
             reply, snapshot_started = self._reply(trainer, request)
-            self.conn.sendall(reply)
-        except socket.timeout:
-            self._drop(f"silent for {self.idle_timeout:g} s", trainer)
-            return None
-        except (OSError, ProtocolError) as error:
-            self._drop(str(error) or type(error).__name__, trainer)
+        except ProtocolError as error:
+            self.connections.drop(number, str(error))
             return None
         except _RenderFailed as error:
-            self._drop(f"render failed ({error})", trainer)
+            self.connections.drop(number, f"render failed ({error})")
             return None
         if snapshot_started is not None:
-            self.pacer.record(snapshot_started, self.clock())  # copy, encode and send
+            self.pacer.record(snapshot_started, self.clock())  # copy and encode
+        self.connections.send_reply(number, reply, paused=not request.train)
         self.served += 1
         return request
 

@@ -12,17 +12,19 @@ Closing the window (or ``--frames K`` running out) stops an unfinished run as Ct
 splat-train: ``point_cloud/iteration_<k>`` for the iteration under way and ``chkpnt<k-1>.pth``.
 
 Exit status: 0 when the window was closed (training finished or stopped with its save), 130
-after Ctrl-C in the terminal (saved the same way), 1 on a training error, out of memory, or a
+after Ctrl-C in the terminal and 143 after SIGTERM (saved the same way), 1 on a training error, out of memory, or a
 file/scene/window error, 2 for flags that cannot be used (splat-train's convention).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Sequence
 
+from trainer.arg_types import float_range
 from trainer.config import ConfigError, TrainConfig, build_parser as build_train_parser, parse_args
 
 from ..launch import add_view_flags
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_view_flags(parser, "render this many frames, then stop training (with its save) and exit")
     parser.add_argument("--hide-panel", action="store_true", help="no control panel")
     parser.add_argument("--start-paused", action="store_true", help="wait for Start (or Step) before iteration 1")
-    parser.add_argument("--max-fps", type=float, default=MAX_FPS,
+    parser.add_argument("--max-fps", type=float_range(0.0), default=MAX_FPS,
                         help=f"cap on the render loop's frame rate (default {MAX_FPS:g}; 0: none)")
     return parser
 
@@ -159,11 +161,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.frame_callbacks.append(LiveModel(session, args.max_fps))
     session.start()
     code = 0
+    terminated = []
+
+    def on_sigterm(signum, frame):   # SIGTERM (batch systems, `timeout`) stops as Ctrl-C does
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         app.run(args.frames, args.screenshot)
     except KeyboardInterrupt:
-        code = 130
+        code = 143 if terminated else 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         app.close()
     try:
         result = session.stop()   # an unfinished run saves as after Ctrl-C in splat-train

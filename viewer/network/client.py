@@ -19,10 +19,14 @@ Differences from SIBR, all on our side of the wire:
   own frame rate. Otherwise the trainer renders the requested view, as with SIBR.
 * While paused (``train = 0``) requests are spaced ``paused_interval`` (1/60 s) apart instead of
   spinning the trainer's serving loop; while training, one request per step, as SIBR.
+* A view larger than the trainer serves (``MAX_IMAGE_PIXELS``, ``MAX_IMAGE_SIDE``: splat-train
+  drops a client asking for more) is asked for at a smaller size with the same field of view,
+  and the status line says so; the window stretches it.
 """
 
 from __future__ import annotations
 
+import math
 import select
 import socket
 import threading
@@ -35,11 +39,11 @@ import numpy as np
 
 from rasterizer.camera import Camera
 from rasterizer.gaussians import Gaussians
-from trainer.network.protocol import (MAX_TEXT_BYTES, ExtensionRequest, ProtocolError,
+from trainer.network.protocol import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_TEXT_BYTES, ExtensionRequest, ProtocolError,
                                       ViewRequest, decode_snapshot, encode_request, read_exact,
                                       read_extension, read_message, request_matrices)
 
-__all__ = ["RemoteClient", "RemoteFrame", "RemoteState", "parse_address", "source_cameras"]
+__all__ = ["RemoteClient", "RemoteFrame", "RemoteState", "parse_address", "source_cameras", "within_image_limit"]
 
 RETRY_INTERVAL_S = 0.1
 PROBE_TIMEOUT_S = 1.0
@@ -56,6 +60,16 @@ def parse_address(text: str) -> tuple[str, int]:
     if not 0 < number < 65536:
         raise ValueError(f"--connect {text!r}: port must be 1..65535")
     return host or "127.0.0.1", number
+
+
+def within_image_limit(camera: Camera) -> Camera:
+    """``camera``, or the same view at the largest size the trainer serves (same aspect and
+    field of view) when its image is over ``MAX_IMAGE_PIXELS`` or ``MAX_IMAGE_SIDE``."""
+    width, height = camera.width, camera.height
+    scale = min(1.0, math.sqrt(MAX_IMAGE_PIXELS / (width * height)), MAX_IMAGE_SIDE / max(width, height))
+    if scale >= 1.0:
+        return camera
+    return camera.resized(max(1, int(width * scale)), max(1, int(height * scale)))
 
 
 @dataclass(frozen=True)
@@ -205,6 +219,13 @@ class RemoteClient:
             controls = self.controls()
             local = version is not None and controls.local_rendering
             camera = None if local else controls.camera
+            if camera is not None:
+                limited = within_image_limit(camera)
+                if limited is not camera:
+                    self._update(status=f"Connected to {self.host}:{self.port}: the view is {camera.width}x"
+                                        f"{camera.height}, over the trainer's limit ({MAX_IMAGE_PIXELS} pixels, "
+                                        f"{MAX_IMAGE_SIDE} per side): asking for {limited.width}x{limited.height}")
+                    camera = limited
             want = frozenset({"stats", "snapshot"} if local else {"stats"})
             request = self._request(controls, camera, ExtensionRequest(want=want) if version else None)
             sock.sendall(encode_request(request))
