@@ -107,7 +107,7 @@ def test_interrupted_render_leaves_no_video(model_folder, tmp_path, monkeypatch)
 @pytest.mark.parametrize("flags, message", [
     (["--camera-path", "orbit", "--fps", "0"], "--fps: must be a number > 0.0"),
     (["--camera-path", "orbit", "--seconds", "-1"], "--seconds: must be a number > 0.0"),
-    (["--camera-path", "orbit", "--video_size", "64", "x"], "--video_size: invalid int value"),
+    (["--camera-path", "orbit", "--video_size", "64", "x"], "--video_size: must be an integer >= 1, got 'x'"),
     (["--video", "a.mp4"], "--video needs --camera-path"),
     (["--camera-path", "orbit", "--video", "a.avi"], "must end in .mp4"),
     (["--camera-path", "zigzag"], "give a .json file or one of orbit, spiral, interp"),
