@@ -240,8 +240,8 @@ def test_help_is_quick_plain_and_lists_the_keys():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["x.ply", "--frames", "0"], "--frames: must be at least 1"),
-    (["x.ply", "--rendering-size", "640", "-1"], "--rendering-size: must be at least 1"),
+    (["x.ply", "--frames", "0"], "--frames: must be an integer >= 1, got 0"),
+    (["x.ply", "--rendering-size", "640", "-1"], "--rendering-size: must be an integer between 1 and 16384, got -1"),
     (["x.ply", "--up", "sideways"], "--up: invalid choice"),
     (["x.ply", "--navigation", "fly"], "--navigation: invalid choice"),
 ])
