@@ -12,7 +12,7 @@ Groups:
 * :class:`OptimizationParams`: learning rates, loss weight, densification schedule.
 * :class:`ScriptParams`: the flags ``train.py`` adds itself, then splatview's additions
   (``--backend``, ``--max_gaussians``, ``--cache_budget``, ``--seed``, ``--random_init_points``,
-  ``--fix_densification_quirks``).
+  ``--fix_densification_quirks``, ``--batch_size``, ``--gpus``).
 """
 
 from __future__ import annotations
@@ -113,6 +113,20 @@ def _byte_count(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a one-line usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+_positive_int.__name__ = "positive int"
+
+
 @dataclass
 class ScriptParams:
     """Flags added by ``train.py`` itself, then splatview's additions."""
@@ -144,6 +158,14 @@ class ScriptParams:
                                                   "point cloud (the reference uses 100000)")
     fix_densification_quirks: bool = _flag(False, help="make the size prune (max_radii2D > 20) "
                                                        "effective; off = the reference's behaviour")
+    batch_size: int = _flag(1, type=_positive_int, metavar="B",
+                            help="training views rendered per optimiser step (1 = the reference); "
+                                 "--iterations and every schedule still count views, learning rates "
+                                 "are multiplied by sqrt(B) and Adam's betas raised to the power B")
+    gpus: int | None = _flag(None, type=_positive_int, metavar="N",
+                             help="train one model on N GPUs of this machine (starts N processes "
+                                  "through torch.distributed.run; see the README for torchrun and "
+                                  "several machines)")
 
 
 @dataclass

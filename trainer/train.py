@@ -15,6 +15,9 @@ One iteration ``it`` (1-based), in the reference's order (spec §1.5, §4):
 7. optimiser step while ``it < iterations`` (the last iteration takes none, as the reference);
 8. ``chkpnt<it>.pth`` at ``--checkpoint_iterations`` (the state after iteration ``it``).
 
+With ``--batch_size B`` an iteration is a step of B views, with the same events at the same
+view counts (``trainer/batching.py`` states the rules); B = 1 is the reference.
+
 Stopping: Ctrl-C (first press: at the next iteration boundary; second press: at once) and
 running out of memory save ``point_cloud/iteration_<k>/point_cloud.ply`` for the iteration
 ``k`` under way and ``chkpnt<k-1>.pth`` (the state after the last completed iteration, from
@@ -47,10 +50,12 @@ from rasterizer.render import available_backends, render, resolve_backend
 from trainer.metrics import l1_loss, psnr, ssim
 from trainer.scene import Scene, View, load_scene, random_point_cloud, view_image_float
 
+from .batching import ScreenStatistics, Step, batch_steps
 from .config import ConfigError, TrainConfig
 from .losses import fused_loss_available, photometric_loss
 from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
 from .progress import RunningStats
+from .schedule import SH_DEGREE_INTERVAL
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainingHook", "CameraSampler", "check_supported",
            "save_checkpoint", "load_checkpoint", "evaluate_views", "is_out_of_memory",
@@ -280,6 +285,27 @@ class TrainResult:
         return self.steps / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+def same_size_groups(views: Sequence[View]) -> list[list[int]]:
+    """Positions of ``views`` grouped by image size (a batched render needs one size), in
+    order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for position, view in enumerate(views):
+        groups.setdefault((view.camera.width, view.camera.height), []).append(position)
+    return list(groups.values())
+
+
+def in_view_order(rows: Sequence[torch.Tensor], groups: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Per-view rows computed group by group, back in the views' order."""
+    stacked = torch.cat(list(rows))
+    order = [position for group in groups for position in group]
+    if order == sorted(order):
+        return stacked
+    inverse = [0] * len(order)
+    for row, position in enumerate(order):
+        inverse[position] = row
+    return stacked[torch.tensor(inverse, device=stacked.device)]
+
+
 class _Stop(Exception):
     """Raised inside the loop when a Ctrl-C was requested at the previous boundary."""
 
@@ -398,7 +424,7 @@ class Trainer:
         self.log(f"Number of points at initialisation : {len(cloud)}")
         gaussians = Gaussians.from_points(cloud.xyz, cloud.rgb, self.config.model.sh_degree)
         self.model = GaussianModel.from_gaussians(gaussians, self.device)
-        self.model.training_setup(self.config.optimization, self.scene.extent)
+        self.model.training_setup(self.config.optimization, self.scene.extent, self.config.script.batch_size)
 
     def _restore(self, path: str) -> None:
         payload = load_checkpoint(path, self.device)
@@ -406,7 +432,8 @@ class Trainer:
         if state["max_sh_degree"] != self.config.model.sh_degree:
             raise ConfigError(f"{path}: the checkpoint has SH degree {state['max_sh_degree']} but "
                               f"--sh_degree is {self.config.model.sh_degree}")
-        self.model = GaussianModel.from_state_dict(state, self.config.optimization, self.device)
+        self.model = GaussianModel.from_state_dict(state, self.config.optimization, self.device,
+                                                   self.config.script.batch_size)
         self.completed = payload["iteration"]
         self.first_iteration = self.completed + 1
         if "sampler" in payload:
@@ -432,9 +459,9 @@ class Trainer:
         status, message = "completed", ""
         with self._sigint_guard(), _anomaly_mode(self.config.script.detect_anomaly), self._progress():
             try:
-                for iteration in range(self.first_iteration, opt.iterations + 1):
-                    self._iteration(iteration)
-                    self.completed = iteration
+                for step in batch_steps(self.first_iteration, opt.iterations, self.config.script.batch_size):
+                    self._iteration(step)
+                    self.completed = step.last
             except (KeyboardInterrupt, _Stop):
                 status = "interrupted"
             except Exception as error:  # noqa: BLE001 - only memory errors are handled
@@ -463,120 +490,171 @@ class Trainer:
         except KeyboardInterrupt:
             pass
 
-    def _iteration(self, it: int) -> None:
+    def _iteration(self, step: Step) -> None:
+        """One step: the views ``step.first .. step.last`` (one view, ``it``, with B = 1)."""
         cfg, opt, model = self.config, self.config.optimization, self.model
+        it = step.first
         self._check_stop()
         for hook in self.hooks:
             hook(self, it)
         self._check_stop()
         model.update_learning_rate(it)
-        if it % 1000 == 0:
+        for _ in range(step.multiples(SH_DEGREE_INTERVAL)):
             model.oneup_sh_degree()
         with self.phase("data"):
-            view = self.scene.train_views[self.sampler.next()]
-            self.scene.images.prefetch(self.scene.train_views[i].index for i in self.sampler.upcoming(PREFETCH_VIEWS))
-            gt = self.scene.images.get(view.index)
-        if it - 1 == cfg.script.debug_from:
+            views = [self.scene.train_views[self.sampler.next()] for _ in range(step.size)]
+            upcoming = self.sampler.upcoming(max(PREFETCH_VIEWS, 2 * step.size))
+            self.scene.images.prefetch(self.scene.train_views[i].index for i in upcoming)
+            gts = self._ground_truths(views)
+        if step.holds(cfg.script.debug_from + 1):
             cfg.pipeline.debug = True
         background = torch.rand(3, device=self.device) if opt.random_background else self.background
-        out, stats = self._forward_backward(it, view, gt, background)
+        statistics, stats = self._forward_backward(step, views, gts, background)
 
         with torch.no_grad():
-            self._stats.record(stats[0, :2])  # (loss, MSE), read back later without a wait
-            self._progress_update(it)
-            if it in cfg.script.test_iterations:
-                self._report(it)
-            if it in cfg.script.save_iterations:
-                self.log(f"\n[ITER {it}] Saving Gaussians")
-                self._save_ply(it)
+            for row in stats:
+                self._stats.record(row[:2])  # (loss, MSE), read back later without a wait
+            self._progress_update(step)
+            for view in (v for v in cfg.script.test_iterations if step.holds(v)):
+                self._report(view)
+            for view in (v for v in cfg.script.save_iterations if step.holds(v)):
+                self.log(f"\n[ITER {view}] Saving Gaussians")
+                self._save_ply(view)
             self.mutating = True
             if it < opt.densify_until_iter:
                 with self.phase("densify"):
-                    self._densify(it, out, view)
-            if it < opt.iterations:
+                    self._densify(step, statistics)
+            if step.last < opt.iterations:
                 with self.phase("optimizer"):
-                    model.step(visible=out.radii > 0 if model.optimizer_type == "sparse_adam" else None)
+                    visible = None
+                    if model.optimizer_type == "sparse_adam":
+                        visible = statistics[0].visible()
+                        for more in statistics[1:]:
+                            visible = visible | more.visible()
+                    model.step(visible=visible)
             self.mutating = False
-            if it in cfg.script.checkpoint_iterations:
-                self.log(f"\n[ITER {it}] Saving Checkpoint")
-                self._save_checkpoint(it)
+            if step.holds_any(cfg.script.checkpoint_iterations):
+                self.log(f"\n[ITER {step.last}] Saving Checkpoint")
+                self._save_checkpoint(step.last)
 
-    def _forward_backward(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
-        """Render, loss, backward; returns the render and the loss statistics ``[1, 4]``
-        (``trainer.losses``). A render that outgrew the pair budget is done again (the first
-        try's gradients are dropped), so every step is exact. With --debug, a failure saves a
-        snapshot first."""
+    def _ground_truths(self, views: Sequence[View]) -> list[torch.Tensor | None]:
+        """The cached ground truth of each view (uint8 [H, W, C])."""
+        return [self.scene.images.get(view.index) for view in views]
+
+    def _forward_backward(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor],
+                          background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
+        """Render, loss, backward of a step's views; returns what densification reads and the
+        loss statistics ``[B, 4]`` (``trainer.losses``), one row per view. A render that outgrew
+        the pair budget is done again (the first try's gradients are dropped), so every step is
+        exact. With --debug, a failure saves a snapshot first."""
         try:
             while True:
                 if self.fused_kernels and self.backend == "cuda":
-                    out, stats = self._fused_step(it, view, gt, background)
+                    result = self._fused_step(step, views, gts, background)
                 else:
-                    out, stats = self._autograd_step(it, view, gt, background)
+                    result = self._autograd_step(step, views, gts, background)
                 with self.phase("wait"):
                     fits = self.pair_budget is None or not self.pair_budget.overflowed()
                 if fits:
-                    return out, stats
+                    return result
                 self.model.optimizer.zero_grad(set_to_none=True)
         except (KeyboardInterrupt, _Stop):
             raise
         except Exception as error:
             if self.config.pipeline.debug and not is_out_of_memory(error):
-                self._debug_snapshot(it, view, background, error)
+                self._debug_snapshot(step.first, views[0], background, error)
             raise
 
-    def _autograd_step(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
-        """Forward and backward through autograd (any backend; the PyTorch or fused loss)."""
+    def _autograd_step(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor],
+                       background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
+        """Forward and backward through autograd (any backend; the PyTorch or fused loss). The
+        views of a batch are rendered together, one render per image size."""
         opt, model = self.config.optimization, self.model
-        with self.phase("render"):
-            out = render(model.gaussians(), view.camera, background, sh_degree=model.active_sh_degree,
-                         antialiasing=self.config.pipeline.antialiasing, backend=self.backend,
-                         pair_budget=self.pair_budget)
-        with self.phase("loss"):
-            loss, stats = photometric_loss(out.image, gt, background, opt.lambda_dssim, fused=self.fused_kernels)
-        self._check_finite(it, loss)
+        options = {"background": background, "sh_degree": model.active_sh_degree,
+                   "antialiasing": self.config.pipeline.antialiasing, "backend": self.backend,
+                   "pair_budget": self.pair_budget}
+        if len(views) == 1:
+            camera = views[0].camera
+            with self.phase("render"):
+                out = render(model.gaussians(), camera, **options)
+            with self.phase("loss"):
+                loss, stats = photometric_loss(out.image, gts[0], background, opt.lambda_dssim, fused=self.fused_kernels)
+            self._check_finite(step.first, loss)
+            with self.phase("backward"):
+                loss.backward()
+            return [ScreenStatistics(out.means2d.grad, out.radii, camera.width, camera.height)], stats
+        groups = same_size_groups(views)
+        gaussians, outputs, losses, rows = model.gaussians(), [], [], []
+        for positions in groups:
+            with self.phase("render"):
+                outputs.append(render(gaussians, [views[i].camera for i in positions], **options))
+            with self.phase("loss"):
+                loss, stats = photometric_loss(outputs[-1].image, torch.stack([gts[i] for i in positions]),
+                                               background, opt.lambda_dssim, fused=self.fused_kernels)
+            losses.append(loss)
+            rows.append(stats)
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        self._check_finite(step.first, loss)
         with self.phase("backward"):
             loss.backward()
-        return out, stats
+        statistics = [ScreenStatistics(out.means2d.grad, out.radii, views[group[0]].camera.width,
+                                       views[group[0]].camera.height) for out, group in zip(outputs, groups)]
+        return statistics, in_view_order(rows, groups)
 
-    def _fused_step(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
+    def _fused_step(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor],
+                    background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
         """The same step on the CUDA backend without autograd: the rasterizer's and the loss's
         kernels with their backward called directly (autograd's engine costs ~1 ms of host
-        time a step, which the GPU would wait for)."""
+        time a step, which the GPU would wait for). A batch of one image size is one render."""
         from rasterizer.cuda import render_for_training  # noqa: PLC0415 - optional backend
         from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415
 
         opt, model = self.config.optimization, self.model
-        with self.phase("render"):
-            rendered = render_for_training(model.gaussians(), view.camera, background, model.active_sh_degree,
-                                           self.config.pipeline.antialiasing, self.pair_budget)
-        with self.phase("loss"):
-            loss, stats, grad_image = fused_photometric_loss_and_gradient(
-                rendered.output.image, gt.to(self.device, non_blocking=True), background, opt.lambda_dssim)
-        self._check_finite(it, loss)
-        with self.phase("backward"):
-            model.add_gradients(rendered.backward(grad_image))
-        return rendered.output, stats
+        groups = [[0]] if len(views) == 1 else same_size_groups(views)
+        gaussians, statistics, rows = model.gaussians(), [], []
+        for positions in groups:
+            cameras = [views[i].camera for i in positions]
+            with self.phase("render"):
+                rendered = render_for_training(gaussians, cameras[0] if len(views) == 1 else cameras, background,
+                                               model.active_sh_degree, self.config.pipeline.antialiasing,
+                                               self.pair_budget)
+            with self.phase("loss"):
+                truth = gts[positions[0]] if len(views) == 1 else torch.stack([gts[i] for i in positions])
+                loss, stats, grad_image = fused_photometric_loss_and_gradient(
+                    rendered.output.image, truth.to(self.device, non_blocking=True), background, opt.lambda_dssim)
+            self._check_finite(step.first, loss)
+            with self.phase("backward"):
+                model.add_gradients(rendered.backward(grad_image))
+            out = rendered.output
+            statistics.append(ScreenStatistics(out.means2d.grad, out.radii, cameras[0].width, cameras[0].height))
+            rows.append(stats)
+        return statistics, rows[0] if len(rows) == 1 else in_view_order(rows, groups)
 
     def _check_finite(self, it: int, loss: torch.Tensor) -> None:
         if self.config.pipeline.debug and not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it}")
 
-    def _densify(self, it: int, out, view: View) -> None:
+    def _densify(self, step: Step, statistics: Sequence[ScreenStatistics]) -> None:
+        """Statistics of every view of the step; densify-and-prune and opacity reset when one of
+        their views (before ``densify_until_iter``) is in the step, once each."""
         opt, model, script = self.config.optimization, self.model, self.config.script
-        if out.means2d.grad is not None:  # None when nothing reached the image
-            model.add_render_statistics(out.means2d.grad, out.radii, view.camera.width, view.camera.height,
-                                        fused=self.fused_kernels)
-        if it > opt.densify_from_iter and it % opt.densification_interval == 0:
-            size_threshold = SIZE_THRESHOLD if it > opt.opacity_reset_interval else None
+        for screen in statistics:
+            if screen.means2d_grad is not None:  # None when nothing reached the image
+                model.add_render_statistics(screen.means2d_grad, screen.radii, screen.width, screen.height,
+                                            fused=self.fused_kernels)
+        views = [v for v in step.views() if v < opt.densify_until_iter]
+        densify_at = [v for v in views if v > opt.densify_from_iter and v % opt.densification_interval == 0]
+        if densify_at:
+            size_threshold = SIZE_THRESHOLD if densify_at[-1] > opt.opacity_reset_interval else None
             report = model.densify_and_prune(opt.densify_grad_threshold, MIN_OPACITY, self.scene.extent,
                                              size_threshold, script.max_gaussians,
                                              script.fix_densification_quirks)
             if report.capped and not self._cap_noted:
                 self._cap_noted = True
-                self.log(f"\n[ITER {it}] --max_gaussians {script.max_gaussians} reached: only the "
+                self.log(f"\n[ITER {densify_at[-1]}] --max_gaussians {script.max_gaussians} reached: only the "
                          "candidates with the largest gradients are densified from now on")
-        if it % opt.opacity_reset_interval == 0 or (
-                self.config.model.white_background and it == opt.densify_from_iter):
+        if any(v % opt.opacity_reset_interval == 0 or (self.config.model.white_background and v == opt.densify_from_iter)
+               for v in views):
             model.reset_opacity()
 
     # ----- progress, evaluation -----------------------------------------------------------------------
@@ -587,7 +665,8 @@ class Trainer:
         iterations = self.config.optimization.iterations
         self._bar = None if self.quiet else tqdm(
             total=iterations, initial=min(self.first_iteration - 1, iterations),
-            desc="Training progress", unit="step", dynamic_ncols=True)
+            desc="Training progress", unit="step" if self.config.script.batch_size == 1 else "view",
+            dynamic_ncols=True)
         try:
             yield
         finally:
@@ -601,14 +680,14 @@ class Trainer:
         last completed iteration (reading it waits for the GPU to get there)."""
         return self._stats.current()
 
-    def _progress_update(self, it: int) -> None:
+    def _progress_update(self, step: Step) -> None:
         if self._bar is None:
             return
-        if it % POSTFIX_EVERY == 0:
+        if step.multiples(POSTFIX_EVERY):
             ema = self._stats.lagged()  # a few steps old: reading it never waits for the GPU
             self._bar.set_postfix({"Loss": f"{ema['loss']:.7f}", "PSNR": f"{ema['psnr']:.2f}",
                                    "N": len(self.model)}, refresh=False)
-        self._bar.update(1)
+        self._bar.update(step.size)
 
     def _report(self, it: int) -> None:
         """``[ITER N] Evaluating test|train: L1 x PSNR y`` over the test views and the train
