@@ -377,22 +377,9 @@ class GaussianModel:
         n = len(self)
         selected = torch.zeros(n, dtype=torch.bool, device=self.device)
         selected[: mask.shape[0]] = mask
-        count = SPLIT_CHILDREN
-        stds = self.scales[selected].repeat(count, 1)
-        samples = self._split_offsets(stds)
-        rotations = quaternion_to_matrix(
-            torch.nn.functional.normalize(self.params["rotation"].detach()[selected], dim=-1)).repeat(count, 1, 1)
-        children = {
-            "xyz": torch.bmm(rotations, samples.unsqueeze(-1)).squeeze(-1)
-                   + self.params["xyz"].detach()[selected].repeat(count, 1),
-            "scaling": torch.log(stds / SPLIT_SCALE_DIVISOR),
-        }
-        for name in ("f_dc", "f_rest", "opacity", "rotation"):
-            value = self.params[name].detach()[selected]
-            children[name] = value.repeat(count, *([1] * (value.dim() - 1)))
-        self._append(children)
+        self._append(self._split_children(selected))
         self._zero_stats()
-        self._keep(torch.cat([~selected, torch.ones(count * int(selected.sum()), dtype=torch.bool,
+        self._keep(torch.cat([~selected, torch.ones(SPLIT_CHILDREN * int(selected.sum()), dtype=torch.bool,
                                                     device=self.device)]))
 
     def _cap(self, grads: Tensor, clone_mask: Tensor, split_mask: Tensor,
@@ -401,10 +388,11 @@ class GaussianModel:
         decides over all its parts)."""
         return _cap_candidates(grads, clone_mask, split_mask, max_gaussians - len(self))
 
-    def _split_offsets(self, stds: Tensor) -> Tensor:
-        """``N(0, stds^2)`` samples for the split children, from torch's global generator (a
-        partitioned model draws them for the whole model, so that each part gets its rows)."""
-        return torch.normal(mean=torch.zeros_like(stds), std=stds)
+    def _split_children(self, selected: Tensor) -> dict[str, Tensor]:
+        """The children of the ``selected`` rows (see :func:`split_children`); a partitioned
+        model computes them for the whole model, so that each part gets its rows."""
+        parents = {name: self.params[name].detach()[selected] for name in PARAM_NAMES}
+        return split_children(parents, self.scales[selected])
 
     @torch.no_grad()
     def prune(self, mask: Tensor) -> None:
@@ -466,6 +454,26 @@ def _make_optimizer(groups: list[dict], optimizer_type: str, device: torch.devic
             return kernels.CudaAdam(groups, lr=0.0, eps=ADAM_EPS)
         return torch.optim.Adam(groups, lr=0.0, eps=ADAM_EPS, fused=True)
     return torch.optim.Adam(groups, lr=0.0, eps=ADAM_EPS, foreach=False)
+
+
+def split_children(parents: dict[str, Tensor], scales: Tensor) -> dict[str, Tensor]:
+    """The reference's split: SPLIT_CHILDREN children of each parent (raw parameters
+    ``parents``, activated ``scales`` [P, 3]), rows ordered child copy first (all parents' first
+    children, then their second). Positions are the parent's plus ``R(q) @ s`` with
+    ``s ~ N(0, diag(scale^2))`` from torch's global generator, scales are the parent's / 1.6,
+    everything else is copied."""
+    count = SPLIT_CHILDREN
+    stds = scales.repeat(count, 1)
+    samples = torch.normal(mean=torch.zeros_like(stds), std=stds)
+    rotations = quaternion_to_matrix(torch.nn.functional.normalize(parents["rotation"], dim=-1)).repeat(count, 1, 1)
+    children = {
+        "xyz": torch.bmm(rotations, samples.unsqueeze(-1)).squeeze(-1) + parents["xyz"].repeat(count, 1),
+        "scaling": torch.log(stds / SPLIT_SCALE_DIVISOR),
+    }
+    for name in ("f_dc", "f_rest", "opacity", "rotation"):
+        value = parents[name]
+        children[name] = value.repeat(count, *([1] * (value.dim() - 1)))
+    return children
 
 
 def _cap_candidates(grads: Tensor, clone_mask: Tensor, split_mask: Tensor,

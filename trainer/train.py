@@ -58,7 +58,7 @@ from .progress import RunningStats
 from .schedule import SH_DEGREE_INTERVAL
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainingHook", "CameraSampler", "check_supported",
-           "save_checkpoint", "load_checkpoint", "evaluate_views", "is_out_of_memory",
+           "save_checkpoint", "load_checkpoint", "checkpoint_payload", "evaluate_views", "is_out_of_memory",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "splatview-checkpoint"
@@ -163,14 +163,21 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
 
 
 # ----- checkpoints -------------------------------------------------------------------------
+def checkpoint_payload(iteration: int, model_state: dict[str, Any], sampler: CameraSampler,
+                       progress: dict[str, float], device: torch.device) -> dict[str, Any]:
+    """What a checkpoint holds: the model's ``state_dict``, the camera sampler, every random
+    state (``device``'s CUDA generator included) and the progress bar's running values."""
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "iteration": int(iteration),
+        "model": model_state, "sampler": sampler.state_dict(),
+        "rng": capture_rng(device), "progress": dict(progress),
+    }
+
+
 def save_checkpoint(path: str | Path, iteration: int, model: GaussianModel, sampler: CameraSampler,
                     progress: dict[str, float]) -> None:
     """Write a splatview checkpoint atomically: everything needed to continue bit for bit."""
-    payload = {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "iteration": int(iteration),
-        "model": model.state_dict(), "sampler": sampler.state_dict(),
-        "rng": capture_rng(model.device), "progress": dict(progress),
-    }
+    payload = checkpoint_payload(iteration, model.state_dict(), sampler, progress, model.device)
     with atomic_write(path) as stream:
         torch.save(payload, stream)
 
@@ -377,7 +384,7 @@ class Trainer:
                      "training on the GPU with the much slower reference rasterizer")
         self.log(f"Output folder: {self.model_path}")
         self.model_path.mkdir(parents=True, exist_ok=True)
-        write_cfg_args(self.model_path, cfg.cfg_args_values())
+        self._write_cfg_args()
         self.scene = load_scene(cfg.model.source_path, cfg.model.images, cfg.model.resolution,
                                 cfg.model.white_background, cfg.model.eval, data_device,
                                 cfg.script.cache_budget, quiet=self.quiet, log=self.log,
@@ -397,6 +404,9 @@ class Trainer:
             self._restore(cfg.script.start_checkpoint)
         else:
             self._initialise()
+
+    def _write_cfg_args(self) -> None:
+        write_cfg_args(self.model_path, self.config.cfg_args_values())
 
     def _override_random_points(self) -> None:
         """``--random_init_points``: a scene without a point cloud gets that many random points
@@ -427,13 +437,12 @@ class Trainer:
         self.model.training_setup(self.config.optimization, self.scene.extent, self.config.script.batch_size)
 
     def _restore(self, path: str) -> None:
-        payload = load_checkpoint(path, self.device)
+        payload = load_checkpoint(path, self._checkpoint_device())
         state = payload["model"]
         if state["max_sh_degree"] != self.config.model.sh_degree:
             raise ConfigError(f"{path}: the checkpoint has SH degree {state['max_sh_degree']} but "
                               f"--sh_degree is {self.config.model.sh_degree}")
-        self.model = GaussianModel.from_state_dict(state, self.config.optimization, self.device,
-                                                   self.config.script.batch_size)
+        self.model = self._model_from_state(state)
         self.completed = payload["iteration"]
         self.first_iteration = self.completed + 1
         if "sampler" in payload:
@@ -446,7 +455,18 @@ class Trainer:
         else:
             self.log(f"{path}: graphdeco checkpoint; camera order and random state start afresh")
         self.log(f"Resuming from {path} at iteration {self.first_iteration} "
-                 f"({len(self.model)} Gaussians)")
+                 f"({self.gaussian_count()} Gaussians)")
+
+    def _checkpoint_device(self) -> torch.device:
+        """Where a checkpoint's tensors are loaded."""
+        return self.device
+
+    def _model_from_state(self, state: dict[str, Any]) -> GaussianModel:
+        return GaussianModel.from_state_dict(state, self.config.optimization, self.device, self.config.script.batch_size)
+
+    def gaussian_count(self) -> int:
+        """Number of Gaussians of the model being trained."""
+        return len(self.model)
 
     # ----- loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -471,7 +491,7 @@ class Trainer:
             elapsed = time.perf_counter() - start  # the time kept alive after training is not counted
             if status == "completed":
                 self._finish()
-        result = TrainResult(status, self.model_path, self.completed, len(self.model),
+        result = TrainResult(status, self.model_path, self.completed, self.gaussian_count(),
                              self.completed - self.first_iteration + 1, elapsed, dict(self.metrics),
                              list(self.saved))
         if status == "completed":
@@ -686,7 +706,7 @@ class Trainer:
         if step.multiples(POSTFIX_EVERY):
             ema = self._stats.lagged()  # a few steps old: reading it never waits for the GPU
             self._bar.set_postfix({"Loss": f"{ema['loss']:.7f}", "PSNR": f"{ema['psnr']:.2f}",
-                                   "N": len(self.model)}, refresh=False)
+                                   "N": self.gaussian_count()}, refresh=False)
         self._bar.update(step.size)
 
     def _report(self, it: int) -> None:
@@ -698,12 +718,15 @@ class Trainer:
         for name, views in (("test", test), ("train", train)):
             if not views:
                 continue
-            values = evaluate_views(self.model, scene, views, self.background, self.backend,
-                                    self.config.pipeline.antialiasing)
+            values = self._evaluate(views)
             self.metrics.setdefault(it, {})[name] = values
             self.log(f"\n[ITER {it}] Evaluating {name}: L1 {values['l1']} PSNR {values['psnr']}")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def _evaluate(self, views: Sequence[View]) -> dict[str, float]:
+        return evaluate_views(self.model, self.scene, views, self.background, self.backend,
+                              self.config.pipeline.antialiasing)
 
     # ----- saving ------------------------------------------------------------------------------------
     def save_ply(self, it: int) -> Path:
@@ -758,7 +781,7 @@ class Trainer:
         if result.status == "interrupted":
             result.message = f"Interrupted at iteration {current}{saved}"
         else:
-            result.message = (f"Out of memory at iteration {current} with {len(self.model)} Gaussians"
+            result.message = (f"Out of memory at iteration {current} with {self.gaussian_count()} Gaussians"
                               f"{' (' + reason + ')' if reason else ''}{saved}. To fit, cap the model "
                               "with --max_gaussians N, raise --densify_grad_threshold (e.g. 0.0004), "
                               "or keep images on the CPU with --data_device cpu.")

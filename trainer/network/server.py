@@ -157,6 +157,13 @@ class NetworkViewer:
             if request is not None and request.train:
                 break
 
+    def wants_model(self, trainer: "Trainer") -> bool:
+        """Whether the next call will read the model: a client is connected (one waiting is
+        accepted now). A multi-process run gathers the model for rank 0 only then."""
+        if self.listener is not None and self.conn is None:
+            self._accept(trainer)
+        return self.conn is not None
+
     def on_finish(self, trainer: "Trainer") -> None:
         """After the last iteration and its save: keep serving while the client keeps the
         model alive (until it disconnects, unchecks keep-alive, or Ctrl-C)."""
