@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
-__all__ = ["Step", "batch_steps", "learning_rate_scale", "batch_betas", "view_shares", "ScreenStatistics"]
+__all__ = ["Step", "batch_steps", "learning_rate_scale", "batch_betas", "view_shares", "same_size_groups",
+           "in_view_order", "ScreenStatistics"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,24 @@ class ScreenStatistics:
         """[N] bool: seen by at least one of the views."""
         seen = self.radii > 0
         return seen if seen.dim() == 1 else seen.any(dim=0)
+
+
+def same_size_groups(cameras: Sequence) -> list[list[int]]:
+    """Positions of ``cameras`` grouped by image size (a batched render needs one size), in
+    order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for position, camera in enumerate(cameras):
+        groups.setdefault((camera.width, camera.height), []).append(position)
+    return list(groups.values())
+
+
+def in_view_order(rows: Sequence[torch.Tensor], groups: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Per-view rows computed group by group, back in the views' order."""
+    stacked = torch.cat(list(rows))
+    order = [position for group in groups for position in group]
+    if order == sorted(order):
+        return stacked
+    inverse = [0] * len(order)
+    for row, position in enumerate(order):
+        inverse[position] = row
+    return stacked[torch.tensor(inverse, device=stacked.device)]

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 __all__ = ["ModelParams", "PipelineParams", "OptimizationParams", "ScriptParams", "TrainConfig",
            "build_parser", "parse_args", "default_model_path", "parse_bytes", "ConfigError",
-           "add_model_params", "model_param_defaults"]
+           "add_model_params", "model_param_defaults", "positive_int"]
 
 
 class ConfigError(ValueError):
@@ -113,7 +113,7 @@ def _byte_count(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     """An argparse type: an integer of at least 1 (a one-line usage error otherwise)."""
     try:
         value = int(text)
@@ -124,7 +124,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-_positive_int.__name__ = "positive int"
+positive_int.__name__ = "positive int"
 
 
 @dataclass
@@ -158,11 +158,11 @@ class ScriptParams:
                                                   "point cloud (the reference uses 100000)")
     fix_densification_quirks: bool = _flag(False, help="make the size prune (max_radii2D > 20) "
                                                        "effective; off = the reference's behaviour")
-    batch_size: int = _flag(1, type=_positive_int, metavar="B",
+    batch_size: int = _flag(1, type=positive_int, metavar="B",
                             help="training views rendered per optimiser step (1 = the reference); "
                                  "--iterations and every schedule still count views, learning rates "
                                  "are multiplied by sqrt(B) and Adam's betas raised to the power B")
-    gpus: int | None = _flag(None, type=_positive_int, metavar="N",
+    gpus: int | None = _flag(None, type=positive_int, metavar="N",
                              help="train one model on N GPUs of this machine (starts N processes "
                                   "through torch.distributed.run; see the README for torchrun and "
                                   "several machines)")

@@ -50,7 +50,7 @@ from rasterizer.render import available_backends, render, resolve_backend
 from trainer.metrics import l1_loss, psnr, ssim
 from trainer.scene import Scene, View, load_scene, random_point_cloud, view_image_float
 
-from .batching import ScreenStatistics, Step, batch_steps
+from .batching import ScreenStatistics, Step, batch_steps, in_view_order, same_size_groups
 from .config import ConfigError, TrainConfig
 from .losses import fused_loss_available, photometric_loss
 from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
@@ -290,27 +290,6 @@ class TrainResult:
     @property
     def steps_per_second(self) -> float:
         return self.steps / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-def same_size_groups(views: Sequence[View]) -> list[list[int]]:
-    """Positions of ``views`` grouped by image size (a batched render needs one size), in
-    order of first appearance."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for position, view in enumerate(views):
-        groups.setdefault((view.camera.width, view.camera.height), []).append(position)
-    return list(groups.values())
-
-
-def in_view_order(rows: Sequence[torch.Tensor], groups: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Per-view rows computed group by group, back in the views' order."""
-    stacked = torch.cat(list(rows))
-    order = [position for group in groups for position in group]
-    if order == sorted(order):
-        return stacked
-    inverse = [0] * len(order)
-    for row, position in enumerate(order):
-        inverse[position] = row
-    return stacked[torch.tensor(inverse, device=stacked.device)]
 
 
 class _Stop(Exception):
@@ -603,7 +582,7 @@ class Trainer:
             with self.phase("backward"):
                 loss.backward()
             return [ScreenStatistics(out.means2d.grad, out.radii, camera.width, camera.height)], stats
-        groups = same_size_groups(views)
+        groups = same_size_groups([view.camera for view in views])
         gaussians, outputs, losses, rows = model.gaussians(), [], [], []
         for positions in groups:
             with self.phase("render"):
@@ -630,7 +609,7 @@ class Trainer:
         from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415
 
         opt, model = self.config.optimization, self.model
-        groups = [[0]] if len(views) == 1 else same_size_groups(views)
+        groups = [[0]] if len(views) == 1 else same_size_groups([view.camera for view in views])
         gaussians, statistics, rows = model.gaussians(), [], []
         for positions in groups:
             cameras = [views[i].camera for i in positions]

@@ -36,8 +36,7 @@ from torch import Tensor
 
 from rasterizer.camera import Camera
 from rasterizer.gaussians import Gaussians
-from trainer.batching import ScreenStatistics, view_shares
-from trainer.train import same_size_groups
+from trainer.batching import ScreenStatistics, same_size_groups, view_shares
 
 from .comm import Communicator
 
@@ -129,7 +128,7 @@ class RenderedViews:
         """What densification reads, one entry per image size (after the backward)."""
         grads = self.means2d_grads()
         result = []
-        for group in same_size_groups([_AsView(camera) for camera in cameras]):
+        for group in same_size_groups(cameras):
             index = torch.tensor(group, device=self.radii.device)
             result.append(ScreenStatistics(grads.index_select(0, index), self.radii.index_select(0, index),
                                            cameras[group[0]].width, cameras[group[0]].height))
@@ -192,13 +191,6 @@ class ReferenceExchange:
         return RenderedViews(images, backward, radii, means2d_grads)
 
 
-@dataclass
-class _AsView:
-    """``same_size_groups`` groups views by ``view.camera``."""
-
-    camera: Camera
-
-
 class CudaExchange:
     """The exchange with the CUDA backend's stage functions, without autograd (the one-GPU fast
     path's structure: each stage's backward is called explicitly)."""
@@ -216,7 +208,7 @@ class CudaExchange:
         background = background.to(device=device, dtype=torch.float32).contiguous()
         n = len(gaussians)
         owners = owner_of_views(len(cameras), self.comm.world)
-        groups = same_size_groups([_AsView(camera) for camera in cameras])
+        groups = same_size_groups(cameras)
         # Projection of this rank's Gaussians, one batched launch per image size.
         projected = [None] * len(cameras)
         group_data = []
