@@ -30,18 +30,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def spawn(function, world: int, *args) -> None:
-    """Run ``function(comm, *args)`` in ``world`` processes joined by gloo (one thread each)."""
-    mp.spawn(_entry, args=(world, free_port(), function, args), nprocs=world, join=True)
+def spawn(function, world: int, *args, backend: str = "gloo") -> None:
+    """Run ``function(comm, *args)`` in ``world`` processes joined by gloo on the CPU (one
+    thread each), or by NCCL with one GPU each."""
+    mp.spawn(_entry, args=(world, free_port(), backend, function, args), nprocs=world, join=True)
 
 
-def _entry(rank: int, world: int, port: int, function, args) -> None:
+def _entry(rank: int, world: int, port: int, backend: str, function, args) -> None:
     from trainer.distributed.comm import Communicator
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    device = torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+        device = torch.device("cuda", rank)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    control = dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD
     try:
-        function(Communicator(rank, world, rank, torch.device("cpu"), "gloo", dist.group.WORLD), *args)
+        function(Communicator(rank, world, rank, device, backend, control), *args)
     finally:
         dist.destroy_process_group()
 
@@ -210,3 +216,44 @@ def test_rank_zero_hooks_see_the_whole_model_and_stop_every_rank(tmp_path):
 
     source = write_tiny_scene(tmp_path / "scene")
     spawn(_rank_zero_hooks, 2, str(source), str(tmp_path))
+
+
+# ----- on GPUs (NCCL): skipped without them ----------------------------------------------------------
+def _cuda_exchange_matches_one_gpu(comm) -> None:
+    from rasterizer.cuda import render_for_training
+    from trainer.distributed.exchange import CudaExchange
+    from trainer.distributed.partition import PartitionedGaussianModel, part_range
+
+    gaussians = random_gaussians(20_000, seed=8, degree=3).to("cuda")
+    cameras = [Camera(160, 120, 150, 150, 80, 60, look_at([0.3 * v - 0.4, 0.3, -3.0], [0, 0, 0])) for v in range(3)]
+    cameras.append(Camera(128, 96, 120, 120, 64, 48, look_at([0.6, -0.4, -2.6], [0, 0, 0])))
+    background = torch.tensor([0.1, 0.3, 0.6], device="cuda")
+    grads_in = [torch.linspace(-1.0 + b, 1.0 + b, 3 * c.height * c.width, device="cuda").reshape(3, c.height, c.width)
+                for b, c in enumerate(cameras)]
+    expected_images, expected, expected_means2d = [], None, []
+    for camera, grad in zip(cameras, grads_in):
+        single = render_for_training(gaussians, camera, background, 3)
+        grads = single.backward(grad)
+        expected_images.append(single.output.image)
+        expected_means2d.append(single.output.means2d.grad)
+        expected = grads if expected is None else [a + b for a, b in zip(expected, grads)]
+    model = PartitionedGaussianModel.part_of(GaussianModel.from_gaussians(gaussians.to("cpu")), comm, comm.device)
+    start, stop = part_range(len(gaussians), comm.world, comm.rank)
+    rendered = CudaExchange(comm, antialiasing=False).render(model.gaussians(), cameras, background, 3)
+    for b, image in rendered.images.items():
+        assert torch.equal(image, expected_images[b]), b
+    grads = rendered.backward({b: grads_in[b] for b in rendered.images})
+    relative = lambda a, b: ((a - b).norm() / b.norm().clamp_min(1e-20)).item()  # noqa: E731
+    for index, (grad, whole) in enumerate(zip(grads, expected)):
+        assert relative(grad, whole[start:stop]) <= 1e-5, index
+    means2d = rendered.means2d_grads()
+    for b in range(len(cameras)):
+        assert relative(means2d[b], expected_means2d[b][start:stop]) <= 1e-5, b
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not dist.is_nccl_available(), reason="needs an NVIDIA GPU and NCCL")
+def test_cuda_exchange_renders_and_differentiates_as_one_gpu():
+    """The CUDA exchange (explicit backward, no autograd) on every GPU of the machine (up to two):
+    images as one GPU renders them, parameter and screen-space gradients as the sum of
+    single-camera backwards (up to the order of float atomics)."""
+    spawn(_cuda_exchange_matches_one_gpu, min(2, torch.cuda.device_count()), backend="nccl")

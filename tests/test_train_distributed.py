@@ -239,3 +239,36 @@ def test_gpus_must_match_the_processes_torchrun_started(shapes, tmp_path):
                             cwd=REPO, env=environment(), capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode != 0
     assert "splat-train: error: --gpus 3, but torchrun started 2 processes" in result.stderr
+
+
+# ----- on two GPUs (NCCL, CUDA backend): skipped without them ----------------------------------------
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2 or not torch.distributed.is_nccl_available(),
+                              reason="needs two NVIDIA GPUs and NCCL")
+GPU_FLAGS = ["-r", "4", "-w", "--eval", "--backend", "cuda", "--disable_viewer", "--iterations", "3000",
+             "--batch_size", "2", "--random_init_points", "20000", "--test_iterations", "3000",
+             "--checkpoint_iterations", "1500", "3000"]
+
+
+def gpu_train(command: list[str], source: Path, model: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in environment().items() if k != "CUDA_VISIBLE_DEVICES"}
+    result = subprocess.run([*command, "-s", str(source), "-m", str(model), *GPU_FLAGS, *extra], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@two_gpus
+def test_two_gpus_train_what_one_gpu_trains(shapes, tmp_path):
+    """splat-train --gpus 2 against one GPU with the same batch: the same files, the same
+    number of Gaussians and test PSNR up to the GPU's float atomics (which make two runs on one
+    GPU differ too), and its checkpoint resumes on one GPU."""
+    one = gpu_train([sys.executable, "-m", "trainer.cli.train"], shapes, tmp_path / "one")
+    two = gpu_train([sys.executable, "-m", "trainer.cli.train", "--gpus", "2"], shapes, tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+    psnr = [float(line.split("PSNR")[1]) for run in (one, two) for line in evaluation_lines(run) if "test" in line]
+    assert len(psnr) == 2 and abs(psnr[0] - psnr[1]) < 0.2, psnr
+    counts = [load_checkpoint(tmp_path / name / "chkpnt3000.pth", torch.device("cpu"))["model"]["params"]["xyz"].shape[0]
+              for name in ("one", "two")]
+    assert abs(counts[0] - counts[1]) <= 0.03 * counts[0], counts
+    gpu_train([sys.executable, "-m", "trainer.cli.train"], shapes, tmp_path / "resumed",
+              "--start_checkpoint", str(tmp_path / "two" / "chkpnt1500.pth"))
