@@ -31,7 +31,7 @@ def test_steps_cover_every_view_once():
     assert list(batch_steps(11, 10, 2)) == []
     assert Step(998, 1001).multiples(1000) == 1 and Step(1001, 1004).multiples(1000) == 0
     assert Step(1, 2000).multiples(1000) == 2 and Step(5, 5).multiples(5) == 1
-    assert Step(3, 6).holds(6) and not Step(3, 6).holds(7) and Step(3, 6).holds_any([1, 4])
+    assert Step(3, 6).holds(6) and not Step(3, 6).holds(7) and Step(3, 6).hits({1, 4, 6}) == [4, 6] and Step(5, 5).hits({5}) == [5]
     with pytest.raises(ValueError):
         list(batch_steps(1, 10, 0))
 

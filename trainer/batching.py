@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Container, Iterator, NamedTuple, Sequence
 
 import torch
 
@@ -42,9 +42,9 @@ __all__ = ["Step", "batch_steps", "learning_rate_scale", "batch_betas", "view_sh
            "in_view_order", "ScreenStatistics"]
 
 
-@dataclass(frozen=True)
-class Step:
-    """One training step: the views ``first .. last`` (1-based view counts, inclusive)."""
+class Step(NamedTuple):
+    """One training step: the views ``first .. last`` (1-based view counts, inclusive). (A named
+    tuple: one is made per step, and the training loop's host time matters.)"""
 
     first: int
     last: int
@@ -58,8 +58,11 @@ class Step:
         """Whether view number ``view`` is in this step."""
         return self.first <= view <= self.last
 
-    def holds_any(self, views: Iterable[int]) -> bool:
-        return any(self.first <= v <= self.last for v in views)
+    def hits(self, views: Container[int]) -> list[int]:
+        """The views of this step that are in ``views`` (e.g. a set of --save_iterations), in order."""
+        if self.first == self.last:
+            return [self.first] if self.first in views else []
+        return [v for v in range(self.first, self.last + 1) if v in views]
 
     def multiples(self, interval: int) -> int:
         """How many multiples of ``interval`` (> 0) the range holds."""

@@ -453,7 +453,9 @@ class Trainer:
         errors are turned into a save and a result, never a traceback."""
         if self.model is None:
             self.setup()
-        opt = self.config.optimization
+        opt, script = self.config.optimization, self.config.script
+        self._events = {"test": set(script.test_iterations), "save": set(script.save_iterations),
+                        "checkpoint": set(script.checkpoint_iterations)}
         start = time.perf_counter()
         status, message = "completed", ""
         with self._sigint_guard(), _anomaly_mode(self.config.script.detect_anomaly), self._progress():
@@ -511,12 +513,12 @@ class Trainer:
         statistics, stats = self._forward_backward(step, views, gts, background)
 
         with torch.no_grad():
-            for row in stats:
-                self._stats.record(row[:2])  # (loss, MSE), read back later without a wait
+            for row in range(step.size):
+                self._stats.record(stats[row, :2])  # (loss, MSE), read back later without a wait
             self._progress_update(step)
-            for view in (v for v in cfg.script.test_iterations if step.holds(v)):
+            for view in step.hits(self._events["test"]):
                 self._report(view)
-            for view in (v for v in cfg.script.save_iterations if step.holds(v)):
+            for view in step.hits(self._events["save"]):
                 self.log(f"\n[ITER {view}] Saving Gaussians")
                 self._save_ply(view)
             self.mutating = True
@@ -532,7 +534,7 @@ class Trainer:
                             visible = visible | more.visible()
                     model.step(visible=visible)
             self.mutating = False
-            if step.holds_any(cfg.script.checkpoint_iterations):
+            if step.hits(self._events["checkpoint"]):
                 self.log(f"\n[ITER {step.last}] Saving Checkpoint")
                 self._save_checkpoint(step.last)
 
