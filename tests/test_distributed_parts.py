@@ -257,3 +257,92 @@ def test_cuda_exchange_renders_and_differentiates_as_one_gpu():
     images as one GPU renders them, parameter and screen-space gradients as the sum of
     single-camera backwards (up to the order of float atomics)."""
     spawn(_cuda_exchange_matches_one_gpu, min(2, torch.cuda.device_count()), backend="nccl")
+
+
+class _Log:
+    @staticmethod
+    def log(_message: str) -> None:
+        pass
+
+
+def _accept_client(server) -> None:
+    """Wait until the test's client has connected (so that training starts with it)."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while not server.wants_model(_Log()):
+        assert time.monotonic() < deadline, "the client did not connect"
+        time.sleep(0.01)
+
+
+def _viewer_on_rank_zero(comm, source: str, model: str, port: int) -> None:
+    from pathlib import Path
+
+    from test_train_support import tiny_config
+    from trainer.distributed.trainer import DistributedTrainer
+    from trainer.network.server import NetworkViewer
+
+    hooks = []
+    if comm.rank == 0:
+        hooks = [NetworkViewer("127.0.0.1", port, idle_timeout=30).listen()]
+        _accept_client(hooks[0])
+    config = tiny_config(Path(source), Path(model), *VIEWER_RUN)
+    trainer = DistributedTrainer(config, comm, hooks=hooks)
+    assert trainer.run().status == "completed"
+    trainer.scene.close()
+    for hook in hooks:
+        hook.close()
+
+
+VIEWER_RUN = ("--iterations", "12", "--batch_size", "2", "--test_iterations", "-1")
+
+
+def _client(port: int, images: list, requests: int = 3) -> None:
+    import time
+
+    from test_network_server import reply, request_bytes
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    with sock:
+        for _ in range(requests):
+            sock.sendall(request_bytes(train=1))
+            images.append(reply(sock)[0])
+
+
+def test_network_viewer_is_served_by_rank_zero_with_the_whole_model(tmp_path):
+    """A network viewer client connected to rank 0 of two processes receives, step after step,
+    the images one process's viewer sends (the whole model is gathered to rank 0 for it)."""
+    import threading
+
+    from test_train_support import tiny_config, write_tiny_scene
+    from trainer.network.server import NetworkViewer
+    from trainer.train import Trainer
+
+    source = write_tiny_scene(tmp_path / "scene")
+    images = {}
+    server = NetworkViewer("127.0.0.1", 0, idle_timeout=30).listen()
+    images["one"] = []
+    client = threading.Thread(target=_client, args=(server.port, images["one"]))
+    client.start()
+    _accept_client(server)
+    trainer = Trainer(tiny_config(source, tmp_path / "one", *VIEWER_RUN), hooks=[server])
+    assert trainer.run().status == "completed"
+    trainer.scene.close()
+    server.close()
+    client.join(60)
+
+    port = free_port()
+    images["two"] = []
+    client = threading.Thread(target=_client, args=(port, images["two"]))
+    client.start()
+    spawn(_viewer_on_rank_zero, 2, str(source), str(tmp_path / "two"), port)
+    client.join(60)
+    assert len(images["one"]) == 3 and images["one"] == images["two"]
+    assert len(set(images["one"])) == 3  # the model changed between the steps
