@@ -7,7 +7,6 @@ projected Gaussians (images, gradients, screen-space statistics), and rank 0's h
 
 from __future__ import annotations
 
-import math
 import socket
 
 import pytest
