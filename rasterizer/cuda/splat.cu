@@ -564,18 +564,21 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward_no_dept
     blend_backward<false>(BLEND_BACKWARD_NAMES);
 }
 
-// out = value, or out += value when accumulating over the views of a batch.
-__device__ __forceinline__ void put(float* out, float value, bool accumulate) {
-    *out = accumulate ? *out + value : value;
+// out = value, or out += value when accumulating over the views of a batch (a template
+// argument, so that the single-view kernel never reads what it writes).
+template <bool ACCUMULATE>
+__device__ __forceinline__ void put(float* out, float value) {
+    if (ACCUMULATE) *out += value; else *out = value;
 }
 
 // Gradient of the projection for one visible Gaussian: from the gradients of means2d,
 // conic/opacity, colours and inverse depth to those of means, scales, rotations, opacities
 // and SH. ``rest`` is its higher-SH row in shared memory, overwritten with the row's gradient.
-// With ``accumulate`` the other gradients are added to what the outputs hold (a later view of
-// a batch); otherwise they are written.
+// With ACCUMULATE the other gradients are added to what the outputs hold (a later view of a
+// batch); otherwise they are written.
+template <bool ACCUMULATE>
 __device__ void project_backward_one(
-    int idx, bool accumulate, int k_rest, int degree, float scale_mod, int antialiasing,
+    int idx, int k_rest, int degree, float scale_mod, int antialiasing,
     const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
     const float* __restrict__ quaternions, const float* __restrict__ opacity_logits,
     const float* __restrict__ sh_dc, float* rest, const float* __restrict__ grad_means2d,
@@ -622,7 +625,7 @@ __device__ void project_backward_one(
     } else {
         g_opacity = g_opacity_eff;
     }
-    put(&grad_opacities[idx], g_opacity * opacity * (1.f - opacity), accumulate);  // d sigmoid
+    put<ACCUMULATE>(&grad_opacities[idx], g_opacity * opacity * (1.f - opacity));  // d sigmoid
 
     // cov2D = T S T^T with S = M M^T; rows T0, T1 of T.
     float S[9];
@@ -658,7 +661,7 @@ __device__ void project_backward_one(
             gs += gM[3 * r + i] * pr.Rq[3 * r + i];
             gRq[3 * r + i] = gM[3 * r + i] * s[i] * scale_mod;
         }
-        put(&grad_scales[3 * idx + i], gs * scale_mod * s[i], accumulate);  // d exp(log_scale)
+        put<ACCUMULATE>(&grad_scales[3 * idx + i], gs * scale_mod * s[i]);  // d exp(log_scale)
     }
     const float* q = act.rotation;
     float w = q[0], qx = q[1], qy = q[2], qz = q[3];
@@ -673,7 +676,7 @@ __device__ void project_backward_one(
 
     // Through the normalisation q / |q|: (g - u (u . g)) / |q|.
     float u_dot_g = q[0] * gq[0] + q[1] * gq[1] + q[2] * gq[2] + q[3] * gq[3];
-    for (int i = 0; i < 4; i++) put(&grad_rotations[4 * idx + i], (gq[i] - q[i] * u_dot_g) / act.quat_norm, accumulate);
+    for (int i = 0; i < 4; i++) put<ACCUMULATE>(&grad_rotations[4 * idx + i], (gq[i] - q[i] * u_dot_g) / act.quat_norm);
 
     // T = J R_view: dL/dJ = dL/dT R_view^T; J depends on the view position (clamped ratios).
     float gJ[6];
@@ -717,7 +720,7 @@ __device__ void project_backward_one(
             value += basis[k] * coefficient[k];
         }
         float g_colour = value > 0.f ? grad_colors[3 * idx + ch] : 0.f;
-        put(&grad_sh_dc[3 * idx + ch], basis[0] * g_colour, accumulate);
+        put<ACCUMULATE>(&grad_sh_dc[3 * idx + ch], basis[0] * g_colour);
 #pragma unroll
         for (int k = 0; k < 16; k++) {
             if (k >= count) break;
@@ -731,7 +734,7 @@ __device__ void project_backward_one(
     // Through the normalisation: (I - u u^T) / |d|.
     float u_dot = u[0] * g_dir[0] + u[1] * g_dir[1] + u[2] * g_dir[2];
     for (int j = 0; j < 3; j++) gp[j] += (g_dir[j] - u[j] * u_dot) * inv_len;
-    for (int j = 0; j < 3; j++) put(&grad_means[3 * idx + j], gp[j], accumulate);
+    for (int j = 0; j < 3; j++) put<ACCUMULATE>(&grad_means[3 * idx + j], gp[j]);
 }
 
 // Per-Gaussian gradient of the projection (the maths is in project_backward_one), summed over
@@ -764,10 +767,13 @@ extern "C" __global__ void __launch_bounds__(256) project_backward(
         for (int i = threadIdx.x; i < rows * row; i += blockDim.x) s_rest[i] = sh_rest[(long long)first * row + i];
         __syncthreads();
         if (idx < N && radii[offset + idx] != 0) {
-            project_backward_one(idx, accumulate, k_rest, degree, scale_mod, antialiasing, camera + 23 * view, means,
-                                 log_scales, quaternions, opacity_logits, sh_dc, my_rest, grad_means2d + 2 * offset,
-                                 grad_conic_opacity + 4 * offset, grad_colors + 3 * offset, grad_inv_depths + offset,
-                                 grad_means, grad_scales, grad_rotations, grad_opacities, grad_sh_dc);
+#define PROJECT_BACKWARD_ONE_ARGS \
+    idx, k_rest, degree, scale_mod, antialiasing, camera + 23 * view, means, log_scales, quaternions, opacity_logits, \
+    sh_dc, my_rest, grad_means2d + 2 * offset, grad_conic_opacity + 4 * offset, grad_colors + 3 * offset, \
+    grad_inv_depths + offset, grad_means, grad_scales, grad_rotations, grad_opacities, grad_sh_dc
+            if (accumulate) project_backward_one<true>(PROJECT_BACKWARD_ONE_ARGS);
+            else project_backward_one<false>(PROJECT_BACKWARD_ONE_ARGS);
+#undef PROJECT_BACKWARD_ONE_ARGS
         } else if (idx < N) {  // culled in this view: its gradients are zero (outputs are not pre-zeroed)
             if (!accumulate) {
                 for (int j = 0; j < 3; j++) { grad_means[3 * idx + j] = 0.f; grad_scales[3 * idx + j] = 0.f; grad_sh_dc[3 * idx + j] = 0.f; }
