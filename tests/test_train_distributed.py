@@ -254,6 +254,9 @@ def test_gpus_flag_errors(tmp_path, capsys, monkeypatch):
     assert main([*args, "--gpus", "2"]) == 2
     error = capsys.readouterr().err
     assert "needs NCCL" in error and len(error.strip().splitlines()) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([*args, "--gpus", "1"]) == 2  # one GPU is checked too
+    assert "--gpus 1: this machine has no CUDA GPU" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--gpus", "0"])
     assert exit_info.value.code == 2

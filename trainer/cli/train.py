@@ -49,9 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             comm = start_worker(config)
         elif config.script.gpus is not None:
-            from trainer.distributed import launch_on_gpus  # noqa: PLC0415
+            from trainer.distributed import check_gpus, launch_on_gpus  # noqa: PLC0415
 
-            return launch_on_gpus(config, argv)
+            check_gpus(config.script.gpus)
+            if config.script.gpus > 1:
+                return launch_on_gpus(config, argv)  # --gpus 1 trains here, as without the flag
         rank_zero = comm is None or comm.rank == 0
         if not config.script.quiet and rank_zero:
             print("Optimizing " + config.model.model_path)

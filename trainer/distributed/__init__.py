@@ -12,8 +12,8 @@ The README's "Several GPUs" section is the user's guide.
 """
 
 from .comm import Communicator, DistributedFailure, launched_by_torchrun
-from .launch import launch_on_gpus, run_torchrun, start_worker
+from .launch import check_gpus, launch_on_gpus, run_torchrun, start_worker
 from .trainer import DistributedTrainer, train_distributed
 
-__all__ = ["Communicator", "DistributedFailure", "launched_by_torchrun", "launch_on_gpus", "run_torchrun",
+__all__ = ["Communicator", "DistributedFailure", "launched_by_torchrun", "check_gpus", "launch_on_gpus", "run_torchrun",
            "start_worker", "DistributedTrainer", "train_distributed"]

@@ -26,7 +26,7 @@ from trainer.config import ConfigError, TrainConfig
 
 from .comm import Communicator
 
-__all__ = ["launch_on_gpus", "run_torchrun", "start_worker", "SHUTDOWN_TIMEOUT_S"]
+__all__ = ["check_gpus", "launch_on_gpus", "run_torchrun", "start_worker", "SHUTDOWN_TIMEOUT_S"]
 
 SHUTDOWN_TIMEOUT_S = 600   # a big model takes a while to gather and write
 EXIT_INTERRUPTED = 130
@@ -44,19 +44,25 @@ def start_worker(config: TrainConfig) -> Communicator:
     return comm
 
 
-def launch_on_gpus(config: TrainConfig, argv: Sequence[str]) -> int:
-    """``splat-train --gpus N``: check that N GPUs and NCCL are there, then :func:`run_torchrun`."""
-    gpus = config.script.gpus
+def check_gpus(gpus: int) -> None:
+    """Raise :class:`ConfigError` (one line) unless this machine has ``gpus`` CUDA GPUs, and NCCL
+    when there are several."""
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if available == 0:
         raise ConfigError(f"--gpus {gpus}: this machine has no CUDA GPU (several CPU processes train with "
                           "torchrun --nproc_per_node N -m trainer.cli.train ... --backend reference)")
     if gpus > available:
         raise ConfigError(f"--gpus {gpus}: this machine has only {available} CUDA GPU{'s' if available != 1 else ''}")
-    if not dist.is_nccl_available():
+    if gpus > 1 and not dist.is_nccl_available():
         raise ConfigError(f"--gpus {gpus}: training on several GPUs needs NCCL, and this PyTorch was built without "
                           "it (install a CUDA build of PyTorch from pytorch.org)")
-    return run_torchrun(gpus, list(argv) + ["--model_path", config.model.model_path], config.model.model_path)
+
+
+def launch_on_gpus(config: TrainConfig, argv: Sequence[str]) -> int:
+    """``splat-train --gpus N`` with N > 1: :func:`check_gpus`, then :func:`run_torchrun`."""
+    check_gpus(config.script.gpus)
+    return run_torchrun(config.script.gpus, list(argv) + ["--model_path", config.model.model_path],
+                        config.model.model_path)
 
 
 @contextlib.contextmanager
