@@ -68,7 +68,8 @@ def start(processes: int, source: Path, model: Path, *extra: str) -> subprocess.
 
 def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
     stdout, stderr = process.communicate(timeout=TIMEOUT)
-    assert process.returncode == 0, stderr[-3000:]
+    assert process.returncode == 0, f"{' '.join(map(str, process.args))} exited with {process.returncode}:\n" \
+                                    f"{stdout[-1500:]}\n{stderr[-3000:]}"
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
