@@ -9,7 +9,6 @@ import contextlib
 import io
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -128,6 +128,60 @@ def test_batch_equals_separate_renders():
         torch.testing.assert_close(batch.radii[b], single.radii)
 
 
+def weighted_render_loss(gaussians: Gaussians, camera, antialiasing: bool = False):
+    """A render through leaf copies of ``gaussians`` and a loss that weights every output
+    (image, alpha, inverse depth) differently per pixel and per view; returns the output and the
+    gradients of the six parameters."""
+    leaves = {name: t.detach().clone().requires_grad_(True) for name, t in gaussians.tensors().items()}
+    background = torch.tensor([0.2, 0.4, 0.7], device="cuda")
+    out = render(Gaussians(**leaves), camera, background=background, backend="cuda", antialiasing=antialiasing)
+    views = 1 if out.image.dim() == 3 else out.image.shape[0]
+    image = out.image.reshape(views, *out.image.shape[-3:])
+    weights = torch.stack([torch.linspace(0.5 + v, 1.5 + v, image[0].numel(), device="cuda").reshape(image[0].shape)
+                           for v in range(views)])
+    loss = (image * weights).sum() + 0.3 * out.alpha.sum() + 0.1 * out.inv_depth.sum()
+    loss.backward()
+    return out, {name: t.grad for name, t in leaves.items()}
+
+
+@cuda
+@pytest.mark.parametrize("antialiasing", [False, True])
+def test_batch_is_one_render_with_the_summed_gradients(antialiasing):
+    """A batch of cameras renders each view exactly as a separate render does (same pairs in the
+    same order), and its backward gives each view's means2d gradient and the sum over the views
+    of the parameters' gradients (up to the order of float atomics)."""
+    gaussians = random_scene(3000, 3, seed=9)
+    views = cameras()
+    batch, batch_grads = weighted_render_loss(gaussians, views, antialiasing)
+    assert batch.image.shape == (3, 3, 72, 96) and batch.means2d.shape == (3, 3000, 2)
+    summed = None
+    for b, camera in enumerate(views):
+        leaves = {name: t.detach().clone().requires_grad_(True) for name, t in gaussians.tensors().items()}
+        out = render(Gaussians(**leaves), camera, background=torch.tensor([0.2, 0.4, 0.7], device="cuda"),
+                     backend="cuda", antialiasing=antialiasing)
+        weights = torch.linspace(0.5 + b, 1.5 + b, out.image.numel(), device="cuda").reshape(out.image.shape)
+        ((out.image * weights).sum() + 0.3 * out.alpha.sum() + 0.1 * out.inv_depth.sum()).backward()
+        assert torch.equal(batch.image[b].detach(), out.image.detach())
+        assert torch.equal(batch.alpha[b].detach(), out.alpha.detach())
+        assert torch.equal(batch.radii[b], out.radii)
+        assert relative_error(batch.means2d.grad[b], out.means2d.grad) <= 1e-5
+        grads = {name: t.grad for name, t in leaves.items()}
+        summed = grads if summed is None else {name: summed[name] + grads[name] for name in grads}
+    for name, grad in summed.items():
+        assert relative_error(batch_grads[name], grad) <= 1e-5, name
+
+
+@cuda
+def test_batch_keys_switch_to_32_bits_past_32767_tiles():
+    """Keys count the tiles of every view: eleven 1024x768 views (33792 tiles) need 32-bit keys,
+    and still render as separate renders do."""
+    gaussians = random_scene(2000, 1, seed=5)
+    views = [Camera(1024, 768, 800, 800, 512, 384, look_at([0.3 * v, 0.1, -3.0], [0, 0, 0])) for v in range(11)]
+    batch = render(gaussians, views, backend="cuda")
+    for b in (0, 5, 10):
+        assert torch.equal(batch.image[b], render(gaussians, views[b], backend="cuda").image)
+
+
 @cuda
 def test_scaling_modifier_matches_reference():
     gaussians = random_scene(500, 3, seed=3)

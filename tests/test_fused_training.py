@@ -233,6 +233,7 @@ def test_budget_overflow_redo_gives_the_exact_gradients(tmp_path, shared_data):
     gradients are dropped, and the step's gradients, statistics and densification inputs are
     those of a step with an exact, synchronised sort (up to the order of float atomics)."""
     from rasterizer.cuda import PairBudget
+    from trainer.batching import Step
     from trainer.config import parse_args
     from trainer.train import Trainer
 
@@ -250,9 +251,9 @@ def test_budget_overflow_redo_gives_the_exact_gradients(tmp_path, shared_data):
             budget.observe(1)  # room for one pair: the render overflows
         trainer.pair_budget = budget
         trainer.model.optimizer.zero_grad(set_to_none=True)
-        out, stats = trainer._forward_backward(31, view, gt, trainer.background)
+        (out,), stats = trainer._forward_backward(Step(31, 31), [view], [gt], trainer.background)
         results.append(({name: p.grad.clone() for name, p in trainer.model.params.items()},
-                        out.means2d.grad.clone(), out.radii.clone(), stats.clone()))
+                        out.means2d_grad.clone(), out.radii.clone(), stats.clone()))
     trainer.scene.close()
     assert budget.overflows == 1 and budget.capacity >= budget.largest > 1
     (grads, means2d_grad, radii, stats), (grads2, means2d_grad2, radii2, stats2) = results
@@ -301,6 +302,96 @@ def test_training_step_without_autograd_matches_autograd(antialiasing):
     assert relative(rendered.output.means2d.grad, out.means2d.grad) <= 1e-5
     for name, grad in zip(fields, grads):
         assert relative(grad, leaves[name].grad) <= 1e-5, name
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_batched_training_render_matches_separate_renders():
+    """render_for_training on a list of cameras (one set of launches), the fused loss over the
+    batch and one backward give each view's image, loss statistics, means2d gradient and radii
+    as separate renders do, the parameters' gradients summed over the views, and the same
+    densification statistics as adding the views one after the other."""
+    from rasterizer import Camera, Gaussians, look_at
+    from rasterizer.cuda import PairBudget, render_for_training
+    from trainer.cuda import fused_photometric_loss_and_gradient
+    from trainer.model import GaussianModel
+
+    generator = torch.Generator().manual_seed(23)
+    n = 3000
+    raw = Gaussians(torch.randn(n, 3, generator=generator) * 0.8, torch.randn(n, 1, 3, generator=generator) * 0.5,
+                    torch.randn(n, 15, 3, generator=generator) * 0.2, torch.randn(n, generator=generator),
+                    torch.randn(n, 3, generator=generator) * 0.4 - 3.0, torch.randn(n, 4, generator=generator)).to("cuda")
+    cameras = [Camera(96, 72, 90, 90, 48 + 3 * v, 36 - 2 * v, look_at([0.3 * v - 0.4, 0.2, -3.0], [0, 0, 0]))
+               for v in range(4)]
+    gts = torch.randint(0, 256, (4, 72, 96, 3), generator=generator, dtype=torch.uint8).cuda()
+    background = torch.tensor([0.2, 0.5, 0.9], device="cuda")
+    budget = PairBudget(headroom=1.0, minimum=1)
+    budget.observe(1)  # the first batched render overflows and is redone, as in training
+    batch = render_for_training(raw, cameras, background, 3, False, budget)
+    if budget.overflowed():
+        batch = render_for_training(raw, cameras, background, 3, False, budget)
+        assert not budget.overflowed()
+    loss, stats, grad_image = fused_photometric_loss_and_gradient(batch.output.image, gts, background, 0.2)
+    grads = batch.backward(grad_image)
+    relative = lambda a, b: ((a - b).norm() / b.norm().clamp_min(1e-20)).item()  # noqa: E731
+    summed, singles = None, []
+    for v, camera in enumerate(cameras):
+        single = render_for_training(raw, camera, background, 3, False)
+        loss_v, stats_v, grad_v = fused_photometric_loss_and_gradient(single.output.image, gts[v], background, 0.2)
+        grads_v = single.backward(grad_v)
+        singles.append(single)
+        assert torch.equal(batch.output.image[v], single.output.image)
+        assert torch.equal(batch.output.radii[v], single.output.radii)
+        torch.testing.assert_close(stats[v], stats_v[0])
+        assert relative(batch.output.means2d.grad[v], single.output.means2d.grad) <= 1e-5
+        summed = grads_v if summed is None else [a + b for a, b in zip(summed, grads_v)]
+    for index, (grad, expected) in enumerate(zip(grads, summed)):
+        assert relative(grad, expected) <= 1e-5, index
+
+    models = [GaussianModel.from_gaussians(raw, "cuda") for _ in range(2)]
+    models[0].add_render_statistics(batch.output.means2d.grad, batch.output.radii, 96, 72, fused=True)
+    for single in singles:
+        models[1].add_render_statistics(single.output.means2d.grad, single.output.radii, 96, 72, fused=True)
+    assert torch.equal(models[0].denom, models[1].denom)
+    assert torch.equal(models[0].max_radii, models[1].max_radii)
+    torch.testing.assert_close(models[0].grad_accum, models[1].grad_accum, rtol=1e-5, atol=1e-9)
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_batched_step_fused_matches_autograd(tmp_path, shared_data):
+    """A training step of four views: the fused path (one batched render without autograd)
+    and the autograd path (a batched render() and loss.backward()) give the same gradients,
+    statistics and densification inputs (up to float rounding)."""
+    from trainer.batching import Step
+    from trainer.config import parse_args
+    from trainer.train import Trainer
+
+    config = parse_args(["-s", str(shared_data("shapes")), "-m", str(tmp_path / "m"), "-r", "4", "-w",
+                         "--iterations", "40", "--batch_size", "4", "--test_iterations", "-1", "--save_iterations",
+                         "-1", "--quiet", "--disable_viewer", "--random_init_points", "3000", "--backend", "cuda"])
+    trainer = Trainer(config)
+    trainer.setup()
+    trainer.run()
+    views = [trainer.scene.train_views[i] for i in (1, 4, 7, 9)]
+    gts = [trainer.scene.images.get(view.index) for view in views]
+    results = []
+    for fused in (True, False):
+        trainer.fused_kernels = fused
+        trainer.model.optimizer.zero_grad(set_to_none=True)
+        statistics, stats = trainer._forward_backward(Step(41, 44), views, gts, trainer.background)
+        (screen,) = statistics
+        results.append(({name: p.grad.clone() for name, p in trainer.model.params.items()},
+                        screen.means2d_grad.clone(), screen.radii.clone(), stats.clone()))
+    trainer.scene.close()
+    (grads, means2d_grad, radii, stats), (grads2, means2d_grad2, radii2, stats2) = results
+    assert means2d_grad.shape == (4, len(trainer.model), 2)
+    assert torch.equal(radii, radii2)
+    # The autograd path's loss is the PyTorch one (its SSIM convolves in another order).
+    torch.testing.assert_close(stats, stats2, rtol=1e-5, atol=1e-6)
+    assert ((means2d_grad - means2d_grad2).norm() / means2d_grad.norm()).item() <= 1e-4
+    for name, grad in grads.items():
+        assert ((grad - grads2[name]).norm() / grad.norm().clamp_min(1e-20)).item() <= 1e-4, name
 
 
 @needs_fast_path

@@ -269,3 +269,26 @@ def test_splat_metrics_errors(tmp_path, monkeypatch, capsys):
     assert str(bad / "test" / "ours_30000") in err[1] and "00001.png" in err[1]
     assert not (bad / "results.json").exists()
     assert (good / "results.json").exists() and (good / "per_view.json").exists()
+
+
+def test_splat_metrics_batches_give_the_same_values(tmp_path, monkeypatch, capsys):
+    """Pairs measured several at a time (images of two sizes in one folder) give each view's
+    values of one at a time, up to float rounding (the convolution runs over the batch); a
+    batch size below 1 is refused."""
+    monkeypatch.setenv(LPIPS_DIR_ENV, str(tmp_path))  # no weights: SSIM and PSNR
+    model = write_model(tmp_path / "model", methods=("ours_7000",), views=5)
+    small = np.random.default_rng(3).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    for folder in ("renders", "gt"):
+        Image.fromarray(small if folder == "gt" else 255 - small).save(model / "test" / "ours_7000" / folder / "00005.png")
+    per_view = {}
+    for batch in ("1", "4"):
+        assert metrics_main(["-m", str(model), "--quiet", "--device", "cpu", "--batch_size", batch]) == 0
+        per_view[batch] = json.loads((model / "per_view.json").read_text())
+    for metric, values in per_view["1"]["ours_7000"].items():
+        assert list(values) == list(per_view["4"]["ours_7000"][metric]) and len(values) == 6
+        for name, value in values.items():
+            assert per_view["4"]["ours_7000"][metric][name] == pytest.approx(value, rel=1e-6), (metric, name)
+    with pytest.raises(SystemExit) as exit_info:
+        metrics_main(["-m", str(model), "--batch_size", "0"])
+    assert exit_info.value.code == 2
+    assert "must be an integer >= 1" in capsys.readouterr().err

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from rasterizer import Camera, look_at, render
+from rasterizer import Camera, render
 from rasterizer.ply import PointCloud, write_point_cloud
 from test_train_support import tiny_config, write_tiny_scene
 from trainer.train import Trainer

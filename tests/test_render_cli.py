@@ -91,3 +91,16 @@ def test_missing_iteration_names_the_folder(model_folder, capsys):
     _, model = model_folder
     assert render_cli.main(["-m", str(model), "--iteration", "123", "--quiet"]) == 1
     assert "iteration_123" in capsys.readouterr().err
+
+
+def test_batches_render_the_same_images(model_folder, tmp_path):
+    """--batch_size changes how many views share a render, not the images (and 0 is refused)."""
+    _, model = model_folder
+    outputs = {}
+    for batch in ("1", "3"):
+        assert render_cli.main(["-m", str(model), "--iteration", "7", "--quiet", "--batch_size", batch]) == 0
+        outputs[batch] = {p.relative_to(model): p.read_bytes() for p in sorted((model / "train" / "ours_7").rglob("*.png"))}
+    assert len(outputs["1"]) == 8 and outputs["1"] == outputs["3"]
+    with pytest.raises(SystemExit) as exit_info:
+        render_cli.main(["-m", str(model), "--batch_size", "0"])
+    assert exit_info.value.code == 2

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rasterizer import Camera, look_at
-from viewer.navigation.controls import (MAX_PITCH, camera_centre, closest_camera, dolly, fps_step, level, look_around,
+from viewer.navigation.controls import (MAX_PITCH, closest_camera, dolly, fps_step, level, look_around,
                                        move_forward, orbit, pan, pick_point, rotation_about, trackball)
 
 START = look_at([1.0, -0.5, -4.0], [0.0, 0.0, 0.0], up=(0.0, -1.0, 0.0))

@@ -12,7 +12,7 @@ Groups:
 * :class:`OptimizationParams`: learning rates, loss weight, densification schedule.
 * :class:`ScriptParams`: the flags ``train.py`` adds itself, then splatview's additions
   (``--backend``, ``--max_gaussians``, ``--cache_budget``, ``--seed``, ``--random_init_points``,
-  ``--fix_densification_quirks``, ``--overwrite``).
+  ``--fix_densification_quirks``, ``--overwrite``, ``--batch_size``, ``--gpus``).
 
 Every numeric flag is range-checked while parsing (``trainer.arg_types``): a bad value is
 argparse's one-line error with exit status 2.
@@ -124,6 +124,8 @@ def _byte_count(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+
+
 @dataclass
 class ScriptParams:
     """Flags added by ``train.py`` itself, then splatview's additions."""
@@ -158,6 +160,14 @@ class ScriptParams:
     overwrite: bool = _flag(False, help="train anew in a model folder that holds a trained model: "
                                         "its previous files are first moved into "
                                         "<model>/previous_<date>_<time>/ (nothing is deleted)")
+    batch_size: int = _flag(1, type=int_range(1), metavar="B",
+                            help="training views rendered per optimiser step (1 = the reference); "
+                                 "--iterations and every schedule still count views, learning rates "
+                                 "are multiplied by sqrt(B) and Adam's betas raised to the power B")
+    gpus: int | None = _flag(None, type=int_range(1), metavar="N",
+                             help="train one model on N GPUs of this machine (starts N processes "
+                                  "through torch.distributed.run; see the README for torchrun and "
+                                  "several machines)")
 
 
 @dataclass

@@ -21,6 +21,7 @@ Known quirks of the reference, kept by default (``fix_quirks=True`` changes only
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -31,6 +32,7 @@ from rasterizer.gaussians import Gaussians, inverse_sigmoid
 from rasterizer.reference import quaternion_to_matrix
 from rasterizer.sh import sh_degree_from_coefficients
 
+from .batching import batch_betas, learning_rate_scale
 from .config import OptimizationParams
 from .schedule import ExponentialLR
 
@@ -40,6 +42,7 @@ __all__ = ["GaussianModel", "SparseGaussianAdam", "DensifyReport", "PARAM_NAMES"
 # The reference's Adam parameter-group order; its checkpoints key optimizer state by it.
 PARAM_NAMES = ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")
 ADAM_EPS = 1e-15
+ADAM_BETAS = (0.9, 0.999)  # torch's defaults, the reference's
 MIN_OPACITY = 0.005        # prune threshold on sigmoid(opacity)
 SPLIT_CHILDREN = 2         # N in densify_and_split
 SPLIT_SCALE_DIVISOR = 0.8 * SPLIT_CHILDREN   # children's scale = parent's / 1.6
@@ -53,8 +56,9 @@ class SparseGaussianAdam(torch.optim.Adam):
     ``SparseGaussianAdam`` (rasterizer branch ``3dgs_accel``, from Taming-3DGS).
 
     Rows outside ``visible`` keep their parameters *and* moments untouched. Like the
-    reference's CUDA kernel it uses betas (0.9, 0.999) and **no bias correction**, and does not
-    advance the ``step`` counter.
+    reference's CUDA kernel it uses **no bias correction** and does not advance the ``step``
+    counter; its betas are the group's, (0.9, 0.999) as the reference's kernel hard-codes unless
+    a batch of views changed them (``trainer.batching``).
     """
 
     @torch.no_grad()
@@ -64,7 +68,7 @@ class SparseGaussianAdam(torch.optim.Adam):
         rows = torch.nonzero(visible).squeeze(1)
         for group in self.param_groups:
             lr, eps = group["lr"], group["eps"]
-            beta1, beta2 = 0.9, 0.999  # hard-coded in the reference's kernel
+            beta1, beta2 = group["betas"]
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -122,6 +126,7 @@ class GaussianModel:
         self.optimizer: torch.optim.Adam | None = None
         self.optimizer_type = "default"
         self.xyz_schedule: ExponentialLR | None = None
+        self.batch_size = 1         # views per optimiser step the rates and betas are set for
 
     # ----- construction -----------------------------------------------------------------
     @classmethod
@@ -134,11 +139,15 @@ class GaussianModel:
                     "opacity": g.opacity_logits, "scaling": g.log_scales,
                     "rotation": g.quaternions}, degree)
 
-    def training_setup(self, opt: OptimizationParams, spatial_lr_scale: float) -> None:
+    def training_setup(self, opt: OptimizationParams, spatial_lr_scale: float, batch_size: int = 1) -> None:
         """Adam (eps 1e-15) with the reference's groups and learning rates; the position rate
-        is ``position_lr_init * spatial_lr_scale`` and follows the exponential schedule."""
+        is ``position_lr_init * spatial_lr_scale`` and follows the exponential schedule. For
+        ``batch_size`` views per step every rate is multiplied by sqrt(B) and the betas
+        (0.9, 0.999) raised to the power B (``trainer.batching``); B = 1 is the reference."""
         self.spatial_lr_scale = float(spatial_lr_scale)
         self.percent_dense = opt.percent_dense
+        self.batch_size = int(batch_size)
+        scale = learning_rate_scale(self.batch_size)
         groups = [
             {"params": [self.params["xyz"]], "lr": opt.position_lr_init * self.spatial_lr_scale, "name": "xyz"},
             {"params": [self.params["f_dc"]], "lr": opt.feature_lr, "name": "f_dc"},
@@ -147,13 +156,30 @@ class GaussianModel:
             {"params": [self.params["scaling"]], "lr": opt.scaling_lr, "name": "scaling"},
             {"params": [self.params["rotation"]], "lr": opt.rotation_lr, "name": "rotation"},
         ]
+        for group in groups:
+            group["lr"] *= scale
+            group["betas"] = batch_betas(ADAM_BETAS, self.batch_size)
         self.optimizer_type = opt.optimizer_type
         self.optimizer = _make_optimizer(groups, opt.optimizer_type, self.device)
         # Quirk kept: the reference never passes lr_delay_steps, so position_lr_delay_mult is
         # inert (the delay factor needs delay_steps > 0).
-        self.xyz_schedule = ExponentialLR(opt.position_lr_init * self.spatial_lr_scale,
-                                          opt.position_lr_final * self.spatial_lr_scale,
+        self.xyz_schedule = ExponentialLR(opt.position_lr_init * self.spatial_lr_scale * scale,
+                                          opt.position_lr_final * self.spatial_lr_scale * scale,
                                           max_steps=opt.position_lr_max_steps)
+
+    def rescale_for_batch(self, batch_size: int) -> None:
+        """Adapt the optimiser's rates and betas, set for ``self.batch_size`` views per step (e.g.
+        by a checkpoint), to ``batch_size``; nothing changes when they are equal."""
+        if batch_size == self.batch_size:
+            return
+        ratio = batch_size / self.batch_size
+        for group in self.optimizer.param_groups:
+            group["lr"] *= math.sqrt(ratio)
+            group["betas"] = tuple(beta ** ratio for beta in group["betas"])
+        schedule = self.xyz_schedule
+        schedule.lr_init *= math.sqrt(ratio)
+        schedule.lr_final *= math.sqrt(ratio)
+        self.batch_size = int(batch_size)
 
     # ----- views --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -310,8 +336,7 @@ class GaussianModel:
         candidates = grads >= grad_threshold
         clone_mask, split_mask = candidates & ~big, candidates & big
         if max_gaussians is not None:
-            clone_mask, split_mask, report.capped = _cap_candidates(
-                grads, clone_mask, split_mask, max_gaussians - len(self))
+            clone_mask, split_mask, report.capped = self._cap(grads, clone_mask, split_mask, max_gaussians)
         report.cloned = int(clone_mask.sum())
         report.split = int(split_mask.sum())
         self.densify_and_clone(clone_mask)
@@ -352,23 +377,22 @@ class GaussianModel:
         n = len(self)
         selected = torch.zeros(n, dtype=torch.bool, device=self.device)
         selected[: mask.shape[0]] = mask
-        count = SPLIT_CHILDREN
-        stds = self.scales[selected].repeat(count, 1)
-        samples = torch.normal(mean=torch.zeros_like(stds), std=stds)
-        rotations = quaternion_to_matrix(
-            torch.nn.functional.normalize(self.params["rotation"].detach()[selected], dim=-1)).repeat(count, 1, 1)
-        children = {
-            "xyz": torch.bmm(rotations, samples.unsqueeze(-1)).squeeze(-1)
-                   + self.params["xyz"].detach()[selected].repeat(count, 1),
-            "scaling": torch.log(stds / SPLIT_SCALE_DIVISOR),
-        }
-        for name in ("f_dc", "f_rest", "opacity", "rotation"):
-            value = self.params[name].detach()[selected]
-            children[name] = value.repeat(count, *([1] * (value.dim() - 1)))
-        self._append(children)
+        self._append(self._split_children(selected))
         self._zero_stats()
-        self._keep(torch.cat([~selected, torch.ones(count * int(selected.sum()), dtype=torch.bool,
+        self._keep(torch.cat([~selected, torch.ones(SPLIT_CHILDREN * int(selected.sum()), dtype=torch.bool,
                                                     device=self.device)]))
+
+    def _cap(self, grads: Tensor, clone_mask: Tensor, split_mask: Tensor,
+             max_gaussians: int) -> tuple[Tensor, Tensor, bool]:
+        """The densification candidates kept under ``max_gaussians`` (a partitioned model
+        decides over all its parts)."""
+        return _cap_candidates(grads, clone_mask, split_mask, max_gaussians - len(self))
+
+    def _split_children(self, selected: Tensor) -> dict[str, Tensor]:
+        """The children of the ``selected`` rows (see :func:`split_children`); a partitioned
+        model computes them for the whole model, so that each part gets its rows."""
+        parents = {name: self.params[name].detach()[selected] for name in PARAM_NAMES}
+        return split_children(parents, self.scales[selected])
 
     @torch.no_grad()
     def prune(self, mask: Tensor) -> None:
@@ -389,6 +413,7 @@ class GaussianModel:
             "active_sh_degree": self.active_sh_degree,
             "spatial_lr_scale": self.spatial_lr_scale,
             "optimizer_type": self.optimizer_type,
+            "batch_size": self.batch_size,
             "params": {k: self.params[k].detach() for k in PARAM_NAMES},
             "grad_accum": self.grad_accum,
             "denom": self.denom,
@@ -398,15 +423,18 @@ class GaussianModel:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], opt: OptimizationParams,
-                        device: torch.device | str = "cpu") -> "GaussianModel":
+                        device: torch.device | str = "cpu", batch_size: int = 1) -> "GaussianModel":
         """Rebuild a model saved by :meth:`state_dict` (or converted by
-        :func:`convert_reference_capture`) and re-create its optimiser with ``opt``'s rates."""
+        :func:`convert_reference_capture`) and re-create its optimiser with ``opt``'s rates; the
+        saved rates and betas, set for the batch size it was trained with, follow ``batch_size``."""
         params = {k: state["params"][k].to(device=device, dtype=torch.float32) for k in PARAM_NAMES}
         model = cls(params, state["max_sh_degree"], state["active_sh_degree"])
-        model.training_setup(opt, state["spatial_lr_scale"])
+        saved_batch = int(state.get("batch_size", 1))
+        model.training_setup(opt, state["spatial_lr_scale"], saved_batch)
         model.optimizer.load_state_dict(state["optimizer"])
         for group in model.optimizer.param_groups:
             group["foreach"] = False  # whatever the saving side used
+        model.rescale_for_batch(batch_size)
         for key in ("grad_accum", "denom", "max_radii"):
             setattr(model, key, state[key].to(device=device, dtype=torch.float32).reshape(len(model)))
         return model
@@ -426,6 +454,26 @@ def _make_optimizer(groups: list[dict], optimizer_type: str, device: torch.devic
             return kernels.CudaAdam(groups, lr=0.0, eps=ADAM_EPS)
         return torch.optim.Adam(groups, lr=0.0, eps=ADAM_EPS, fused=True)
     return torch.optim.Adam(groups, lr=0.0, eps=ADAM_EPS, foreach=False)
+
+
+def split_children(parents: dict[str, Tensor], scales: Tensor) -> dict[str, Tensor]:
+    """The reference's split: SPLIT_CHILDREN children of each parent (raw parameters
+    ``parents``, activated ``scales`` [P, 3]), rows ordered child copy first (all parents' first
+    children, then their second). Positions are the parent's plus ``R(q) @ s`` with
+    ``s ~ N(0, diag(scale^2))`` from torch's global generator, scales are the parent's / 1.6,
+    everything else is copied."""
+    count = SPLIT_CHILDREN
+    stds = scales.repeat(count, 1)
+    samples = torch.normal(mean=torch.zeros_like(stds), std=stds)
+    rotations = quaternion_to_matrix(torch.nn.functional.normalize(parents["rotation"], dim=-1)).repeat(count, 1, 1)
+    children = {
+        "xyz": torch.bmm(rotations, samples.unsqueeze(-1)).squeeze(-1) + parents["xyz"].repeat(count, 1),
+        "scaling": torch.log(stds / SPLIT_SCALE_DIVISOR),
+    }
+    for name in ("f_dc", "f_rest", "opacity", "rotation"):
+        value = parents[name]
+        children[name] = value.repeat(count, *([1] * (value.dim() - 1)))
+    return children
 
 
 def _cap_candidates(grads: Tensor, clone_mask: Tensor, split_mask: Tensor,

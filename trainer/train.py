@@ -15,6 +15,9 @@ One iteration ``it`` (1-based), in the reference's order (spec §1.5, §4):
 7. optimiser step while ``it < iterations`` (the last iteration takes none, as the reference);
 8. ``chkpnt<it>.pth`` at ``--checkpoint_iterations`` (the state after iteration ``it``).
 
+With ``--batch_size B`` an iteration is a step of B views, with the same events at the same
+view counts (``trainer/batching.py`` states the rules); B = 1 is the reference.
+
 Stopping: Ctrl-C or SIGTERM (first one: at the next iteration boundary; second: at once) and
 running out of memory save ``point_cloud/iteration_<k>/point_cloud.ply`` for the iteration
 ``k`` under way and ``chkpnt<k-1>.pth`` (the state after the last completed iteration, from
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import shutil
 import signal
@@ -53,15 +55,17 @@ from rasterizer.render import available_backends, render, resolve_backend
 from trainer.metrics import l1_loss, psnr, ssim
 from trainer.scene import Scene, View, load_scene, random_point_cloud, view_image_float
 
+from .batching import ScreenStatistics, Step, batch_steps, in_view_order, same_size_groups
 from .config import ConfigError, TrainConfig
 from .losses import fused_loss_available, photometric_loss
 from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
 from .output_guard import (describe_os_error, is_write_failure, prepare_model_folder, refuse_trained_model,
                            rescue_folders, save_size_estimate)
 from .progress import RunningStats
+from .schedule import SH_DEGREE_INTERVAL
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainingHook", "CameraSampler", "check_supported",
-           "save_checkpoint", "load_checkpoint", "evaluate_views", "is_out_of_memory",
+           "save_checkpoint", "load_checkpoint", "checkpoint_payload", "evaluate_views", "is_out_of_memory",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "splatview-checkpoint"
@@ -167,13 +171,14 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
 
 
 # ----- checkpoints -------------------------------------------------------------------------
-def checkpoint_payload(iteration: int, model: GaussianModel, sampler: CameraSampler,
-                       progress: dict[str, float]) -> dict[str, Any]:
-    """Everything needed to continue bit for bit (the model's tensors are not copied)."""
+def checkpoint_payload(iteration: int, model_state: dict[str, Any], sampler: CameraSampler,
+                       progress: dict[str, float], device: torch.device) -> dict[str, Any]:
+    """What a checkpoint holds: the model's ``state_dict``, the camera sampler, every random
+    state (``device``'s CUDA generator included) and the progress bar's running values."""
     return {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "iteration": int(iteration),
-        "model": model.state_dict(), "sampler": sampler.state_dict(),
-        "rng": capture_rng(model.device), "progress": dict(progress),
+        "model": model_state, "sampler": sampler.state_dict(),
+        "rng": capture_rng(device), "progress": dict(progress),
     }
 
 
@@ -186,7 +191,7 @@ def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 def save_checkpoint(path: str | Path, iteration: int, model: GaussianModel, sampler: CameraSampler,
                     progress: dict[str, float]) -> None:
     """Write a splatview checkpoint atomically: everything needed to continue bit for bit."""
-    write_checkpoint(path, checkpoint_payload(iteration, model, sampler, progress))
+    write_checkpoint(path, checkpoint_payload(iteration, model.state_dict(), sampler, progress, model.device))
 
 
 def _cpu_copy(value: Any) -> Any:
@@ -420,8 +425,11 @@ class Trainer:
                              overwrite=cfg.script.overwrite,
                              needed_bytes=save_size_estimate(len(self.model), self.model.max_sh_degree),
                              log=self.log)
-        write_cfg_args(self.model_path, cfg.cfg_args_values())
+        self._write_cfg_args()
         self._write_scene_files()
+
+    def _write_cfg_args(self) -> None:
+        write_cfg_args(self.model_path, self.config.cfg_args_values())
 
     def _override_random_points(self) -> None:
         """``--random_init_points``: a scene without a point cloud gets that many random points
@@ -453,15 +461,15 @@ class Trainer:
         self.log(f"Number of points at initialisation : {len(cloud)}")
         gaussians = Gaussians.from_points(cloud.xyz, cloud.rgb, self.config.model.sh_degree)
         self.model = GaussianModel.from_gaussians(gaussians, self.device)
-        self.model.training_setup(self.config.optimization, self.scene.extent)
+        self.model.training_setup(self.config.optimization, self.scene.extent, self.config.script.batch_size)
 
     def _restore(self, path: str) -> None:
-        payload = load_checkpoint(path, self.device)
+        payload = load_checkpoint(path, self._checkpoint_device())
         state = payload["model"]
         if state["max_sh_degree"] != self.config.model.sh_degree:
             raise ConfigError(f"{path}: the checkpoint has SH degree {state['max_sh_degree']} but "
                               f"--sh_degree is {self.config.model.sh_degree}")
-        self.model = GaussianModel.from_state_dict(state, self.config.optimization, self.device)
+        self.model = self._model_from_state(state)
         self.completed = payload["iteration"]
         self.first_iteration = self.completed + 1
         if "sampler" in payload:
@@ -474,7 +482,18 @@ class Trainer:
         else:
             self.log(f"{path}: graphdeco checkpoint; camera order and random state start afresh")
         self.log(f"Resuming from {path} at iteration {self.first_iteration} "
-                 f"({len(self.model)} Gaussians)")
+                 f"({self.gaussian_count()} Gaussians)")
+
+    def _checkpoint_device(self) -> torch.device:
+        """Where a checkpoint's tensors are loaded."""
+        return self.device
+
+    def _model_from_state(self, state: dict[str, Any]) -> GaussianModel:
+        return GaussianModel.from_state_dict(state, self.config.optimization, self.device, self.config.script.batch_size)
+
+    def gaussian_count(self) -> int:
+        """Number of Gaussians of the model being trained."""
+        return len(self.model)
 
     # ----- loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -482,14 +501,16 @@ class Trainer:
         errors are turned into a save and a result, never a traceback."""
         if self.model is None:
             self.setup()
-        opt = self.config.optimization
+        opt, script = self.config.optimization, self.config.script
+        self._events = {"test": set(script.test_iterations), "save": set(script.save_iterations),
+                        "checkpoint": set(script.checkpoint_iterations)}
         start = time.perf_counter()
         status, message = "completed", ""
         with self._sigint_guard(), _anomaly_mode(self.config.script.detect_anomaly), self._progress():
             try:
-                for iteration in range(self.first_iteration, opt.iterations + 1):
-                    self._iteration(iteration)
-                    self.completed = iteration
+                for step in batch_steps(self.first_iteration, opt.iterations, self.config.script.batch_size):
+                    self._iteration(step)
+                    self.completed = step.last
             except (KeyboardInterrupt, _Stop):
                 status = "interrupted"
             except Exception as error:  # noqa: BLE001 - only memory errors are handled
@@ -497,7 +518,7 @@ class Trainer:
                     raise
                 status, message = "out_of_memory", str(error).splitlines()[0] if str(error) else ""
             elapsed = time.perf_counter() - start  # the time kept alive after training is not counted
-            result = TrainResult(status, self.model_path, self.completed, len(self.model),
+            result = TrainResult(status, self.model_path, self.completed, self.gaussian_count(),
                                  self.completed - self.first_iteration + 1, elapsed, dict(self.metrics),
                                  list(self.saved), stop_signal=self.stop_signal if status == "interrupted" else None)
             if status == "completed":
@@ -520,120 +541,171 @@ class Trainer:
         except KeyboardInterrupt:
             pass
 
-    def _iteration(self, it: int) -> None:
+    def _iteration(self, step: Step) -> None:
+        """One step: the views ``step.first .. step.last`` (one view, ``it``, with B = 1)."""
         cfg, opt, model = self.config, self.config.optimization, self.model
+        it = step.first
         self._check_stop()
         for hook in self.hooks:
             hook(self, it)
         self._check_stop()
         model.update_learning_rate(it)
-        if it % 1000 == 0:
+        for _ in range(step.multiples(SH_DEGREE_INTERVAL)):
             model.oneup_sh_degree()
         with self.phase("data"):
-            view = self.scene.train_views[self.sampler.next()]
-            self.scene.images.prefetch(self.scene.train_views[i].index for i in self.sampler.upcoming(PREFETCH_VIEWS))
-            gt = self.scene.images.get(view.index)
-        if it - 1 == cfg.script.debug_from:
+            views = [self.scene.train_views[self.sampler.next()] for _ in range(step.size)]
+            upcoming = self.sampler.upcoming(max(PREFETCH_VIEWS, 2 * step.size))
+            self.scene.images.prefetch(self.scene.train_views[i].index for i in upcoming)
+            gts = self._ground_truths(views)
+        if step.holds(cfg.script.debug_from + 1):
             cfg.pipeline.debug = True
         background = torch.rand(3, device=self.device) if opt.random_background else self.background
-        out, stats = self._forward_backward(it, view, gt, background)
+        statistics, stats = self._forward_backward(step, views, gts, background)
 
         with torch.no_grad():
-            self._stats.record(stats[0, :2])  # (loss, MSE), read back later without a wait
-            self._progress_update(it)
-            if it in cfg.script.test_iterations:
-                self._report(it)
-            if it in cfg.script.save_iterations:
-                self.log(f"\n[ITER {it}] Saving Gaussians")
-                self._save_ply(it)
+            for row in range(step.size):
+                self._stats.record(stats[row, :2])  # (loss, MSE), read back later without a wait
+            self._progress_update(step)
+            for view in step.hits(self._events["test"]):
+                self._report(view)
+            for view in step.hits(self._events["save"]):
+                self.log(f"\n[ITER {view}] Saving Gaussians")
+                self._save_ply(view)
             self.mutating = True
             if it < opt.densify_until_iter:
                 with self.phase("densify"):
-                    self._densify(it, out, view)
-            if it < opt.iterations:
+                    self._densify(step, statistics)
+            if step.last < opt.iterations:
                 with self.phase("optimizer"):
-                    model.step(visible=out.radii > 0 if model.optimizer_type == "sparse_adam" else None)
+                    visible = None
+                    if model.optimizer_type == "sparse_adam":
+                        visible = statistics[0].visible()
+                        for more in statistics[1:]:
+                            visible = visible | more.visible()
+                    model.step(visible=visible)
             self.mutating = False
-            if it in cfg.script.checkpoint_iterations:
-                self.log(f"\n[ITER {it}] Saving Checkpoint")
-                self._save_checkpoint(it)
+            if step.hits(self._events["checkpoint"]):
+                self.log(f"\n[ITER {step.last}] Saving Checkpoint")
+                self._save_checkpoint(step.last)
 
-    def _forward_backward(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
-        """Render, loss, backward; returns the render and the loss statistics ``[1, 4]``
-        (``trainer.losses``). A render that outgrew the pair budget is done again (the first
-        try's gradients are dropped), so every step is exact. With --debug, a failure saves a
-        snapshot first."""
+    def _ground_truths(self, views: Sequence[View]) -> list[torch.Tensor | None]:
+        """The cached ground truth of each view (uint8 [H, W, C])."""
+        return [self.scene.images.get(view.index) for view in views]
+
+    def _forward_backward(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor],
+                          background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
+        """Render, loss, backward of a step's views; returns what densification reads and the
+        loss statistics ``[B, 4]`` (``trainer.losses``), one row per view. A render that outgrew
+        the pair budget is done again (the first try's gradients are dropped), so every step is
+        exact. With --debug, a failure saves a snapshot first."""
         try:
             while True:
                 if self.fused_kernels and self.backend == "cuda":
-                    out, stats = self._fused_step(it, view, gt, background)
+                    result = self._fused_step(step, views, gts, background)
                 else:
-                    out, stats = self._autograd_step(it, view, gt, background)
+                    result = self._autograd_step(step, views, gts, background)
                 with self.phase("wait"):
                     fits = self.pair_budget is None or not self.pair_budget.overflowed()
                 if fits:
-                    return out, stats
+                    return result
                 self.model.optimizer.zero_grad(set_to_none=True)
         except (KeyboardInterrupt, _Stop):
             raise
         except Exception as error:
             if self.config.pipeline.debug and not is_out_of_memory(error):
-                self._debug_snapshot(it, view, background, error)
+                self._debug_snapshot(step.first, views[0], background, error)
             raise
 
-    def _autograd_step(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
-        """Forward and backward through autograd (any backend; the PyTorch or fused loss)."""
+    def _autograd_step(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor],
+                       background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
+        """Forward and backward through autograd (any backend; the PyTorch or fused loss). The
+        views of a batch are rendered together, one render per image size."""
         opt, model = self.config.optimization, self.model
-        with self.phase("render"):
-            out = render(model.gaussians(), view.camera, background, sh_degree=model.active_sh_degree,
-                         antialiasing=self.config.pipeline.antialiasing, backend=self.backend,
-                         pair_budget=self.pair_budget)
-        with self.phase("loss"):
-            loss, stats = photometric_loss(out.image, gt, background, opt.lambda_dssim, fused=self.fused_kernels)
-        self._check_finite(it, loss)
+        options = {"background": background, "sh_degree": model.active_sh_degree,
+                   "antialiasing": self.config.pipeline.antialiasing, "backend": self.backend,
+                   "pair_budget": self.pair_budget}
+        if len(views) == 1:
+            camera = views[0].camera
+            with self.phase("render"):
+                out = render(model.gaussians(), camera, **options)
+            with self.phase("loss"):
+                loss, stats = photometric_loss(out.image, gts[0], background, opt.lambda_dssim, fused=self.fused_kernels)
+            self._check_finite(step.first, loss)
+            with self.phase("backward"):
+                loss.backward()
+            return [ScreenStatistics(out.means2d.grad, out.radii, camera.width, camera.height)], stats
+        groups = same_size_groups([view.camera for view in views])
+        gaussians, outputs, losses, rows = model.gaussians(), [], [], []
+        for positions in groups:
+            with self.phase("render"):
+                outputs.append(render(gaussians, [views[i].camera for i in positions], **options))
+            with self.phase("loss"):
+                loss, stats = photometric_loss(outputs[-1].image, torch.stack([gts[i] for i in positions]),
+                                               background, opt.lambda_dssim, fused=self.fused_kernels)
+            losses.append(loss)
+            rows.append(stats)
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        self._check_finite(step.first, loss)
         with self.phase("backward"):
             loss.backward()
-        return out, stats
+        statistics = [ScreenStatistics(out.means2d.grad, out.radii, views[group[0]].camera.width,
+                                       views[group[0]].camera.height) for out, group in zip(outputs, groups)]
+        return statistics, in_view_order(rows, groups)
 
-    def _fused_step(self, it: int, view: View, gt: torch.Tensor, background: torch.Tensor):
+    def _fused_step(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor],
+                    background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
         """The same step on the CUDA backend without autograd: the rasterizer's and the loss's
         kernels with their backward called directly (autograd's engine costs ~1 ms of host
-        time a step, which the GPU would wait for)."""
+        time a step, which the GPU would wait for). A batch of one image size is one render."""
         from rasterizer.cuda import render_for_training  # noqa: PLC0415 - optional backend
         from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415
 
         opt, model = self.config.optimization, self.model
-        with self.phase("render"):
-            rendered = render_for_training(model.gaussians(), view.camera, background, model.active_sh_degree,
-                                           self.config.pipeline.antialiasing, self.pair_budget)
-        with self.phase("loss"):
-            loss, stats, grad_image = fused_photometric_loss_and_gradient(
-                rendered.output.image, gt.to(self.device, non_blocking=True), background, opt.lambda_dssim)
-        self._check_finite(it, loss)
-        with self.phase("backward"):
-            model.add_gradients(rendered.backward(grad_image))
-        return rendered.output, stats
+        groups = [[0]] if len(views) == 1 else same_size_groups([view.camera for view in views])
+        gaussians, statistics, rows = model.gaussians(), [], []
+        for positions in groups:
+            cameras = [views[i].camera for i in positions]
+            with self.phase("render"):
+                rendered = render_for_training(gaussians, cameras[0] if len(views) == 1 else cameras, background,
+                                               model.active_sh_degree, self.config.pipeline.antialiasing,
+                                               self.pair_budget)
+            with self.phase("loss"):
+                truth = gts[positions[0]] if len(views) == 1 else torch.stack([gts[i] for i in positions])
+                loss, stats, grad_image = fused_photometric_loss_and_gradient(
+                    rendered.output.image, truth.to(self.device, non_blocking=True), background, opt.lambda_dssim)
+            self._check_finite(step.first, loss)
+            with self.phase("backward"):
+                model.add_gradients(rendered.backward(grad_image))
+            out = rendered.output
+            statistics.append(ScreenStatistics(out.means2d.grad, out.radii, cameras[0].width, cameras[0].height))
+            rows.append(stats)
+        return statistics, rows[0] if len(rows) == 1 else in_view_order(rows, groups)
 
     def _check_finite(self, it: int, loss: torch.Tensor) -> None:
         if self.config.pipeline.debug and not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it}")
 
-    def _densify(self, it: int, out, view: View) -> None:
+    def _densify(self, step: Step, statistics: Sequence[ScreenStatistics]) -> None:
+        """Statistics of every view of the step; densify-and-prune and opacity reset when one of
+        their views (before ``densify_until_iter``) is in the step, once each."""
         opt, model, script = self.config.optimization, self.model, self.config.script
-        if out.means2d.grad is not None:  # None when nothing reached the image
-            model.add_render_statistics(out.means2d.grad, out.radii, view.camera.width, view.camera.height,
-                                        fused=self.fused_kernels)
-        if it > opt.densify_from_iter and it % opt.densification_interval == 0:
-            size_threshold = SIZE_THRESHOLD if it > opt.opacity_reset_interval else None
+        for screen in statistics:
+            if screen.means2d_grad is not None:  # None when nothing reached the image
+                model.add_render_statistics(screen.means2d_grad, screen.radii, screen.width, screen.height,
+                                            fused=self.fused_kernels)
+        views = [v for v in step.views() if v < opt.densify_until_iter]
+        densify_at = [v for v in views if v > opt.densify_from_iter and v % opt.densification_interval == 0]
+        if densify_at:
+            size_threshold = SIZE_THRESHOLD if densify_at[-1] > opt.opacity_reset_interval else None
             report = model.densify_and_prune(opt.densify_grad_threshold, MIN_OPACITY, self.scene.extent,
                                              size_threshold, script.max_gaussians,
                                              script.fix_densification_quirks)
             if report.capped and not self._cap_noted:
                 self._cap_noted = True
-                self.log(f"\n[ITER {it}] --max_gaussians {script.max_gaussians} reached: only the "
+                self.log(f"\n[ITER {densify_at[-1]}] --max_gaussians {script.max_gaussians} reached: only the "
                          "candidates with the largest gradients are densified from now on")
-        if it % opt.opacity_reset_interval == 0 or (
-                self.config.model.white_background and it == opt.densify_from_iter):
+        if any(v % opt.opacity_reset_interval == 0 or (self.config.model.white_background and v == opt.densify_from_iter)
+               for v in views):
             model.reset_opacity()
 
     # ----- progress, evaluation -----------------------------------------------------------------------
@@ -644,7 +716,8 @@ class Trainer:
         iterations = self.config.optimization.iterations
         self._bar = None if self.quiet else tqdm(
             total=iterations, initial=min(self.first_iteration - 1, iterations),
-            desc="Training progress", unit="step", dynamic_ncols=True)
+            desc="Training progress", unit="step" if self.config.script.batch_size == 1 else "view",
+            dynamic_ncols=True)
         try:
             yield
         finally:
@@ -658,14 +731,14 @@ class Trainer:
         last completed iteration (reading it waits for the GPU to get there)."""
         return self._stats.current()
 
-    def _progress_update(self, it: int) -> None:
+    def _progress_update(self, step: Step) -> None:
         if self._bar is None:
             return
-        if it % POSTFIX_EVERY == 0:
+        if step.multiples(POSTFIX_EVERY):
             ema = self._stats.lagged()  # a few steps old: reading it never waits for the GPU
             self._bar.set_postfix({"Loss": f"{ema['loss']:.7f}", "PSNR": f"{ema['psnr']:.2f}",
-                                   "N": len(self.model)}, refresh=False)
-        self._bar.update(1)
+                                   "N": self.gaussian_count()}, refresh=False)
+        self._bar.update(step.size)
 
     def _report(self, it: int) -> None:
         """``[ITER N] Evaluating test|train: L1 x PSNR y`` over the test views and the train
@@ -676,12 +749,15 @@ class Trainer:
         for name, views in (("test", test), ("train", train)):
             if not views:
                 continue
-            values = evaluate_views(self.model, scene, views, self.background, self.backend,
-                                    self.config.pipeline.antialiasing)
+            values = self._evaluate(views)
             self.metrics.setdefault(it, {})[name] = values
             self.log(f"\n[ITER {it}] Evaluating {name}: L1 {values['l1']} PSNR {values['psnr']}")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def _evaluate(self, views: Sequence[View]) -> dict[str, float]:
+        return evaluate_views(self.model, self.scene, views, self.background, self.backend,
+                              self.config.pipeline.antialiasing)
 
     # ----- saving ------------------------------------------------------------------------------------
     def save_ply(self, it: int) -> Path:
@@ -689,10 +765,24 @@ class Trainer:
         Call it only at an iteration boundary (from a hook) or when the loop is not running.
         Raises when the file cannot be written (the loop's own saves use :meth:`_save_ply`)."""
         path = point_cloud_path(self.model_path, it)
-        write_ply(path, self.model.gaussians())
-        self._write_exposure(self.model_path)
+        gaussians = self._gaussians_to_save()
+        if gaussians is not None:
+            self._write_ply(gaussians, it, self.model_path)
         self.saved.append(path)
         return path
+
+    def _gaussians_to_save(self) -> Gaussians | None:
+        """The whole model for a PLY; None in a process that does not write (a multi-process
+        run gathers it to rank 0)."""
+        return self.model.gaussians()
+
+    def _model_state_to_save(self) -> dict[str, Any] | None:
+        """The whole model's ``state_dict`` for a checkpoint; None in a process that does not write."""
+        return self.model.state_dict()
+
+    def _write_ply(self, gaussians: Gaussians, it: int, root: Path) -> None:
+        write_ply(point_cloud_path(root, it), gaussians)
+        self._write_exposure(root)
 
     def _write_exposure(self, root: Path) -> None:
         """``exposure.json`` as HEAD writes at every save: identity 3x4 per training image
@@ -705,27 +795,39 @@ class Trainer:
         """:meth:`save_ply`, except that a failed write keeps a copy in memory (see
         :meth:`_keep_unsaved`) and returns None: training goes on."""
         self._retry_unsaved()
-        gaussians = self.model.gaussians()
-        return self._save_or_keep("ply", point_cloud_path(self.model_path, it).relative_to(self.model_path), it,
-                                  lambda: self.save_ply(it),
+        path = point_cloud_path(self.model_path, it)
+        gaussians = self._gaussians_to_save()
+        if gaussians is None:
+            self.saved.append(path)
+            return path
+
+        def save() -> Path:
+            self._write_ply(gaussians, it, self.model_path)
+            self.saved.append(path)
+            return path
+
+        return self._save_or_keep("ply", path.relative_to(self.model_path), it, save,
                                   lambda: gaussians.detach().to("cpu").clone(),
-                                  lambda copy, root: (write_ply(point_cloud_path(root, it), copy),
-                                                      self._write_exposure(root)))
+                                  lambda copy, root: self._write_ply(copy, it, root))
 
     def _save_checkpoint(self, it: int) -> Path | None:
         """``chkpnt<it>.pth``; a failed write is kept in memory as in :meth:`_save_ply`."""
         self._retry_unsaved()
         name = f"chkpnt{it}.pth"
+        path = self.model_path / name
+        state = self._model_state_to_save()
+        if state is None:
+            self.saved.append(path)
+            return path
+        payload = checkpoint_payload(it, state, self.sampler, self.ema, self.device)
 
         def save() -> Path:
-            path = self.model_path / name
-            save_checkpoint(path, it, self.model, self.sampler, self.ema)
+            write_checkpoint(path, payload)
             self.saved.append(path)
             return path
 
-        return self._save_or_keep("checkpoint", Path(name), it, save,
-                                  lambda: _cpu_copy(checkpoint_payload(it, self.model, self.sampler, self.ema)),
-                                  lambda payload, root: write_checkpoint(root / name, payload))
+        return self._save_or_keep("checkpoint", Path(name), it, save, lambda: _cpu_copy(payload),
+                                  lambda copy, root: write_checkpoint(root / name, copy))
 
     def _save_or_keep(self, kind: str, relative: Path, it: int, save: Callable[[], Path],
                       copy: Callable[[], Any], write: Callable[[Any, Path], Any]) -> Path | None:
@@ -831,7 +933,7 @@ class Trainer:
             by = "" if self.stop_signal in (None, signal.SIGINT) else f" by {signal.Signals(self.stop_signal).name}"
             result.message = f"Interrupted{by} at iteration {current}{saved}"
         else:
-            result.message = (f"Out of memory at iteration {current} with {len(self.model)} Gaussians"
+            result.message = (f"Out of memory at iteration {current} with {self.gaussian_count()} Gaussians"
                               f"{' (' + reason + ')' if reason else ''}{saved}. To fit, cap the model "
                               "with --max_gaussians N, raise --densify_grad_threshold (e.g. 0.0004), "
                               "or keep images on the CPU with --data_device cpu.")

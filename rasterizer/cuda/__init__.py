@@ -11,6 +11,13 @@ Two autograd functions mirror the reference backend's two stages:
 backend. Float32 only. :func:`render_for_training` runs the same stages without autograd, for
 the training loop (its backward is called explicitly).
 
+Batches. A list of V cameras of one image size is rendered by one set of launches (not V):
+the projection writes [V, N, ...] rows (one per Gaussian and view), one sort orders the pairs
+of every view (keys ``view * tiles + tile``), the blending kernels run on a (tiles_x, tiles_y,
+V) grid, and the projection's backward sums each Gaussian's gradient over the views. The
+stage functions below take ``camera_data`` [23] (one camera: [N, ...] rows, [3, H, W] images) or
+[V, 23] (a batch: [V, N, ...] rows, [V, 3, H, W] images).
+
 Sizing the sort. The number of (tile, Gaussian) pairs is known only on the GPU. Without a
 :class:`PairBudget` the host reads it (one synchronisation per camera: right for single
 frames). With one, the sort gets the budget's capacity at once, and the count is copied back
@@ -144,6 +151,16 @@ def _grid(count: int) -> tuple[int]:
     return ((count + _THREADS - 1) // _THREADS,)
 
 
+def _views(camera_data: torch.Tensor) -> int:
+    """Cameras in a camera block: [23] is one, [V, 23] is V."""
+    return 1 if camera_data.dim() == 1 else camera_data.shape[0]
+
+
+def camera_blocks(cameras: list[Camera], device: torch.device) -> torch.Tensor:
+    """float32 [V, 23]: :func:`camera_block` of each camera (each cached; stacked on the device)."""
+    return torch.stack([camera_block(camera, device) for camera in cameras])
+
+
 # ----- the kernels' stages as plain functions (shared by autograd and the training path) -------
 def _project_forward(params: tuple, camera_data: torch.Tensor, settings: tuple) -> tuple:
     """Raw Gaussians (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest) -> means2d,
@@ -152,11 +169,13 @@ def _project_forward(params: tuple, camera_data: torch.Tensor, settings: tuple) 
     degree, scale_mod, antialiasing, tiles_x, tiles_y = settings
     n, k_rest = means.shape[0], sh_rest.shape[1]
     device = means.device
+    lead = (n,) if camera_data.dim() == 1 else (camera_data.shape[0], n)  # [N] or [V, N]
     empty = functools.partial(torch.empty, device=device)
-    means2d, conic_opacity = empty(n, 2), empty(n, 4)
-    colors, inv_depths, depths = empty(n, 3), empty(n), empty(n)
-    radii, rects, touched = empty(n, dtype=torch.int32), empty(n, 4, dtype=torch.int32), empty(n, dtype=torch.int32)
-    _module(device).launch("project_forward", _grid(n), (_THREADS,), [
+    means2d, conic_opacity = empty(*lead, 2), empty(*lead, 4)
+    colors, inv_depths, depths = empty(*lead, 3), empty(lead), empty(lead)
+    radii, rects, touched = (empty(lead, dtype=torch.int32), empty(*lead, 4, dtype=torch.int32),
+                             empty(lead, dtype=torch.int32))
+    _module(device).launch("project_forward", (*_grid(n), _views(camera_data)), (_THREADS,), [
         (n, INT), (k_rest, INT), (degree, INT), (tiles_x, INT), (tiles_y, INT), (scale_mod, FLOAT),
         (int(antialiasing), INT), _ptr(camera_data), *map(_ptr, params), _ptr(means2d), _ptr(conic_opacity),
         _ptr(colors), _ptr(inv_depths), _ptr(depths), _ptr(radii), _ptr(rects), _ptr(touched)])
@@ -166,32 +185,41 @@ def _project_forward(params: tuple, camera_data: torch.Tensor, settings: tuple) 
 def _project_backward(params: tuple, camera_data: torch.Tensor, radii: torch.Tensor, settings: tuple,
                       incoming: list) -> list[torch.Tensor]:
     """Gradients of the six raw parameters from those of (means2d, conic_opacity, colors,
-    inv_depths); a ``None`` in ``incoming`` is a zero gradient."""
+    inv_depths), summed over the views of a batch; a ``None`` in ``incoming`` is a zero gradient."""
     degree, scale_mod, antialiasing, _, _ = settings
     means, sh_rest = params[0], params[5]
     n, k_rest = means.shape[0], sh_rest.shape[1]
+    views = _views(camera_data)
     # Written in full by the kernel (zeros for culled Gaussians): no zero-fill needed.
     grads = [torch.empty_like(t) for t in params]
-    incoming = [g.contiguous() if g is not None else torch.zeros(shape, device=means.device)
-                for g, shape in zip(incoming, ((n, 2), (n, 4), (n, 3), (n,)))]
+    incoming = [g.contiguous() if g is not None else torch.zeros(views * n * width, device=means.device)
+                for g, width in zip(incoming, (2, 4, 3, 1))]
     _module(means.device).launch("project_backward", _grid(n), (_THREADS,), [
-        (n, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT),
+        (n, INT), (views, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT),
         _ptr(camera_data), *map(_ptr, params), _ptr(radii), *map(_ptr, incoming), *map(_ptr, grads)])
     return grads
 
 
 def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, depths, rects, touched,
                        size: tuple[int, int], budget: "PairBudget | None"):
-    """Screen-space Gaussians -> (image [3, H, W], alpha, inv_depth, state for the backward)."""
+    """Screen-space Gaussians ([N, ...] rows, or [V, N, ...] for a batch of V views) -> (image
+    [3, H, W] or [V, 3, H, W], alpha, inv_depth, state for the backward)."""
     width, height = size
     device = means2d.device
     tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
     module = _module(device)
-    n = means2d.shape[0]
-    # Depth order once over the Gaussians, then a stable sort of the pairs by tile only.
-    depth_order = torch.sort(depths, stable=True).indices.to(torch.int32)
-    offsets = torch.cumsum(touched[depth_order], 0, dtype=torch.int64)
-    bits = 16 if tiles_x * tiles_y <= _MAX_TILES_16 else 32
+    views = 1 if means2d.dim() == 2 else means2d.shape[0]
+    rows_per_view = means2d.shape[-2]
+    n = views * rows_per_view
+    lead = () if means2d.dim() == 2 else (views,)
+    # Depth order once over each view's Gaussians, then a stable sort of the pairs by key only.
+    if views == 1 or n == 0:
+        depth_order = torch.sort(depths.reshape(-1), stable=True).indices.to(torch.int32)
+    else:
+        first_rows = torch.arange(0, n, rows_per_view, device=device)[:, None]
+        depth_order = (torch.sort(depths, dim=-1, stable=True).indices + first_rows).reshape(-1).to(torch.int32)
+    offsets = torch.cumsum(touched.reshape(-1)[depth_order], 0, dtype=torch.int64)
+    bits = 16 if views * tiles_x * tiles_y <= _MAX_TILES_16 else 32
     key_type = torch.int16 if bits == 16 else torch.int32
     if n == 0:
         capacity = 0
@@ -206,19 +234,20 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
     keys = torch.empty(capacity, dtype=key_type, device=device)
     values = torch.empty(capacity, dtype=torch.int32, device=device)
     module.launch(f"duplicate_with_keys{bits}", _grid(n), (_THREADS,), [
-        (n, INT), (tiles_x, INT), (capacity, LONGLONG), _ptr(depth_order), _ptr(means2d), _ptr(conic_opacity),
-        _ptr(rects), _ptr(offsets), _ptr(touched), _ptr(keys), _ptr(values)])
+        (n, INT), (tiles_x, INT), (rows_per_view, INT), (tiles_x * tiles_y, INT), (capacity, LONGLONG),
+        _ptr(depth_order), _ptr(means2d), _ptr(conic_opacity), _ptr(rects), _ptr(offsets), _ptr(touched),
+        _ptr(keys), _ptr(values)])
     sorted_tiles, order = torch.sort(keys, stable=True)
     point_list = values[order].contiguous()
-    ranges = torch.zeros(tiles_x * tiles_y, 2, dtype=torch.int32, device=device)
+    ranges = torch.zeros(views * tiles_x * tiles_y, 2, dtype=torch.int32, device=device)
     module.launch(f"tile_ranges{bits}", _grid(capacity), (_THREADS,), [
         (capacity, LONGLONG), _ptr(sorted_tiles), _ptr(ranges)])
-    image = torch.empty(3, height, width, device=device)
-    transmittance = torch.empty(height, width, device=device)
-    alpha = torch.empty(height, width, device=device)
-    inv_depth = torch.empty(height, width, device=device)
-    last = torch.empty(height, width, dtype=torch.int32, device=device)
-    module.launch("render_forward", (tiles_x, tiles_y), (TILE_SIZE, TILE_SIZE), [
+    image = torch.empty(*lead, 3, height, width, device=device)
+    transmittance = torch.empty(*lead, height, width, device=device)
+    alpha = torch.empty(*lead, height, width, device=device)
+    inv_depth = torch.empty(*lead, height, width, device=device)
+    last = torch.empty(*lead, height, width, dtype=torch.int32, device=device)
+    module.launch("render_forward", (tiles_x, tiles_y, views), (TILE_SIZE, TILE_SIZE), [
         (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
         _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(image),
         _ptr(transmittance), _ptr(alpha), _ptr(inv_depth), _ptr(last)])
@@ -233,18 +262,21 @@ def _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, 
     width, height = size
     tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
     device = means2d.device
-    g_image = g_image.contiguous() if g_image is not None else torch.zeros(3, height, width, device=device)
+    views = 1 if means2d.dim() == 2 else means2d.shape[0]
+    g_image = (g_image.contiguous() if g_image is not None
+               else torch.zeros(*transmittance.shape[:-2], 3, height, width, device=device))
     # Outputs without a gradient are passed as null pointers (the kernel reads them as 0).
     # The contiguous tensors stay referenced here until the launch has been queued.
     present = [g.contiguous() if g is not None else None for g in (g_inv_depth, g_alpha)]
     optional = [_ptr(g) if g is not None else (0, POINTER) for g in present]
     # The kernel accumulates with atomics: one zeroed buffer holds the four gradients.
-    n = means2d.shape[0]
+    lead = means2d.shape[:-1]
+    n = means2d.shape[:-1].numel()
     buffer = torch.zeros(n * 10, device=device)
-    grads = [buffer[:2 * n].view(n, 2), buffer[2 * n:6 * n].view(n, 4), buffer[6 * n:9 * n].view(n, 3),
-             buffer[9 * n:]]
+    grads = [buffer[:2 * n].view(*lead, 2), buffer[2 * n:6 * n].view(*lead, 4), buffer[6 * n:9 * n].view(*lead, 3),
+             buffer[9 * n:].view(lead)]
     kernel = "render_backward" if g_inv_depth is not None else "render_backward_no_depth"
-    _module(device).launch(kernel, (tiles_x, tiles_y), (TILE_SIZE, TILE_SIZE), [
+    _module(device).launch(kernel, (tiles_x, tiles_y, views), (TILE_SIZE, TILE_SIZE), [
         (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
         _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(transmittance),
         _ptr(last), _ptr(g_image), *optional, *map(_ptr, grads)])
@@ -287,7 +319,9 @@ class _Rasterize(torch.autograd.Function):
         transmittance = state[2]
         g_background = None
         if ctx.needs_input_grad[4] and g_image is not None:
-            g_background = (g_image * transmittance[None]).sum(dim=(1, 2))
+            # [3, H, W] * [H, W] (one view) or [V, 3, H, W] * [V, H, W] (a batch), summed per channel.
+            weighted = g_image * transmittance.unsqueeze(-3)
+            g_background = weighted.sum(dim=(-2, -1)).reshape(-1, 3).sum(dim=0)
         return (*grads, g_background, None, None, None, None, None)
 
 
@@ -310,35 +344,26 @@ def _settings(camera: Camera, sh_degree: int, scaling_modifier: float, antialias
 def render_cuda(gaussians: Gaussians, cameras: list[Camera], background: torch.Tensor, sh_degree: int,
                 scaling_modifier: float, antialiasing: bool, batched: bool,
                 pair_budget: PairBudget | None = None) -> RenderOutput:
-    """Backend entry point used by :func:`rasterizer.render` (see its docstring)."""
+    """Backend entry point used by :func:`rasterizer.render` (see its docstring). A batch (one
+    image size, as ``render`` checks) is one set of kernel launches."""
     params = _raw_parameters(gaussians)
     device = gaussians.device
     background = background.to(device=device, dtype=torch.float32).contiguous()
-    projections = [_Project.apply(*params, camera_block(camera, device),
-                                  _settings(camera, sh_degree, scaling_modifier, antialiasing))
-                   for camera in cameras]
-    means2d = torch.stack([p[0] for p in projections]) if batched else projections[0][0]
+    camera = cameras[0]
+    camera_data = camera_blocks(cameras, device) if batched else camera_block(camera, device)
+    projection = _Project.apply(*params, camera_data, _settings(camera, sh_degree, scaling_modifier, antialiasing))
+    means2d, conic_opacity, colors, inv_depth_g, depths, radii, rects, touched = projection
     if means2d.requires_grad:
         means2d.retain_grad()
-    images, alphas, inv_depths = [], [], []
-    for b, (camera, projection) in enumerate(zip(cameras, projections)):
-        _, conic_opacity, colors, inv_depth_g, depths, _, rects, touched = projection
-        image, alpha, inv_depth = _Rasterize.apply(
-            means2d[b] if batched else means2d, conic_opacity, colors, inv_depth_g, background,
-            depths, rects, touched, (camera.width, camera.height), pair_budget)
-        images.append(image)
-        alphas.append(alpha)
-        inv_depths.append(inv_depth)
-    if not batched:
-        return RenderOutput(images[0], alphas[0], inv_depths[0], projections[0][5], means2d)
-    radii = torch.stack([p[5] for p in projections])
-    return RenderOutput(torch.stack(images), torch.stack(alphas), torch.stack(inv_depths), radii, means2d)
+    image, alpha, inv_depth = _Rasterize.apply(means2d, conic_opacity, colors, inv_depth_g, background, depths,
+                                               rects, touched, (camera.width, camera.height), pair_budget)
+    return RenderOutput(image, alpha, inv_depth, radii, means2d)
 
 
 class TrainingRender:
-    """One camera's render for a training step, with its backward at hand and no autograd graph
-    (see :func:`render_for_training`). ``output`` holds plain tensors; :meth:`backward` fills
-    ``output.means2d.grad`` and returns the raw parameters' gradients."""
+    """One camera's (or one batch's) render for a training step, with its backward at hand and no
+    autograd graph (see :func:`render_for_training`). ``output`` holds plain tensors;
+    :meth:`backward` fills ``output.means2d.grad`` and returns the raw parameters' gradients."""
 
     def __init__(self, output: RenderOutput, params: tuple, camera_data: torch.Tensor, settings: tuple,
                  projection: tuple, background: torch.Tensor, state: tuple, size: tuple[int, int]):
@@ -347,7 +372,8 @@ class TrainingRender:
 
     def backward(self, grad_image: torch.Tensor) -> list[torch.Tensor]:
         """Gradients of (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest) from
-        d loss / d image ([3, H, W]); call it once."""
+        d loss / d image ([3, H, W], or [V, 3, H, W] for a batch: the gradients are summed over
+        its views); call it once."""
         params, camera_data, settings, projection, background, state, size = self._saved
         means2d, conic_opacity, colors, inv_depths = projection[:4]
         incoming = _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, state, size,
@@ -356,16 +382,25 @@ class TrainingRender:
         return _project_backward(params, camera_data, projection[5], settings, incoming)
 
 
-def render_for_training(gaussians: Gaussians, camera: Camera, background: torch.Tensor, sh_degree: int,
-                        antialiasing: bool = False, pair_budget: PairBudget | None = None) -> TrainingRender:
+def render_for_training(gaussians: Gaussians, camera: Camera | list[Camera], background: torch.Tensor,
+                        sh_degree: int, antialiasing: bool = False,
+                        pair_budget: PairBudget | None = None) -> TrainingRender:
     """``render(gaussians, camera, ...)`` on this backend without autograd: the same kernels and
     results, with the backward called explicitly (``TrainingRender.backward``). Training spends
     ~1 ms of host time a step in autograd's engine otherwise; the loss's gradient w.r.t. the
-    image is all the backward needs. The inverse-depth and alpha outputs get no gradient."""
+    image is all the backward needs. The inverse-depth and alpha outputs get no gradient.
+    ``camera`` may be a list of cameras of one image size: a batch in one set of launches, with
+    [V, ...] outputs as ``render`` gives for a list."""
     params = _raw_parameters(gaussians)
     device = gaussians.device
     background = background.to(device=device, dtype=torch.float32).contiguous()
-    camera_data = camera_block(camera, device)
+    if isinstance(camera, Camera):
+        camera_data = camera_block(camera, device)
+    else:
+        if len({(c.width, c.height) for c in camera}) != 1:
+            raise ValueError("a batch of cameras must share one image size")
+        camera_data = camera_blocks(list(camera), device)
+        camera = camera[0]
     settings = _settings(camera, sh_degree, 1.0, antialiasing)
     with torch.no_grad():
         projection = _project_forward(params, camera_data, settings)

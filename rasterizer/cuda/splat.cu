@@ -12,6 +12,13 @@
 //   * SH coefficients [N, K, 3], K stored per Gaussian, `degree` bands evaluated.
 // Gradients are the true derivatives of the forward pass (as autograd gives them for the
 // reference backend), e.g. zero through the 0.99 opacity clamp.
+//
+// Batches: V cameras of one image size are rendered by the same launches. Per-view arrays are
+// [V, N, ...] (row v * N + g for Gaussian g seen by view v), images [V, C, H, W]; the pair keys
+// are v * tiles_per_view + tile, so that one sort orders every view's tiles; the blending
+// kernels take the view from blockIdx.z; project_forward from blockIdx.y; project_backward loops
+// over the views and sums their gradients per Gaussian (no atomics: deterministic). V = 1 is
+// the single-camera render.
 
 #define TILE 16
 #define BLOCK_SIZE (TILE * TILE)
@@ -194,17 +201,19 @@ extern "C" __global__ void project_forward(
     const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, float* __restrict__ means2d, float* __restrict__ conic_opacity, float* __restrict__ colors,
     float* __restrict__ inv_depths, float* __restrict__ depths, int* __restrict__ radii,
     int* __restrict__ rects, int* __restrict__ tiles_touched) {
-    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;   // the Gaussian
     if (idx >= N) return;
-    radii[idx] = 0;
-    tiles_touched[idx] = 0;
-    means2d[2 * idx] = 0.f; means2d[2 * idx + 1] = 0.f;
-    for (int i = 0; i < 4; i++) { conic_opacity[4 * idx + i] = 0.f; rects[4 * idx + i] = 0; }
-    for (int i = 0; i < 3; i++) colors[3 * idx + i] = 0.f;
-    inv_depths[idx] = 0.f;
-    depths[idx] = 0.f;
+    int view = blockIdx.y;
+    long long o = (long long)view * N + idx;            // its row in the view's outputs
+    radii[o] = 0;
+    tiles_touched[o] = 0;
+    means2d[2 * o] = 0.f; means2d[2 * o + 1] = 0.f;
+    for (int i = 0; i < 4; i++) { conic_opacity[4 * o + i] = 0.f; rects[4 * o + i] = 0; }
+    for (int i = 0; i < 3; i++) colors[3 * o + i] = 0.f;
+    inv_depths[o] = 0.f;
+    depths[o] = 0.f;
 
-    CameraBlock cam = load_camera(camera);
+    CameraBlock cam = load_camera(camera + 23 * view);
     Projected pr;
     Activated act = activate(idx, log_scales, quaternions, opacity_logits);
     project_one(cam, means + 3 * idx, act.scale, act.rotation, scale_mod, pr);
@@ -229,12 +238,12 @@ extern "C" __global__ void project_forward(
     int y1 = min(tiles_y, max(0, tile_floor((py + radius + TILE - 1) / TILE)));
     if ((x1 - x0) * (y1 - y0) == 0) return;
 
-    radii[idx] = (int)fminf(radius, 1073741824.f);  // saturate as the reference backend does
-    means2d[2 * idx] = px; means2d[2 * idx + 1] = py;
-    conic_opacity[4 * idx] = A; conic_opacity[4 * idx + 1] = B; conic_opacity[4 * idx + 2] = C;
-    conic_opacity[4 * idx + 3] = opacity;
-    depths[idx] = pr.z;
-    inv_depths[idx] = 1.f / pr.z;
+    radii[o] = (int)fminf(radius, 1073741824.f);  // saturate as the reference backend does
+    means2d[2 * o] = px; means2d[2 * o + 1] = py;
+    conic_opacity[4 * o] = A; conic_opacity[4 * o + 1] = B; conic_opacity[4 * o + 2] = C;
+    conic_opacity[4 * o + 3] = opacity;
+    depths[o] = pr.z;
+    inv_depths[o] = 1.f / pr.z;
 
     float dir[3] = {means[3 * idx] - cam.campos[0], means[3 * idx + 1] - cam.campos[1], means[3 * idx + 2] - cam.campos[2]};
     float inv_len = rsqrtf(dir[0] * dir[0] + dir[1] * dir[1] + dir[2] * dir[2]);
@@ -246,7 +255,7 @@ extern "C" __global__ void project_forward(
 #pragma unroll
         for (int k = 0; k < 16; k++)  // fixed trip count keeps basis[] in registers
             if (k < count) value += basis[k] * sh_coefficient(sh_dc, sh_rest, k_rest, idx, k, ch);
-        colors[3 * idx + ch] = fmaxf(value, 0.f);
+        colors[3 * o + ch] = fmaxf(value, 0.f);
     }
 
     // Opacity-aware tiles: alpha >= 1/255 needs q <= 2 ln(o / (1/255)). Its bounding box
@@ -263,18 +272,21 @@ extern "C" __global__ void project_forward(
     for (int ty = y0; ty < y1; ty++)
         for (int tx = x0; tx < x1; tx++)
             touched += tile_reached(px, py, A, B, C, threshold_q, (float)(tx * TILE), (float)(ty * TILE));
-    rects[4 * idx] = x0; rects[4 * idx + 1] = y0; rects[4 * idx + 2] = x1; rects[4 * idx + 3] = y1;
-    tiles_touched[idx] = touched;
+    rects[4 * o] = x0; rects[4 * o + 1] = y0; rects[4 * o + 2] = x1; rects[4 * o + 3] = y1;
+    tiles_touched[o] = touched;
 }
 
-// One (tile key, Gaussian index) pair per touched tile, written in depth order: thread i handles
-// Gaussian depth_order[i], and offsets is the inclusive prefix sum of tiles_touched in that
-// order. A stable sort by tile afterwards keeps each tile's list front to back.
+// One (tile key, Gaussian row) pair per touched tile, written in depth order: thread i handles
+// row depth_order[i] (row = view * rows_per_view + Gaussian; each view's rows are depth-sorted
+// on their own), and offsets is the inclusive prefix sum of tiles_touched in that order. The
+// key is view * tiles_per_view + tile; a stable sort by key afterwards keeps each tile's list
+// front to back.
 // Pairs at or past `capacity` are dropped: a render sized by a PairBudget (host code does not
 // wait for the count) reports the true count, and the caller renders again. Slots past the
 // last pair get `sentinel`, a key that sorts after every tile and that find_ranges skips.
 template <typename Key>
-__device__ void write_pairs(int count, int tiles_x, long long capacity, Key sentinel, const int* __restrict__ depth_order,
+__device__ void write_pairs(int count, int tiles_x, int rows_per_view, int tiles_per_view, long long capacity,
+                            Key sentinel, const int* __restrict__ depth_order,
                             const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
                             const int* __restrict__ rects, const long long* __restrict__ offsets,
                             const int* __restrict__ tiles_touched, Key* __restrict__ keys,
@@ -292,27 +304,33 @@ __device__ void write_pairs(int count, int tiles_x, long long capacity, Key sent
     float px = means2d[2 * idx], py = means2d[2 * idx + 1];
     float A = conic_opacity[4 * idx], B = conic_opacity[4 * idx + 1], C = conic_opacity[4 * idx + 2];
     float threshold_q = 2.f * logf(conic_opacity[4 * idx + 3] / ALPHA_MIN_TILE);
+    int first_key = (idx / rows_per_view) * tiles_per_view;
     for (int ty = rects[4 * idx + 1]; ty < rects[4 * idx + 3]; ty++)
         for (int tx = rects[4 * idx]; tx < rects[4 * idx + 2] && offset < limit; tx++)
             if (tile_reached(px, py, A, B, C, threshold_q, (float)(tx * TILE), (float)(ty * TILE))) {
-                keys[offset] = (Key)(ty * tiles_x + tx);
+                keys[offset] = (Key)(first_key + ty * tiles_x + tx);
                 values[offset] = idx;
                 offset++;
             }
     for (; offset < limit; offset++) keys[offset] = sentinel;
 }
 
-// 16-bit tile keys (up to 32767 tiles: 4K) halve the radix passes of the sort; 32-bit otherwise.
+// 16-bit keys (up to 32767 tiles over the batch: a 4K image) halve the radix passes of the
+// sort; 32-bit otherwise.
 extern "C" __global__ void duplicate_with_keys16(
-    int count, int tiles_x, long long capacity, const int* depth_order, const float* means2d, const float* conic_opacity,
-    const int* rects, const long long* offsets, const int* tiles_touched, short* keys, int* values) {
-    write_pairs<short>(count, tiles_x, capacity, (short)32767, depth_order, means2d, conic_opacity, rects, offsets, tiles_touched, keys, values);
+    int count, int tiles_x, int rows_per_view, int tiles_per_view, long long capacity, const int* depth_order,
+    const float* means2d, const float* conic_opacity, const int* rects, const long long* offsets,
+    const int* tiles_touched, short* keys, int* values) {
+    write_pairs<short>(count, tiles_x, rows_per_view, tiles_per_view, capacity, (short)32767, depth_order, means2d,
+                       conic_opacity, rects, offsets, tiles_touched, keys, values);
 }
 
 extern "C" __global__ void duplicate_with_keys32(
-    int count, int tiles_x, long long capacity, const int* depth_order, const float* means2d, const float* conic_opacity,
-    const int* rects, const long long* offsets, const int* tiles_touched, int* keys, int* values) {
-    write_pairs<int>(count, tiles_x, capacity, 2147483647, depth_order, means2d, conic_opacity, rects, offsets, tiles_touched, keys, values);
+    int count, int tiles_x, int rows_per_view, int tiles_per_view, long long capacity, const int* depth_order,
+    const float* means2d, const float* conic_opacity, const int* rects, const long long* offsets,
+    const int* tiles_touched, int* keys, int* values) {
+    write_pairs<int>(count, tiles_x, rows_per_view, tiles_per_view, capacity, 2147483647, depth_order, means2d,
+                     conic_opacity, rects, offsets, tiles_touched, keys, values);
 }
 
 // ranges[2 * tile] = first, ranges[2 * tile + 1] = one past the last sorted pair of the tile.
@@ -342,7 +360,7 @@ __device__ __forceinline__ void stage_gaussian(int slot, int id, const float* __
     s_feature[slot] = make_float4(colors[3 * id], colors[3 * id + 1], colors[3 * id + 2], inv_depths[id]);
 }
 
-// Front-to-back blending, one block per 16x16 tile, one thread per pixel.
+// Front-to-back blending, one block per 16x16 tile of view blockIdx.z, one thread per pixel.
 // Channels 0-2 are RGB, channel 3 is inverse depth (no background).
 extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
     int width, int height, int tiles_x, const int* __restrict__ ranges, const int* __restrict__ point_list,
@@ -351,7 +369,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
     const float* __restrict__ background, float* __restrict__ out_color,
     float* __restrict__ out_transmittance, float* __restrict__ out_alpha, float* __restrict__ out_inv_depth,
     int* __restrict__ out_last_contributor) {
-    int tile = blockIdx.y * tiles_x + blockIdx.x;
+    int view = blockIdx.z;
+    int tile = (view * gridDim.y + blockIdx.y) * tiles_x + blockIdx.x;
     int px = blockIdx.x * TILE + threadIdx.x, py = blockIdx.y * TILE + threadIdx.y;
     int rank = threadIdx.y * TILE + threadIdx.x;
     bool inside = px < width && py < height;
@@ -393,8 +412,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
         }
     }
     if (inside) {
-        int pix = py * width + px, plane = width * height;
-        for (int ch = 0; ch < 3; ch++) out_color[ch * plane + pix] = accum[ch] + T * background[ch];
+        long long plane = (long long)width * height, pix = view * plane + py * width + px;
+        for (int ch = 0; ch < 3; ch++) out_color[2 * view * plane + ch * plane + pix] = accum[ch] + T * background[ch];
         out_transmittance[pix] = T;
         out_alpha[pix] = 1.f - T;
         out_inv_depth[pix] = accum[3];
@@ -429,11 +448,14 @@ __device__ __forceinline__ float warp_sum(float value) {
 template <bool DEPTH>
 __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
     constexpr int VALUES = DEPTH ? 10 : 9;
-    int tile = blockIdx.y * tiles_x + blockIdx.x;
+    int view = blockIdx.z;
+    int tile = (view * gridDim.y + blockIdx.y) * tiles_x + blockIdx.x;
     int px = blockIdx.x * TILE + threadIdx.x, py = blockIdx.y * TILE + threadIdx.y;
     int rank = threadIdx.y * TILE + threadIdx.x;
     bool inside = px < width && py < height;
-    int pix = py * width + px, plane = width * height;
+    // pix: the pixel in this view's single-channel planes; colour channel ch of the view's
+    // [3, H, W] image is at 2 * view * plane + ch * plane + pix.
+    long long plane = (long long)width * height, pix = view * plane + py * width + px;
     int start = ranges[2 * tile], end = ranges[2 * tile + 1];
     int rounds = (end - start + BLOCK_SIZE - 1) / BLOCK_SIZE;
 
@@ -457,7 +479,7 @@ __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
     float dpix[4] = {0.f, 0.f, 0.f, 0.f};
     float bg_dot = 0.f;
     if (inside) {
-        for (int ch = 0; ch < 3; ch++) dpix[ch] = grad_color[ch * plane + pix];
+        for (int ch = 0; ch < 3; ch++) dpix[ch] = grad_color[2 * view * plane + ch * plane + pix];
         dpix[3] = DEPTH ? grad_inv_depth[pix] : 0.f;
         // alpha = 1 - T_final: its gradient acts like a background of -1 on every channel-free
         // term, i.e. d alpha / d T_final = -1.
@@ -542,9 +564,19 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward_no_dept
     blend_backward<false>(BLEND_BACKWARD_NAMES);
 }
 
+// out = value, or out += value when accumulating over the views of a batch (a template
+// argument, so that the single-view kernel never reads what it writes).
+template <bool ACCUMULATE>
+__device__ __forceinline__ void put(float* out, float value) {
+    if (ACCUMULATE) *out += value; else *out = value;
+}
+
 // Gradient of the projection for one visible Gaussian: from the gradients of means2d,
 // conic/opacity, colours and inverse depth to those of means, scales, rotations, opacities
 // and SH. ``rest`` is its higher-SH row in shared memory, overwritten with the row's gradient.
+// With ACCUMULATE the other gradients are added to what the outputs hold (a later view of a
+// batch); otherwise they are written.
+template <bool ACCUMULATE>
 __device__ void project_backward_one(
     int idx, int k_rest, int degree, float scale_mod, int antialiasing,
     const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
@@ -593,7 +625,7 @@ __device__ void project_backward_one(
     } else {
         g_opacity = g_opacity_eff;
     }
-    grad_opacities[idx] = g_opacity * opacity * (1.f - opacity);  // d sigmoid
+    put<ACCUMULATE>(&grad_opacities[idx], g_opacity * opacity * (1.f - opacity));  // d sigmoid
 
     // cov2D = T S T^T with S = M M^T; rows T0, T1 of T.
     float S[9];
@@ -629,7 +661,7 @@ __device__ void project_backward_one(
             gs += gM[3 * r + i] * pr.Rq[3 * r + i];
             gRq[3 * r + i] = gM[3 * r + i] * s[i] * scale_mod;
         }
-        grad_scales[3 * idx + i] = gs * scale_mod * s[i];  // d exp(log_scale)
+        put<ACCUMULATE>(&grad_scales[3 * idx + i], gs * scale_mod * s[i]);  // d exp(log_scale)
     }
     const float* q = act.rotation;
     float w = q[0], qx = q[1], qy = q[2], qz = q[3];
@@ -644,7 +676,7 @@ __device__ void project_backward_one(
 
     // Through the normalisation q / |q|: (g - u (u . g)) / |q|.
     float u_dot_g = q[0] * gq[0] + q[1] * gq[1] + q[2] * gq[2] + q[3] * gq[3];
-    for (int i = 0; i < 4; i++) grad_rotations[4 * idx + i] = (gq[i] - q[i] * u_dot_g) / act.quat_norm;
+    for (int i = 0; i < 4; i++) put<ACCUMULATE>(&grad_rotations[4 * idx + i], (gq[i] - q[i] * u_dot_g) / act.quat_norm);
 
     // T = J R_view: dL/dJ = dL/dT R_view^T; J depends on the view position (clamped ratios).
     float gJ[6];
@@ -688,7 +720,7 @@ __device__ void project_backward_one(
             value += basis[k] * coefficient[k];
         }
         float g_colour = value > 0.f ? grad_colors[3 * idx + ch] : 0.f;
-        grad_sh_dc[3 * idx + ch] = basis[0] * g_colour;
+        put<ACCUMULATE>(&grad_sh_dc[3 * idx + ch], basis[0] * g_colour);
 #pragma unroll
         for (int k = 0; k < 16; k++) {
             if (k >= count) break;
@@ -702,14 +734,16 @@ __device__ void project_backward_one(
     // Through the normalisation: (I - u u^T) / |d|.
     float u_dot = u[0] * g_dir[0] + u[1] * g_dir[1] + u[2] * g_dir[2];
     for (int j = 0; j < 3; j++) gp[j] += (g_dir[j] - u[j] * u_dot) * inv_len;
-    for (int j = 0; j < 3; j++) grad_means[3 * idx + j] = gp[j];
+    for (int j = 0; j < 3; j++) put<ACCUMULATE>(&grad_means[3 * idx + j], gp[j]);
 }
 
-// Per-Gaussian gradient of the projection (the maths is in project_backward_one).
+// Per-Gaussian gradient of the projection (the maths is in project_backward_one), summed over
+// the ``views`` cameras of a batch in view order: camera v is camera[23 v ...], and the radii
+// and incoming gradients of view v are rows v * N ... of theirs.
 #define MAX_REST (15 * 3)
 
 extern "C" __global__ void __launch_bounds__(256) project_backward(
-    int N, int k_rest, int degree, float scale_mod, int antialiasing,
+    int N, int views, int k_rest, int degree, float scale_mod, int antialiasing,
     const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
     const float* __restrict__ quaternions, const float* __restrict__ opacity_logits,
     const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, const int* __restrict__ radii, const float* __restrict__ grad_means2d,
@@ -725,20 +759,33 @@ extern "C" __global__ void __launch_bounds__(256) project_backward(
     int first = blockIdx.x * blockDim.x;
     int rows = min((int)blockDim.x, N - first);
     int row = 3 * k_rest;
-    for (int i = threadIdx.x; i < rows * row; i += blockDim.x) s_rest[i] = sh_rest[(long long)first * row + i];
-    __syncthreads();
     float* my_rest = s_rest + threadIdx.x * row;
-    if (idx < N && radii[idx] != 0) {
-        project_backward_one(idx, k_rest, degree, scale_mod, antialiasing, camera, means, log_scales,
-                             quaternions, opacity_logits, sh_dc, my_rest, grad_means2d, grad_conic_opacity, grad_colors,
-                             grad_inv_depths, grad_means, grad_scales, grad_rotations, grad_opacities,
-                             grad_sh_dc);
-    } else if (idx < N) {  // culled: every gradient is zero (the outputs are not pre-zeroed)
-        for (int j = 0; j < 3; j++) { grad_means[3 * idx + j] = 0.f; grad_scales[3 * idx + j] = 0.f; grad_sh_dc[3 * idx + j] = 0.f; }
-        for (int j = 0; j < 4; j++) grad_rotations[4 * idx + j] = 0.f;
-        grad_opacities[idx] = 0.f;
-        for (int j = 0; j < row; j++) my_rest[j] = 0.f;
+    for (int view = 0; view < views; view++) {
+        bool accumulate = view > 0;
+        long long offset = (long long)view * N;
+        __syncthreads();  // the previous view's gradients have been copied out
+        for (int i = threadIdx.x; i < rows * row; i += blockDim.x) s_rest[i] = sh_rest[(long long)first * row + i];
+        __syncthreads();
+        if (idx < N && radii[offset + idx] != 0) {
+#define PROJECT_BACKWARD_ONE_ARGS \
+    idx, k_rest, degree, scale_mod, antialiasing, camera + 23 * view, means, log_scales, quaternions, opacity_logits, \
+    sh_dc, my_rest, grad_means2d + 2 * offset, grad_conic_opacity + 4 * offset, grad_colors + 3 * offset, \
+    grad_inv_depths + offset, grad_means, grad_scales, grad_rotations, grad_opacities, grad_sh_dc
+            if (accumulate) project_backward_one<true>(PROJECT_BACKWARD_ONE_ARGS);
+            else project_backward_one<false>(PROJECT_BACKWARD_ONE_ARGS);
+#undef PROJECT_BACKWARD_ONE_ARGS
+        } else if (idx < N) {  // culled in this view: its gradients are zero (outputs are not pre-zeroed)
+            if (!accumulate) {
+                for (int j = 0; j < 3; j++) { grad_means[3 * idx + j] = 0.f; grad_scales[3 * idx + j] = 0.f; grad_sh_dc[3 * idx + j] = 0.f; }
+                for (int j = 0; j < 4; j++) grad_rotations[4 * idx + j] = 0.f;
+                grad_opacities[idx] = 0.f;
+            }
+            for (int j = 0; j < row; j++) my_rest[j] = 0.f;
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < rows * row; i += blockDim.x) {
+            long long at = (long long)first * row + i;
+            grad_sh_rest[at] = accumulate ? grad_sh_rest[at] + s_rest[i] : s_rest[i];
+        }
     }
-    __syncthreads();
-    for (int i = threadIdx.x; i < rows * row; i += blockDim.x) grad_sh_rest[(long long)first * row + i] = s_rest[i];
 }

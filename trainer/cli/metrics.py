@@ -9,6 +9,9 @@ in [0, 1], prints the mean of each metric and writes (atomically, ``json.dump(in
 
 LPIPS is computed only when its weights are found locally (see ``trainer.metrics.load_lpips``);
 otherwise one line says why and the ``LPIPS`` keys are left out.
+
+``--batch_size B`` measures B image pairs of one size at a time (default 1, as the reference:
+a convolution over a batch rounds differently from one image at a time, in the last digits).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from rasterizer.files import FileFormatError, atomic_write_text
+from trainer.arg_types import int_range
 from trainer.metrics import load_lpips, psnr, ssim
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -55,8 +59,9 @@ def _image_names(folder: Path) -> list[str]:
 
 
 def evaluate_method(method_dir: Path, lpips_model: Callable | None, device: torch.device,
-                    quiet: bool = False) -> dict[str, dict[str, float]]:
-    """Per-view metrics of one method folder: ``{"SSIM": {name: f}, "PSNR": {...}[, "LPIPS": {...}]}``."""
+                    quiet: bool = False, batch_size: int = 1) -> dict[str, dict[str, float]]:
+    """Per-view metrics of one method folder: ``{"SSIM": {name: f}, "PSNR": {...}[, "LPIPS": {...}]}``,
+    measured ``batch_size`` pairs (of one image size) at a time."""
     renders_dir, gt_dir = method_dir / "renders", method_dir / "gt"
     names, gt_names = _image_names(renders_dir), _image_names(gt_dir)
     if names != gt_names:
@@ -65,24 +70,29 @@ def evaluate_method(method_dir: Path, lpips_model: Callable | None, device: torc
                          f"({len(names)} vs {len(gt_names)}; e.g. {unpaired[0]} has no partner)")
     if not names:
         raise ValueError(f"{method_dir}: no images in renders/")
-    values: dict[str, list[torch.Tensor]] = {"SSIM": [], "PSNR": []}
-    if lpips_model is not None:
-        values["LPIPS"] = []
-    with torch.no_grad():
-        for name in tqdm(names, desc=f"Metric evaluation progress ({method_dir.name})", disable=quiet):
-            render, gt = _read_image(renders_dir / name, device), _read_image(gt_dir / name, device)
-            if render.shape != gt.shape:
-                raise ValueError(f"{method_dir}: {name} is {render.shape[3]}×{render.shape[2]} in renders/ "
-                                 f"but {gt.shape[3]}×{gt.shape[2]} in gt/")
-            values["SSIM"].append(ssim(render, gt).float().cpu())
-            values["PSNR"].append(psnr(render, gt).float().cpu())
-            if lpips_model is not None:
-                values["LPIPS"].append(lpips_model(render, gt).float().cpu())
-    return {metric: dict(zip(names, torch.cat(v).tolist())) for metric, v in values.items()}
+    measures = {"SSIM": ssim, "PSNR": psnr, **({"LPIPS": lpips_model} if lpips_model is not None else {})}
+    values: dict[str, dict[str, float]] = {metric: {} for metric in measures}
+    with torch.no_grad(), tqdm(total=len(names), desc=f"Metric evaluation progress ({method_dir.name})",
+                               disable=quiet) as progress:
+        for start in range(0, len(names), batch_size):
+            pairs: dict[tuple, list[tuple[str, torch.Tensor, torch.Tensor]]] = {}  # by image size
+            for name in names[start:start + batch_size]:
+                render, gt = _read_image(renders_dir / name, device), _read_image(gt_dir / name, device)
+                if render.shape != gt.shape:
+                    raise ValueError(f"{method_dir}: {name} is {render.shape[3]}×{render.shape[2]} in renders/ "
+                                     f"but {gt.shape[3]}×{gt.shape[2]} in gt/")
+                pairs.setdefault(tuple(render.shape), []).append((name, render, gt))
+            for group in pairs.values():
+                renders, gts = torch.cat([r for _, r, _ in group]), torch.cat([g for _, _, g in group])
+                for metric, measure in measures.items():
+                    for (name, _, _), value in zip(group, measure(renders, gts).float().cpu().tolist()):
+                        values[metric][name] = value
+                progress.update(len(group))
+    return {metric: {name: per_name[name] for name in names} for metric, per_name in values.items()}
 
 
 def evaluate_model(model: Path, lpips_model: Callable | None, device: torch.device,
-                   quiet: bool = False) -> tuple[dict, dict]:
+                   quiet: bool = False, batch_size: int = 1) -> tuple[dict, dict]:
     """``(results, per_view)`` for every method folder under ``<model>/test/``; prints the means."""
     test_dir = model / "test"
     if not test_dir.is_dir():
@@ -93,7 +103,7 @@ def evaluate_model(model: Path, lpips_model: Callable | None, device: torch.devi
     results, per_view = {}, {}
     for method_dir in methods:
         print("Method:", method_dir.name)
-        views = evaluate_method(method_dir, lpips_model, device, quiet)
+        views = evaluate_method(method_dir, lpips_model, device, quiet, batch_size)
         # Means in float32 of the float32 per-view values, as the reference's torch.tensor(list).mean().
         results[method_dir.name] = {m: torch.tensor(list(v.values())).mean().item() for m, v in views.items()}
         per_view[method_dir.name] = views
@@ -123,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default=None,
                         help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--batch_size", type=int_range(1), default=1, metavar="B",
+                        help="image pairs measured together (default 1)")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -135,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Scene:", model)
         try:
             with full_float32():
-                results, per_view = evaluate_model(Path(model), lpips_model, device, args.quiet)
+                results, per_view = evaluate_model(Path(model), lpips_model, device, args.quiet, args.batch_size)
         except (OSError, ValueError) as error:  # FileFormatError is a ValueError
             print(f"splat-metrics: error: {error}", file=sys.stderr)
             failed = True

@@ -6,6 +6,8 @@ Output layout (identical to the reference)::
     <model>/<train|test>/ours_<N>/gt/00000.png
 
 Files are numbered in camera order (COLMAP: sorted by image name; NeRF-synthetic: file order).
+Views are rendered ``--batch_size`` at a time (one render per image size in a batch: the CUDA
+backend draws them with one set of kernel launches); the images are those of one view at a time.
 Loading parameters default to the values recorded in ``<model>/cfg_args``; flags given on the
 command line override them (the reference's ``get_combined_args``).
 
@@ -18,7 +20,6 @@ nerfstudio camera_path.json, or one generated from the scene's cameras; see
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -30,12 +31,14 @@ from rasterizer import read_gaussians_dropping_non_finite, render
 from rasterizer.camera_paths import PATH_KINDS, CameraPath, generate_path, load_camera_path
 from rasterizer.model_folder import latest_iteration, point_cloud_path, read_cameras_json, read_cfg_args
 from trainer.arg_types import float_range, int_range
+from trainer.batching import same_size_groups
 from trainer.config import add_model_params, model_param_defaults
 from trainer.image_io import save_png
 from trainer.scene import ResolutionRule, Scene, View, load_cameras, load_scene
 
 GENERATED_PATH_SECONDS = 8.0
 DEFAULT_FPS = 30.0
+DEFAULT_BATCH = 8
 
 
 def read_model_gaussians(path: Path):
@@ -57,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--antialiasing", action="store_true")
     parser.add_argument("--backend", choices=("auto", "reference", "cuda"), default="auto")
+    parser.add_argument("--batch_size", type=int_range(1), default=DEFAULT_BATCH, metavar="B",
+                        help=f"views rendered together (default {DEFAULT_BATCH}; the images do not depend on it)")
     paths = parser.add_argument_group("Camera paths (rendered instead of the train/test views)")
     paths.add_argument("--camera-path", "--camera_path", dest="camera_path", metavar="FILE.json|" + "|".join(PATH_KINDS),
                        help="a nerfstudio camera_path.json (e.g. saved by splat-view), or a path generated from the "
@@ -93,13 +98,18 @@ def render_split(name: str, views: list[View], scene: Scene, gaussians, iteratio
     folder = model_path / name / f"ours_{iteration}"
     background = torch.tensor(scene.background, device=gaussians.device)
     degree = min(settings["sh_degree"], gaussians.sh_degree)
-    for index, view in enumerate(tqdm(views, desc=f"Rendering {name}", disable=args.quiet)):
-        with torch.no_grad():
-            output = render(gaussians, view.camera,
-                            background=background, sh_degree=degree,
-                            antialiasing=args.antialiasing, backend=args.backend)
-        save_png(folder / "renders" / f"{index:05d}.png", output.image.clamp(0, 1))
-        save_png(folder / "gt" / f"{index:05d}.png", scene.images.get(view.index))
+    with tqdm(total=len(views), desc=f"Rendering {name}", disable=args.quiet) as progress:
+        for start in range(0, len(views), args.batch_size):
+            batch = views[start:start + args.batch_size]
+            for group in same_size_groups([view.camera for view in batch]):
+                with torch.no_grad():
+                    output = render(gaussians, [batch[i].camera for i in group], background=background,
+                                    sh_degree=degree, antialiasing=args.antialiasing, backend=args.backend)
+                for position, image in zip(group, output.image):
+                    index = start + position
+                    save_png(folder / "renders" / f"{index:05d}.png", image.clamp(0, 1))
+                    save_png(folder / "gt" / f"{index:05d}.png", scene.images.get(batch[position].index))
+                progress.update(len(group))
 
 
 def scene_cameras(settings: dict, model_path: Path) -> list:

@@ -4,6 +4,10 @@ Exit status: 0 when training completes, 130 after Ctrl-C and 143 after SIGTERM (
 PLY saved), 1 when memory ran out (what could be saved was), on a file/scene/output-folder error,
 or when the final save had to go to a rescue folder (or nowhere), 2 for a flag that cannot be
 used (argparse's convention).
+
+Several processes: ``splat-train --gpus N ...`` starts N of them through torch.distributed.run,
+and a process started by ``torchrun ... -m trainer.cli.train ...`` joins its run
+(``trainer/distributed/``); rank 0 prints, serves the network viewer and writes the files.
 """
 
 from __future__ import annotations
@@ -45,13 +49,37 @@ def viewer_hooks(config) -> list[TrainingHook]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     config = parse_args(argv)
-    if not config.script.quiet:
-        print("Optimizing " + config.model.model_path)
+    from trainer.distributed.comm import DistributedFailure, launched_by_torchrun  # noqa: PLC0415
+
+    comm = None
     hooks: list[TrainingHook] = []
     try:
-        hooks = viewer_hooks(config)
-        result = train(config, hooks=hooks)
+        if launched_by_torchrun():
+            from trainer.distributed import start_worker  # noqa: PLC0415
+
+            comm = start_worker(config)
+        elif config.script.gpus is not None:
+            from trainer.distributed import check_gpus, launch_on_gpus  # noqa: PLC0415
+
+            check_gpus(config.script.gpus)
+            if config.script.gpus > 1:
+                return launch_on_gpus(config, argv)  # --gpus 1 trains here, as without the flag
+        rank_zero = comm is None or comm.rank == 0
+        if not config.script.quiet and rank_zero:
+            print("Optimizing " + config.model.model_path)
+        if rank_zero:
+            hooks = viewer_hooks(config)
+        if comm is None:
+            result = train(config, hooks=hooks)
+        else:
+            from trainer.distributed import train_distributed  # noqa: PLC0415
+
+            result = train_distributed(config, comm, hooks=hooks)
+    except DistributedFailure as error:
+        print(f"splat-train: error: {error}", file=sys.stderr)
+        return 1
     except ConfigError as error:
         print(f"splat-train: error: {error}", file=sys.stderr)
         return 2
@@ -71,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for hook in hooks:
             if hasattr(hook, "close"):
                 hook.close()
+        if comm is not None:
+            comm.close()
     return exit_code(result)
 
 

@@ -54,7 +54,7 @@ import math
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -165,6 +165,11 @@ class NetworkViewer:
             taken = self.connections.wait_request(PAUSE_POLL_S)
             self._print_log(trainer)
 
+    def wants_model(self, trainer: "Trainer") -> bool:
+        """Whether the next call may read the model: a client is being served. A multi-process
+        run gathers the whole model to rank 0 only then."""
+        return self.connections is not None and self.connections.serving_a_client()
+
     def on_finish(self, trainer: "Trainer") -> None:
         """After the last iteration and its save: keep serving while the client keeps the
         model alive (until it disconnects, unchecks keep-alive, or Ctrl-C)."""

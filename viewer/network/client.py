@@ -30,7 +30,6 @@ import math
 import select
 import socket
 import threading
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any

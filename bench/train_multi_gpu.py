@@ -1,0 +1,236 @@
+"""Multi-GPU training benchmark: views per second and test PSNR at equal views seen, for one GPU
+with batches of 1, 2 and 4 views and for two GPUs (issue 13).
+
+    python bench/train_multi_gpu.py [--data ../shared/data] [--scenes beer statuette] [-r 2]
+                                    [--views 7000] [--configs 1x1 1x2 1x4 2x2]
+                                    [--capacity] [--memory_fraction 0.04] [--out results.json]
+
+A configuration ``GxB`` trains on G GPUs with ``--batch_size B`` (G > 1: G processes under
+torchrun, the Gaussians split across them, as ``splat-train --gpus G`` does). Every run trains
+``--views`` views with the CUDA backend (``--eval``, the images on the GPU), then measures the
+test PSNR; the speed counts the training steps after a warm-up (kernel compilation and the
+first densifications excluded), evaluation and saving excluded. ``beer`` is undistorted first
+(``splat-convert --undistort_only``, cached under ``--work``).
+
+The table gives, per scene: views/s, the speed-up against one GPU at the same batch, the test
+PSNR and its difference from one GPU at the same batch, the final Gaussian count and the peak
+GPU memory of the busiest process. The goals are checked below it: two GPUs at least 1.8x the
+views/s of one GPU at the same batch with the PSNR within 0.1 dB, and batches of 2 and 4 on one
+GPU at least as fast per view as a batch of 1.
+
+``--capacity``: each process may use only ``--memory_fraction`` of its GPU
+(``torch.cuda.set_per_process_memory_fraction``) and densification is made aggressive (low
+gradient threshold, no stop), so the model grows until memory runs out; one GPU and two GPUs
+(B = 2) report the largest Gaussian count they trained, and whether the run completed.
+
+Each configuration runs in its own processes (``--worker`` is this file's worker mode).
+``--backend reference`` runs everything on the CPU (gloo), a smoke test of the bench itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DEFAULT_CONFIGS = ("1x1", "1x2", "1x4", "2x2")
+CAPACITY_FLAGS = ["--densify_grad_threshold", "0.00004", "--densify_from_iter", "100",
+                  "--densification_interval", "50"]
+SPEEDUP_GOAL, PSNR_GOAL_DB = 1.8, 0.1
+
+
+# ----- worker: one configuration, inside its process(es) -----------------------------------------
+def worker(args: argparse.Namespace) -> int:
+    import torch  # noqa: PLC0415
+
+    from trainer.config import parse_args  # noqa: PLC0415
+    from trainer.distributed import DistributedFailure, DistributedTrainer, launched_by_torchrun, start_worker  # noqa: PLC0415
+    from trainer.train import Trainer, evaluate_views  # noqa: PLC0415
+
+    gpu = args.backend == "cuda"
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    flags = ["-s", args.source, "-m", args.model, "--eval", "-r", str(args.resolution), "--iterations", str(args.views),
+             "--batch_size", str(args.batch), "--test_iterations", "-1", "--backend", args.backend,
+             "--data_device", "cuda" if gpu else "cpu",
+             "--quiet", "--disable_viewer", *(CAPACITY_FLAGS + ["--densify_until_iter", str(args.views + 1)]
+                                              if args.capacity else [])]
+    config = parse_args(flags)
+    config.script.save_iterations = []  # no PLY: saving is not training
+    comm = start_worker(config) if launched_by_torchrun() else None
+    rank = comm.rank if comm is not None else 0
+    if args.memory_fraction and gpu:
+        torch.cuda.set_per_process_memory_fraction(args.memory_fraction, torch.cuda.current_device())
+    trainer = DistributedTrainer(config, comm) if comm is not None else Trainer(config)
+    warmup = min(500, args.views // 10) + 1
+    clock = {"largest": 0}
+
+    def hook(trainer, iteration: int) -> None:
+        clock["largest"] = max(clock["largest"], trainer.gaussian_count())
+        if "start" not in clock and iteration >= warmup:
+            sync()
+            clock["start"], clock["first_view"] = time.perf_counter(), iteration
+
+    row = {"rank": rank, "gpus": comm.world if comm is not None else 1, "batch": args.batch}
+    try:
+        trainer.setup()
+        trainer.hooks.append(hook)
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
+        result = trainer.run()
+        sync()
+        row.update(status=result.status, gaussians=trainer.gaussian_count(),
+                   largest=max(clock["largest"], trainer.gaussian_count()))
+        if "start" in clock:
+            row.update(views=args.views - clock["first_view"] + 1, seconds=time.perf_counter() - clock["start"])
+        if result.status == "completed":
+            if comm is not None:
+                metrics = trainer._evaluate(trainer.scene.test_views)
+            else:
+                metrics = evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views, trainer.background,
+                                         args.backend)
+            row["psnr"] = metrics["psnr"]
+    except DistributedFailure as error:
+        row.update(status="out_of_memory" if "out of memory" in str(error) else "failed", largest=clock["largest"],
+                   message=str(error))
+    row["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20 if gpu else 0.0
+    Path(f"{args.out}.rank{rank}").write_text(json.dumps(row))
+    if trainer.scene is not None:
+        trainer.scene.close()
+    if comm is not None:
+        comm.close()
+    return 0 if row["status"] == "completed" else 1
+
+
+# ----- driver -------------------------------------------------------------------------------------
+def prepare_scene(data: Path, name: str, work: Path) -> Path:
+    """The scene folder to train: ``beer`` is undistorted once (its camera is SIMPLE_RADIAL)."""
+    source = data / name
+    if name != "beer":
+        return source
+    target = work / "beer_undistorted"
+    if not (target / "sparse").is_dir():
+        subprocess.run([sys.executable, "-m", "trainer.cli.convert", "--undistort_only", "-s", str(source),
+                        "-o", str(target)], cwd=REPO, check=True)
+    return target
+
+
+def run_configuration(source: Path, gpus: int, batch: int, args: argparse.Namespace, capacity: bool = False) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "row.json"
+        common = [str(Path(__file__).resolve()), "--worker", "--source", str(source), "--model", str(Path(folder) / "m"),
+                  "--views", str(args.views), "--batch", str(batch), "-r", str(args.resolution), "--out", str(out),
+                  "--backend", args.backend]
+        if capacity:
+            common += ["--capacity", "--memory_fraction", str(args.memory_fraction)]
+        if gpus == 1:
+            command = [sys.executable, *common]
+        else:
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
+                       *common]
+        started = time.perf_counter()
+        completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        rows = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("row.json.rank*"))]
+    if not rows:
+        raise RuntimeError(f"{gpus}x{batch} on {source.name} produced no result:\n{completed.stderr[-3000:]}")
+    merged = dict(next((r for r in rows if r["rank"] == 0), rows[0]))
+    merged["peak_mb"] = max(r["peak_mb"] for r in rows)
+    merged["largest"] = max(r.get("largest", 0) for r in rows)
+    merged["status"] = next((r["status"] for r in rows if r["status"] != "completed"), merged["status"])
+    merged.update(scene=source.name, gpus=gpus, batch=batch, wall_s=time.perf_counter() - started)
+    if "seconds" in merged:
+        merged["views_per_s"] = merged["views"] / merged["seconds"]
+    return merged
+
+
+def print_table(rows: list[dict]) -> list[str]:
+    """The speed table and the goals; returns the goals' lines."""
+    print(f"{'scene':<18}{'GPUs':>5}{'B':>4}{'views/s':>10}{'vs 1 GPU':>10}{'PSNR':>9}{'dPSNR':>8}"
+          f"{'Gaussians':>11}{'peak MB':>10}  status")
+    goals = []
+    for row in rows:
+        base = next((r for r in rows if r["scene"] == row["scene"] and r["gpus"] == 1 and r["batch"] == row["batch"]),
+                    None)
+        speedup = row.get("views_per_s", 0) / base["views_per_s"] if base and base.get("views_per_s") else float("nan")
+        delta = row.get("psnr", float("nan")) - (base or {}).get("psnr", float("nan"))
+        print(f"{row['scene']:<18}{row['gpus']:>5}{row['batch']:>4}{row.get('views_per_s', float('nan')):>10.1f}"
+              f"{speedup:>10.2f}{row.get('psnr', float('nan')):>9.2f}{delta:>8.2f}{row.get('gaussians', 0):>11}"
+              f"{row['peak_mb']:>10.0f}  {row['status']}")
+        if row["gpus"] > 1 and base is not None:
+            ok = speedup >= SPEEDUP_GOAL and abs(delta) <= PSNR_GOAL_DB
+            goals.append(f"{row['scene']}: {row['gpus']} GPUs B={row['batch']}: {speedup:.2f}x views/s, PSNR "
+                         f"{delta:+.2f} dB (goal >= {SPEEDUP_GOAL}x, within {PSNR_GOAL_DB} dB): "
+                         f"{'met' if ok else 'NOT met'}")
+        if row["gpus"] == 1 and row["batch"] > 1:
+            single = next((r for r in rows if r["scene"] == row["scene"] and r["gpus"] == 1 and r["batch"] == 1), None)
+            if single and single.get("views_per_s") and row.get("views_per_s"):
+                ratio = row["views_per_s"] / single["views_per_s"]
+                goals.append(f"{row['scene']}: 1 GPU B={row['batch']}: {ratio:.2f}x the views/s of B=1 (goal >= 1): "
+                             f"{'met' if ratio >= 1.0 else 'NOT met'}")
+    return goals
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--scenes", nargs="+", default=["beer", "statuette"])
+    parser.add_argument("--views", type=int, default=7000)
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), help="GPUSxBATCH, e.g. 2x2")
+    parser.add_argument("-r", "--resolution", type=int, default=2)
+    parser.add_argument("--capacity", action="store_true", help="the memory-capacity runs (see the docstring)")
+    parser.add_argument("--memory_fraction", type=float, default=0.04)
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "splatview-bench"))
+    parser.add_argument("--out", help="write every row as JSON here")
+    parser.add_argument("--backend", choices=("cuda", "reference"), default="cuda",
+                        help="reference: the CPU and gloo (a smoke test of this script)")
+    # worker mode (one configuration; started by the driver)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
+
+    import torch  # noqa: PLC0415
+
+    count = torch.cuda.device_count()
+    configs = [tuple(int(v) for v in c.split("x")) for c in args.configs]
+    if args.backend == "cuda" and any(gpus > count for gpus, _ in configs):
+        print(f"train_multi_gpu: this machine has {count} GPU(s); configurations ask for up to "
+              f"{max(g for g, _ in configs)}", file=sys.stderr)
+        return 2
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    device = f"{torch.cuda.get_device_name(0)} x {count}" if args.backend == "cuda" else "CPU (reference backend)"
+    print(f"{device}, torch {torch.__version__}; {args.views} views at -r {args.resolution}")
+    rows = []
+    for name in args.scenes:
+        source = prepare_scene(Path(args.data), name, work)
+        if args.capacity:
+            for gpus in (1, 2):
+                row = run_configuration(source, gpus, 2, args, capacity=True)
+                rows.append(row)
+                print(f"capacity {name}: {gpus} GPU(s), {args.memory_fraction:g} of each GPU's memory: largest "
+                      f"{row['largest']} Gaussians, {row['status']}", flush=True)
+            continue
+        for gpus, batch in configs:
+            rows.append(run_configuration(source, gpus, batch, args))
+            print(f"  done {name} {gpus}x{batch}: {rows[-1].get('views_per_s', float('nan')):.1f} views/s "
+                  f"({rows[-1]['status']})", flush=True)
+    if not args.capacity:
+        for line in print_table(rows):
+            print(line)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
