@@ -277,6 +277,7 @@ def _accept_client(server) -> None:
 
 
 def _viewer_on_rank_zero(comm, source: str, model: str, port: int) -> None:
+    import itertools
     from pathlib import Path
 
     from test_train_support import tiny_config
@@ -285,7 +286,10 @@ def _viewer_on_rank_zero(comm, source: str, model: str, port: int) -> None:
 
     hooks = []
     if comm.rank == 0:
-        hooks = [NetworkViewer("127.0.0.1", port, idle_timeout=30).listen()]
+        # a clock a second ahead at every reading: the statistics (and the iteration they
+        # name) are never a cached reading of an earlier step
+        ticks = itertools.count()
+        hooks = [NetworkViewer("127.0.0.1", port, idle_timeout=30, clock=lambda: float(next(ticks))).listen()]
         _accept_client(hooks[0])
     config = tiny_config(Path(source), Path(model), *VIEWER_RUN)
     trainer = DistributedTrainer(config, comm, hooks=hooks)
@@ -342,7 +346,7 @@ class _RenderEveryIteration:
         self.images[trainer.completed] = self.viewer._render(trainer, self.request)
 
 
-def test_network_viewer_is_served_by_rank_zero_with_the_whole_model(tmp_path):
+def test_network_viewer_is_served_by_rank_zero_with_the_whole_model(tmp_path, monkeypatch):
     """A network viewer client connected to rank 0 of two processes receives the images one
     process's viewer would send at the same iteration (the whole model is gathered to rank 0)."""
     import threading
@@ -352,9 +356,16 @@ def test_network_viewer_is_served_by_rank_zero_with_the_whole_model(tmp_path):
 
     source = write_tiny_scene(tmp_path / "scene")
     recorder = _RenderEveryIteration()
-    trainer = Trainer(tiny_config(source, tmp_path / "one", *VIEWER_RUN, "--disable_viewer"), hooks=[recorder])
-    assert trainer.run().status == "completed"
-    recorder(trainer, trainer.completed)   # a request arriving after the last step sees this
+    # as the two processes train: on the CPU, one thread each (threads round sums differently)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(tiny_config(source, tmp_path / "one", *VIEWER_RUN, "--disable_viewer"), hooks=[recorder])
+        assert trainer.run().status == "completed"
+        recorder(trainer, trainer.completed)   # a request arriving after the last step sees this
+    finally:
+        torch.set_num_threads(threads)
     trainer.scene.close()
 
     port = free_port()
