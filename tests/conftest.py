@@ -12,6 +12,18 @@ import pytest
 SHARED_DATA = Path(os.environ.get("SPLATVIEW_SHARED_DATA", Path(__file__).parent.parent.parent / "shared" / "data"))
 
 
+def _training_on_the_cpu():
+    """Train on the CPU even where CUDA exists (the trainer picks CUDA when it is available):
+    bit-for-bit claims are the CPU's, since the GPU adds gradients with atomics in varying order."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("torch.cuda.is_available", lambda: False)
+        yield
+
+
+cpu_only = pytest.fixture(_training_on_the_cpu)
+cpu_only_module = pytest.fixture(scope="module")(_training_on_the_cpu)
+
+
 @pytest.fixture
 def shared_data():
     """``name -> Path`` of a scene in ``../shared/data``; skips the test when it is absent."""

@@ -61,8 +61,7 @@ def scene(tmp_path_factory) -> Path:
     return write_tiny_scene(tmp_path_factory.mktemp("determinism") / "scene", train=6, test=0, points=2000)
 
 
-def test_same_seed_same_gaussians_and_resume_matches(scene, tmp_path, threads, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the claim is the CPU's (GPU atomics vary)
+def test_same_seed_same_gaussians_and_resume_matches(scene, tmp_path, threads, cpu_only):
     runs = []
     for name in ("a", "b"):
         result = train(tiny_config(scene, tmp_path / name, *FLAGS))

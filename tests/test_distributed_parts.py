@@ -346,7 +346,7 @@ class _RenderEveryIteration:
         self.images[trainer.completed] = self.viewer._render(trainer, self.request)
 
 
-def test_network_viewer_is_served_by_rank_zero_with_the_whole_model(tmp_path, monkeypatch):
+def test_network_viewer_is_served_by_rank_zero_with_the_whole_model(tmp_path, cpu_only):
     """A network viewer client connected to rank 0 of two processes receives the images one
     process's viewer would send at the same iteration (the whole model is gathered to rank 0)."""
     import threading
@@ -357,7 +357,6 @@ def test_network_viewer_is_served_by_rank_zero_with_the_whole_model(tmp_path, mo
     source = write_tiny_scene(tmp_path / "scene")
     recorder = _RenderEveryIteration()
     # as the two processes train: on the CPU, one thread each (threads round sums differently)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -54,7 +54,7 @@ def model_equals(gaussians, trainer) -> bool:
     return all(torch.equal(tensor, live[name]) for name, tensor in gaussians.tensors().items())
 
 
-def test_background_training_reaches_splat_trains_gaussians(tiny_scene, tmp_path):
+def test_background_training_reaches_splat_trains_gaussians(tiny_scene, tmp_path, cpu_only):
     common = ["--iterations", str(ITERATIONS), "--random_background", "--checkpoint_iterations", str(ITERATIONS)]
     assert splat_train(flags(tiny_scene, tmp_path / "cli", *common)) == 0
     # Publishing a snapshot at every boundary must not change the result.

@@ -29,6 +29,10 @@ from trainer.train import Trainer
 ATTACKS = Path(__file__).with_name("network_attacks.py")
 CYCLES, WINDOW_S, SETTLE_S = 6, 0.8, 0.2
 
+# Training on the CPU everywhere: on a GPU shared with other tests, a step can wait behind their
+# kernels for a whole window, which says nothing about the network thread.
+pytestmark = pytest.mark.usefixtures("cpu_only_module")
+
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:

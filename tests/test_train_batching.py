@@ -82,9 +82,9 @@ class EventRecorder(Trainer):
         super()._iteration(step)
 
     def _forward_backward(self, step, views, gts, background):
-        radii = torch.zeros(len(views), len(self.model), dtype=torch.int32)
-        return ([ScreenStatistics(torch.zeros(len(views), len(self.model), 2), radii, 8, 8)],
-                torch.zeros(len(views), 4))
+        radii = torch.zeros(len(views), len(self.model), dtype=torch.int32, device=self.device)
+        return ([ScreenStatistics(torch.zeros(len(views), len(self.model), 2, device=self.device), radii, 8, 8)],
+                torch.zeros(len(views), 4, device=self.device))
 
     def _report(self, it: int) -> None:
         self.events.append(("test", it))
@@ -147,7 +147,7 @@ def test_a_batch_that_does_not_divide_the_schedule(tiny_scene, tmp_path):
     assert sum(1 for e in events if e[0] == "adam") == 999
 
 
-def test_batched_training_learns_and_resumes_exactly(tiny_scene, tmp_path):
+def test_batched_training_learns_and_resumes_exactly(tiny_scene, tmp_path, cpu_only):
     flags = ["--iterations", "120", "--batch_size", "2", "--densify_from_iter", "20", "--densification_interval", "20",
              "--opacity_reset_interval", "1000", "--densify_until_iter", "100", "--test_iterations", "2", "120"]
     full = train(tiny_config(tiny_scene, tmp_path / "full", "--checkpoint_iterations", "60", "120", *flags))

@@ -31,12 +31,15 @@ def tiny_scene(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_scene, tmp_path_factory):
-    """A run with densification, opacity reset and random backgrounds, checkpointed at 40."""
+    """A run with densification, opacity reset and random backgrounds, checkpointed at 40; on
+    the CPU, whose results the resume tests compare to the bit."""
     model = tmp_path_factory.mktemp("runs") / "full"
     config = tiny_config(tiny_scene, model, "--iterations", str(RESUME_ITERATIONS), "--random_background",
                          "--checkpoint_iterations", "40", str(RESUME_ITERATIONS), "--test_iterations", "-1",
                          *QUICK)
-    result = train(config)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("torch.cuda.is_available", lambda: False)
+        result = train(config)
     assert result.status == "completed"
     return model, result
 
@@ -99,7 +102,7 @@ def test_model_folder_matches_reference_layout(uninterrupted, tiny_scene):
     assert len(gaussians) == result.num_gaussians
 
 
-def test_resume_equals_uninterrupted_run(uninterrupted, tmp_path):
+def test_resume_equals_uninterrupted_run(uninterrupted, tmp_path, cpu_only):
     full, _ = uninterrupted
     model = tmp_path / "resumed"
     config = tiny_config(full.parent / "unused", model, "--iterations", str(RESUME_ITERATIONS),
@@ -114,7 +117,7 @@ def test_resume_equals_uninterrupted_run(uninterrupted, tmp_path):
     assert_same_model(state_a, state_b)
 
 
-def test_ctrl_c_saves_and_resumes_exactly(uninterrupted, tmp_path):
+def test_ctrl_c_saves_and_resumes_exactly(uninterrupted, tmp_path, cpu_only):
     full, _ = uninterrupted
     source = read_cfg_args(full)["source_path"]
     model = tmp_path / "interrupted"

@@ -395,7 +395,7 @@ class Trainer:
         check_supported(cfg)
         refuse_trained_model(self.model_path, bool(cfg.script.start_checkpoint), cfg.script.overwrite)  # early
         seed_everything(cfg.script.seed)
-        self.device, data_device = resolve_devices(cfg, self.log)
+        self.device, data_device = self._devices()
         self.backend = resolve_backend(cfg.script.backend, self.device)
         described = {"cuda": "CUDA kernels", "reference": "PyTorch reference rasterizer"}[self.backend]
         self.log(f"Rasterizer: {self.backend} ({described} on {self.device})")
@@ -754,6 +754,10 @@ class Trainer:
             self.log(f"\n[ITER {it}] Evaluating {name}: L1 {values['l1']} PSNR {values['psnr']}")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def _devices(self) -> tuple[torch.device, str]:
+        """(training device, data device) of this run (see :func:`resolve_devices`)."""
+        return resolve_devices(self.config, self.log)
 
     def _evaluate(self, views: Sequence[View]) -> dict[str, float]:
         return evaluate_views(self.model, self.scene, views, self.background, self.backend,

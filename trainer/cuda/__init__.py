@@ -40,6 +40,10 @@ def _module(source: Path, device: torch.device) -> CudaModule:
 
 
 def _ptr(tensor: torch.Tensor) -> tuple:
+    # a CPU tensor's address would be an illegal access in the kernel, which poisons the CUDA
+    # context for the rest of the process: refuse it here, where the error names the cause
+    if not tensor.is_cuda:
+        raise ValueError(f"a CUDA kernel was given a tensor on {tensor.device} ({tuple(tensor.shape)})")
     return (tensor.data_ptr(), POINTER)
 
 

@@ -73,6 +73,14 @@ class DistributedTrainer(Trainer):
                      "in a step (they still hold their share of the Gaussians); a multiple of the number of "
                      "processes keeps them all busy")
 
+    def _devices(self) -> tuple[torch.device, str]:
+        """The communicator's device (its GPU with NCCL; the CPU with gloo, also on a machine
+        with GPUs: gloo moves CPU tensors only)."""
+        data_device = self.config.model.data_device
+        if self.comm.device.type == "cpu" and data_device.startswith("cuda"):
+            data_device = "cpu"
+        return self.comm.device, data_device
+
     def _write_cfg_args(self) -> None:
         if self.comm.rank == 0:
             super()._write_cfg_args()
