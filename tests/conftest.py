@@ -27,14 +27,15 @@ cpu_only_module = pytest.fixture(scope="module")(_training_on_the_cpu)
 @pytest.fixture
 def shared_data():
     """``name -> Path`` of a scene in ``../shared/data``; skips the test when it is absent."""
+    return shared_scene
 
-    def scene(name: str) -> Path:
-        path = SHARED_DATA / name
-        if not path.is_dir():
-            pytest.skip(f"development data {path} not available")
-        return path
 
-    return scene
+def shared_scene(name: str) -> Path:
+    """The scene ``name`` of ``../shared/data``; skips the calling test when it is absent."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"development data {path} not available")
+    return path
 
 
 def _xvfb(size: str):

@@ -88,15 +88,9 @@ def shapes(shared_data) -> Path:
 
 @pytest.fixture(scope="module")
 def shared_data():  # module scope (the conftest fixture is per test)
-    from conftest import SHARED_DATA
+    from conftest import shared_scene
 
-    def scene(name: str) -> Path:
-        path = SHARED_DATA / name
-        if not path.is_dir():
-            pytest.skip(f"development data {path} not available")
-        return path
-
-    return scene
+    return shared_scene
 
 
 @pytest.fixture(scope="module")

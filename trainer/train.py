@@ -460,8 +460,12 @@ class Trainer:
             raise ConfigError("the initial point cloud is empty; nothing to train")
         self.log(f"Number of points at initialisation : {len(cloud)}")
         gaussians = Gaussians.from_points(cloud.xyz, cloud.rgb, self.config.model.sh_degree)
-        self.model = GaussianModel.from_gaussians(gaussians, self.device)
+        self.model = self._new_model(gaussians)
         self.model.training_setup(self.config.optimization, self.scene.extent, self.config.script.batch_size)
+
+    def _new_model(self, gaussians: Gaussians) -> GaussianModel:
+        """The model trained, made from the initial Gaussians (on the training device)."""
+        return GaussianModel.from_gaussians(gaussians, self.device)
 
     def _restore(self, path: str) -> None:
         payload = load_checkpoint(path, self._checkpoint_device())

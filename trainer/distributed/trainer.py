@@ -29,7 +29,7 @@ import torch
 
 from rasterizer.gaussians import Gaussians
 from trainer.batching import ScreenStatistics, Step
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import TrainConfig
 from trainer.losses import photometric_loss
 from trainer.metrics import l1_loss, psnr
 from trainer.model import GaussianModel
@@ -89,15 +89,10 @@ class DistributedTrainer(Trainer):
         if self.comm.rank == 0:
             super()._write_scene_files()
 
-    def _initialise(self) -> None:
-        cloud = self.scene.point_cloud
-        if len(cloud) == 0:
-            raise ConfigError("the initial point cloud is empty; nothing to train")
-        self.log(f"Number of points at initialisation : {len(cloud)}")
-        gaussians = Gaussians.from_points(cloud.xyz, cloud.rgb, self.config.model.sh_degree)
+    def _new_model(self, gaussians: Gaussians) -> GaussianModel:
+        """This rank's part of the initial model (every rank builds the whole and keeps its part)."""
         whole = GaussianModel.from_gaussians(gaussians, "cpu")
-        self.model = PartitionedGaussianModel.part_of(whole, self.comm, self.device)
-        self.model.training_setup(self.config.optimization, self.scene.extent, self.config.script.batch_size)
+        return PartitionedGaussianModel.part_of(whole, self.comm, self.device)
 
     def _checkpoint_device(self) -> torch.device:
         return torch.device("cpu")  # the whole model; each rank keeps its share on its device
