@@ -5,7 +5,8 @@ Loopback only:
     python tests/network_attacks.py KIND PORT
 
 It reads ``on``/``off`` lines on stdin (attack, or close everything and rest) until ``quit`` or
-the end of stdin, then prints the number of connections it made. KIND:
+the end of stdin, then prints the number of connections it made (``made`` prints it at once,
+and the attack goes on). KIND:
 
 * ``silent``: 20 connections that never send a byte (re-opened when the trainer closes them);
 * ``partial``: 20 connections that send half a request, then nothing;
@@ -150,6 +151,9 @@ def main(kind: str, port: int) -> int:
             line = sys.stdin.readline().strip()
             if line in ("", "quit"):
                 break
+            if line == "made":   # how many connections so far, without changing what it does
+                print(attack.made, flush=True)
+                continue
             on = line == "on"
             if not on:
                 attack.rest()
