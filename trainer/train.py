@@ -387,6 +387,10 @@ class Trainer:
         print(message, file=sys.stderr, flush=True)
 
     # ----- set-up -------------------------------------------------------------------------------
+    def _devices(self) -> tuple[torch.device, str]:
+        """(training device, data device) of this run (see :func:`resolve_devices`)."""
+        return resolve_devices(self.config, self.log)
+
     def setup(self) -> None:
         """Check flags, pick devices, load the scene, build the Gaussians and the optimiser (or
         restore a checkpoint); only then, with every input known to be good, check the model
@@ -758,10 +762,6 @@ class Trainer:
             self.log(f"\n[ITER {it}] Evaluating {name}: L1 {values['l1']} PSNR {values['psnr']}")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def _devices(self) -> tuple[torch.device, str]:
-        """(training device, data device) of this run (see :func:`resolve_devices`)."""
-        return resolve_devices(self.config, self.log)
 
     def _evaluate(self, views: Sequence[View]) -> dict[str, float]:
         return evaluate_views(self.model, self.scene, views, self.background, self.backend,
