@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["FileFormatError", "atomic_write", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["FileFormatError", "atomic_write", "atomic_path", "atomic_write_bytes", "atomic_write_text", "read_json"]
 
 
 class FileFormatError(ValueError):
@@ -20,6 +21,29 @@ class FileFormatError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+def _temporary_beside(target: Path) -> tuple[int, str]:
+    """(open descriptor, name) of a new temporary file in ``target``'s folder (made if need be),
+    with the permissions a plain open() would give (mkstemp makes 0600 files)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    return handle, temporary
+
+
+def read_json(path: str | os.PathLike, missing: str) -> object:
+    """The JSON document in ``path``. A missing file raises ``FileNotFoundError("<path>: <missing>")``;
+    one that is not UTF-8 JSON raises :class:`FileFormatError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FileFormatError(path, f"not valid JSON ({error})") from None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename.
@@ -27,12 +51,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     A crash or Ctrl-C while writing leaves the previous file untouched and no partial file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
+    handle, temporary = _temporary_beside(target)
     try:
         with os.fdopen(handle, mode) as stream:
             yield stream
@@ -51,12 +70,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ``save(name)``); on success the file written there replaces ``path`` in one rename, as with
     :func:`atomic_write`. A crash or Ctrl-C leaves ``path`` untouched and no temporary file."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    handle, temporary = _temporary_beside(target)
     os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
     try:
         yield Path(temporary)
         with open(temporary, "rb") as written:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import torch
 
 from .camera import Camera
-from .files import FileFormatError, atomic_write_text
+from .files import FileFormatError, atomic_write_text, read_json
 
 __all__ = ["write_cfg_args", "read_cfg_args", "camera_to_json", "write_cameras_json",
            "read_cameras_json", "iteration_folders", "latest_iteration", "point_cloud_path"]
@@ -90,12 +90,7 @@ def read_cameras_json(path: str | os.PathLike) -> list[Camera]:
     path = Path(path)
     if path.is_dir():
         path = path / "cameras.json"
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no cameras.json file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FileFormatError(path, f"not valid JSON ({error})") from None
+    entries = read_json(path, "no cameras.json file")
     if not isinstance(entries, list):
         raise FileFormatError(path, "expected a JSON list of cameras")
     cameras = []

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rasterizer.files import FileFormatError, atomic_write_text
+from rasterizer.files import FileFormatError, atomic_write_text, read_json
 from rasterizer.gaussians import Gaussians
 
 __all__ = ["CropBox", "euler_to_matrix", "matrix_to_euler"]
@@ -120,12 +120,7 @@ class CropBox:
     def read(cls, path: str | os.PathLike) -> "CropBox":
         """A box from a JSON file; ``FileFormatError`` naming the file and the problem otherwise."""
         path = Path(path)
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such crop box file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise FileFormatError(path, f"not valid JSON ({error})") from None
+        entry = read_json(path, "no such crop box file")
         if not isinstance(entry, dict):
             raise FileFormatError(path, 'expected a JSON object {"center": [...], "size": [...], "rotation": [...]}')
         unknown = sorted(set(entry) - {"center", "size", "rotation"})
