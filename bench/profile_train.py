@@ -1,7 +1,7 @@
 """Where a training step's time goes: ms per step for each phase, on the real ``Trainer``.
 
     python bench/profile_train.py [--source ../shared/data/shapes] [-w] [-r 1] [--warmup 3500]
-                                  [--steps 200] [--paths fast,torch] [--code DIR]
+                                  [--steps 200] [--paths fast,torch] [--code DIR] [--train_args "FLAGS"]
 
 It trains the scene with ``splat-train``'s defaults (CUDA backend) for ``--warmup`` iterations,
 then measures, for each path, two windows of ``--steps`` iterations in steady state:
@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -50,6 +51,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--code", default=str(REPO), help="checkout whose trainer is measured")
     parser.add_argument("--label", default="", help="name of this run in the table")
     parser.add_argument("--kernels", type=int, default=14, help="kernels listed per path, by GPU time")
+    parser.add_argument("--train_args", default="",
+                        help="more splat-train flags, one string (e.g. '--densify_grad_threshold 0.0001' to "
+                             "measure a larger model)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be positive")
@@ -183,6 +187,7 @@ def main(argv=None) -> int:
                  "--backend", "cuda", "--data_device", "cuda"]
         flags += ["-w"] if args.white_background else []
         flags += ["--eval"] if args.eval else []
+        flags += shlex.split(args.train_args)
         trainer = Trainer(parse_args(flags), hooks=[hook])
         trainer.setup()
         if hasattr(trainer, "phase"):

@@ -76,6 +76,8 @@ def worker(args: argparse.Namespace) -> int:
         if "start" not in clock and iteration >= warmup:
             sync()
             clock["start"], clock["first_view"] = time.perf_counter(), iteration
+        if args.profile and rank == 0:
+            profile_window(trainer, iteration, warmup, args, clock)
 
     row = {"rank": rank, "gpus": comm.world if comm is not None else 1, "batch": args.batch}
     try:
@@ -108,6 +110,29 @@ def worker(args: argparse.Namespace) -> int:
     return 0 if row["status"] == "completed" else 1
 
 
+def profile_window(trainer, iteration: int, warmup: int, args: argparse.Namespace, clock: dict) -> None:
+    """``--profile S``: rank 0's steps after the warm-up under torch.profiler, S steps; writes the
+    table of phases and kernels (self CUDA time) to ``OUT.profile.txt``."""
+    import torch  # noqa: PLC0415
+
+    if "profiler" not in clock and iteration >= warmup:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        clock["profiler"] = torch.profiler.profile(activities=activities)
+        clock["profiler"].__enter__()
+        clock["profiled_from"] = iteration
+        trainer.phase = torch.profiler.record_function
+    elif "profiler" in clock and "profiled" not in clock and iteration >= clock["profiled_from"] + args.profile * args.batch:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        clock["profiled"] = time.perf_counter()
+        clock["profiler"].__exit__(None, None, None)
+        events = clock["profiler"].key_averages()
+        table = events.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=48)
+        Path(f"{args.out}.profile.txt").write_text(f"{args.profile} steps from view {clock['profiled_from']}\n{table}")
+
+
 # ----- driver -------------------------------------------------------------------------------------
 def prepare_scene(data: Path, name: str, work: Path) -> Path:
     """The scene folder to train: ``beer`` is undistorted once (its camera is SIMPLE_RADIAL)."""
@@ -129,6 +154,8 @@ def run_configuration(source: Path, gpus: int, batch: int, args: argparse.Namesp
                   "--backend", args.backend]
         if capacity:
             common += ["--capacity", "--memory_fraction", str(args.memory_fraction)]
+        if args.profile:
+            common += ["--profile", str(args.profile)]
         if gpus == 1:
             command = [sys.executable, *common]
         else:
@@ -137,6 +164,9 @@ def run_configuration(source: Path, gpus: int, batch: int, args: argparse.Namesp
         started = time.perf_counter()
         completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         rows = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("row.json.rank*"))]
+        profile = out.with_name("row.json.profile.txt")
+        if profile.is_file() and args.out:
+            Path(f"{args.out}.{source.name}.{gpus}x{batch}.profile.txt").write_text(profile.read_text())
     if not rows:
         raise RuntimeError(f"{gpus}x{batch} on {source.name} produced no result:\n{completed.stderr[-3000:]}")
     merged = dict(next((r for r in rows if r["rank"] == 0), rows[0]))
@@ -187,6 +217,9 @@ def main(argv=None) -> int:
     parser.add_argument("--memory_fraction", type=float, default=0.04)
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "splatview-bench"))
     parser.add_argument("--out", help="write every row as JSON here")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="profile STEPS steps of rank 0 after the warm-up (the speed is then not comparable); "
+                             "the tables go next to --out")
     parser.add_argument("--backend", choices=("cuda", "reference"), default="cuda",
                         help="reference: the CPU and gloo (a smoke test of this script)")
     # worker mode (one configuration; started by the driver)

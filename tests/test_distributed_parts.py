@@ -219,6 +219,43 @@ def test_rank_zero_hooks_see_the_whole_model_and_stop_every_rank(tmp_path):
     spawn(_rank_zero_hooks, 2, str(source), str(tmp_path))
 
 
+# ----- the CUDA exchange's tensor code, on the CPU ---------------------------------------------------
+def test_compaction_slots_put_each_views_sent_rows_first_in_order():
+    from trainer.distributed.exchange import compaction_slots
+
+    generator = torch.Generator().manual_seed(3)
+    sent = torch.rand(3, 50, generator=generator) < 0.4
+    sent[2] = False  # a view nothing reaches
+    for room in (50, 12, 1):
+        slots = compaction_slots(sent, room)
+        for b in range(3):
+            rows = torch.nonzero(sent[b])[:, 0].tolist()
+            expected = [3 * room] * 50
+            for rank_in_view, row in enumerate(rows[:room]):
+                expected[row] = b * room + rank_in_view
+            assert slots[b].tolist() == expected, (room, b)
+
+
+def test_packed_rows_keep_every_bit_of_the_integer_columns():
+    """The exchange moves tile rectangles and counts as float bits: a copy must not change them,
+    also where the bits read as a NaN or a denormal float."""
+    from trainer.distributed.exchange import PACKED_COLUMNS, _packed_rows, _unpacked
+
+    views, n = 2, 7
+    floats = [torch.randn(views, n, width) for width in (2, 4, 3)] + [torch.randn(views, n) for _ in range(2)]
+    rects = torch.tensor([0x7FC00001, -1, 1, 0, 2**31 - 1, -(2**31), 0x00000003], dtype=torch.int32)
+    rects = rects.repeat(views, 4).reshape(views, n, 4)
+    touched = torch.arange(views * n, dtype=torch.int32).reshape(views, n) - 3
+    packed = _packed_rows((*floats, torch.zeros(views, n, dtype=torch.int32), rects, touched))
+    assert packed.shape == (views, n, PACKED_COLUMNS)
+    # through the exchange's copies: compaction into a buffer and back
+    buffer = packed.new_zeros(views * n + 1, PACKED_COLUMNS)
+    buffer.index_copy_(0, torch.arange(views * n), packed.reshape(-1, PACKED_COLUMNS))
+    unpacked = _unpacked(buffer[:-1].reshape(views, n, PACKED_COLUMNS))
+    for got, want in zip(unpacked, (*floats, rects, touched)):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+
 # ----- on GPUs (NCCL): skipped without them ----------------------------------------------------------
 def _cuda_exchange_matches_one_gpu(comm) -> None:
     from rasterizer.cuda import render_for_training
@@ -240,7 +277,17 @@ def _cuda_exchange_matches_one_gpu(comm) -> None:
         expected = grads if expected is None else [a + b for a, b in zip(expected, grads)]
     model = PartitionedGaussianModel.part_of(GaussianModel.from_gaussians(gaussians.to("cpu")), comm, comm.device)
     start, stop = part_range(len(gaussians), comm.world, comm.rank)
-    rendered = CudaExchange(comm, antialiasing=False).render(model.gaussians(), cameras, background, 3)
+    exchange = CudaExchange(comm, antialiasing=False)
+    rendered = exchange.render(model.gaussians(), cameras, background, 3)  # room: the largest part
+    assert not exchange.settle(False)
+    assert 0 < exchange.budget.largest <= model.largest_part()
+    # A room too small for the visible Gaussians: every rank learns it, and the room grows.
+    exchange.budget.capacity = 10
+    exchange.render(model.gaussians(), cameras, background, 3, largest_part=model.largest_part())
+    assert exchange.settle(False)
+    assert exchange.budget.capacity > exchange.budget.largest
+    rendered = exchange.render(model.gaussians(), cameras, background, 3, largest_part=model.largest_part())
+    assert not exchange.settle(False)
     for b, image in rendered.images.items():
         assert torch.equal(image, expected_images[b]), b
     grads = rendered.backward({b: grads_in[b] for b in rendered.images})

@@ -553,10 +553,7 @@ class Trainer:
         """One step: the views ``step.first .. step.last`` (one view, ``it``, with B = 1)."""
         cfg, opt, model = self.config, self.config.optimization, self.model
         it = step.first
-        self._check_stop()
-        for hook in self.hooks:
-            hook(self, it)
-        self._check_stop()
+        self._before_step(it)
         model.update_learning_rate(it)
         for _ in range(step.multiples(SH_DEGREE_INTERVAL)):
             model.oneup_sh_degree()
@@ -596,6 +593,13 @@ class Trainer:
                 self.log(f"\n[ITER {step.last}] Saving Checkpoint")
                 self._save_checkpoint(step.last)
 
+    def _before_step(self, it: int) -> None:
+        """Stop here if asked to (before or by the hooks), else call the hooks."""
+        self._check_stop()
+        for hook in self.hooks:
+            hook(self, it)
+        self._check_stop()
+
     def _ground_truths(self, views: Sequence[View]) -> list[torch.Tensor | None]:
         """The cached ground truth of each view (uint8 [H, W, C])."""
         return [self.scene.images.get(view.index) for view in views]
@@ -613,8 +617,8 @@ class Trainer:
                 else:
                     result = self._autograd_step(step, views, gts, background)
                 with self.phase("wait"):
-                    fits = self.pair_budget is None or not self.pair_budget.overflowed()
-                if fits:
+                    overflowed = self._render_overflowed()
+                if not overflowed:
                     return result
                 self.model.optimizer.zero_grad(set_to_none=True)
         except (KeyboardInterrupt, _Stop):
@@ -623,6 +627,11 @@ class Trainer:
             if self.config.pipeline.debug and not is_out_of_memory(error):
                 self._debug_snapshot(step.first, views[0], background, error)
             raise
+
+    def _render_overflowed(self) -> bool:
+        """Whether a render of the step outgrew the pair budget (waits until the GPU has counted
+        the pairs, not for the step to finish)."""
+        return self.pair_budget is not None and self.pair_budget.overflowed()
 
     def _autograd_step(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor],
                        background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:

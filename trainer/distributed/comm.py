@@ -85,9 +85,7 @@ class Communicator:
     # ----- control values (CPU, gloo) ------------------------------------------------------
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on at least one."""
-        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        self._call(dist.all_reduce, value, op=dist.ReduceOp.MAX, group=self.control)
-        return bool(value.item())
+        return bool(self.max_ints([int(bool(flag))])[0])
 
     def broadcast_flag(self, flag: bool) -> bool:
         """Rank 0's ``flag``, on every rank."""
@@ -106,6 +104,12 @@ class Communicator:
         parts = [torch.empty_like(counts) for _ in range(self.world)]
         self._call(dist.all_gather, parts, counts.contiguous(), group=self.control)
         return torch.stack(parts)
+
+    def max_ints(self, values: list[int]) -> list[int]:
+        """The largest of each of ``values`` over the ranks (one small collective)."""
+        tensor = torch.tensor(values, dtype=torch.int64)
+        self._call(dist.all_reduce, tensor, op=dist.ReduceOp.MAX, group=self.control)
+        return tensor.tolist()
 
     def sum_cpu(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over the ranks of a CPU tensor, in place."""

@@ -4,9 +4,8 @@ A step's B views are dealt out to the ranks (``trainer.batching.view_shares``: c
 runs, rank 0 first). Then, on every rank:
 
 1. **project** its own Gaussians into every view of the batch (the backend's projection stage);
-2. **exchange**: the Gaussians it projected inside a view (screen radius > 0) go to the rank
-   that renders that view, with one ``all_to_all`` of their projected features (floats) and
-   one of their integer data (tile rectangles); the per-view counts travel first;
+2. **exchange**: the Gaussians it projected inside a view go to the rank that renders that
+   view, with ``all_to_all``;
 3. **render** each of its views from the projected Gaussians received from every rank (rank 0's
    first: with even parts that is the single-process order, so ties in depth break the same);
 4. **backward**: the gradients of the received features go back to their owners by the reverse
@@ -18,16 +17,28 @@ Only Gaussians inside a view travel, so the traffic per view is its visible Gaus
 the number of ranks. The owner keeps each view's screen-space gradient and radii of its own
 Gaussians, which is all densification needs: its statistics come out as one process's.
 
+The two exchanges differ in how the split sizes of the ``all_to_all`` become known:
+
+* :class:`ReferenceExchange` (the CPU, gloo) counts each view's visible Gaussians, gathers the
+  counts on the host (:class:`ExchangePlan`) and sends exactly those rows: floats and integers
+  in two calls, with autograd through the exchange;
+* :class:`CudaExchange` must not wait for the GPU in a step (the host would stop queueing
+  work): each rank sends a fixed number of rows per view, the room of a :class:`RowBudget`
+  that every rank agrees on, the visible Gaussians first and zero rows after them, integers as
+  float bits in the same rows: one ``all_to_all`` forward, one back. A step whose visible
+  Gaussians outgrew the room is done again (as a step that outgrew the sort's pair budget).
+
 Column layouts of the exchanged rows (the first ``*_GRAD_COLUMNS`` floats carry gradients):
 
 * reference: means2d (2), conic (3), opacity (1), colour (3), depth (1); ints: radius,
   tile_min (2), tile_max (2);
-* CUDA: means2d (2), conic + opacity (4), colour (3), inverse depth (1), then depth (1, no
-  gradient); ints: tile rectangle (4), tiles touched (1).
+* CUDA (``PACKED_COLUMNS``): means2d (2), conic + opacity (4), colour (3), inverse depth (1),
+  then depth (1, no gradient), tile rectangle (4, int32 bits), tiles touched (1, int32 bits).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -40,11 +51,12 @@ from trainer.batching import ScreenStatistics, same_size_groups, view_shares
 
 from .comm import Communicator
 
-__all__ = ["ExchangePlan", "AllToAll", "ReferenceExchange", "CudaExchange", "owner_of_views",
-           "REFERENCE_GRAD_COLUMNS", "CUDA_GRAD_COLUMNS"]
+__all__ = ["ExchangePlan", "AllToAll", "ReferenceExchange", "CudaExchange", "RowBudget", "owner_of_views",
+           "compaction_slots", "REFERENCE_GRAD_COLUMNS", "CUDA_GRAD_COLUMNS", "PACKED_COLUMNS"]
 
 REFERENCE_GRAD_COLUMNS = 10
 CUDA_GRAD_COLUMNS = 10
+PACKED_COLUMNS = 16
 
 
 def owner_of_views(count: int, world: int) -> list[int]:
@@ -127,8 +139,11 @@ class RenderedViews:
     def statistics(self, cameras: Sequence[Camera]) -> list[ScreenStatistics]:
         """What densification reads, one entry per image size (after the backward)."""
         grads = self.means2d_grads()
+        groups = same_size_groups(cameras)
+        if len(groups) == 1:
+            return [ScreenStatistics(grads, self.radii, cameras[0].width, cameras[0].height)]
         result = []
-        for group in same_size_groups(cameras):
+        for group in groups:
             index = torch.tensor(group, device=self.radii.device)
             result.append(ScreenStatistics(grads.index_select(0, index), self.radii.index_select(0, index),
                                            cameras[group[0]].width, cameras[group[0]].height))
@@ -151,8 +166,16 @@ class ReferenceExchange:
     def __init__(self, comm: Communicator, antialiasing: bool):
         self.comm, self.antialiasing = comm, antialiasing
 
+    @staticmethod
+    def settle(pairs_overflowed: bool) -> bool:
+        """Nothing to agree on: the reference exchange and rasterizer use exact counts."""
+        return pairs_overflowed
+
     def render(self, gaussians: Gaussians, cameras: Sequence[Camera], background: Tensor, sh_degree: int,
-               differentiable: bool = True) -> RenderedViews:
+               differentiable: bool = True, largest_part: int | None = None,
+               pair_budget=None) -> RenderedViews:
+        """Render this rank's share of ``cameras`` from every rank's Gaussians (a collective);
+        ``largest_part`` and ``pair_budget`` are the CUDA exchange's and are not used here."""
         from rasterizer.reference import Projection, project, rasterize  # noqa: PLC0415
 
         owners = owner_of_views(len(cameras), self.comm.world)
@@ -191,73 +214,186 @@ class ReferenceExchange:
         return RenderedViews(images, backward, radii, means2d_grads)
 
 
+class RowBudget:
+    """Room for the projected Gaussians that one rank sends for one view in the CUDA exchange.
+
+    The room is the ``all_to_all``'s split size, so it must be the same on every rank and known
+    to the host before the GPU has projected anything. As :class:`rasterizer.cuda.PairBudget`
+    does for the tile sort, each exchange queues a copy of its per-view counts' largest to the
+    host and goes on; :meth:`settle` (once a step, after the backward is queued, on every rank)
+    learns every rank's largest count in one small collective, grows the room to ``headroom``
+    times the largest count seen, and says whether a rank had more rows than room (its render
+    was incomplete: the caller does the step again). Until the first count is known the room is
+    the largest part: every Gaussian fits.
+    """
+
+    def __init__(self, headroom: float = 1.25, minimum: int = 1024):
+        self.headroom, self.minimum = float(headroom), int(minimum)
+        self.capacity = 0          # 0: not known yet
+        self.largest = 0           # the most rows one rank has sent for one view
+        self._pending: list[tuple[Tensor, torch.cuda.Event, int]] = []
+        self._spare: list[Tensor] = []
+
+    def reserve(self, counts: Tensor, largest_part: int) -> int:
+        """Rows per view for an exchange whose per-view counts are the device tensor ``counts``
+        ([B]), from a rank holding at most ``largest_part`` Gaussians."""
+        room = largest_part if self.capacity == 0 else min(self.capacity, largest_part)
+        host = self._spare.pop() if self._spare else torch.empty(1, dtype=torch.int64, pin_memory=True)
+        host.copy_(counts.max().reshape(1), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending.append((host, event, room))
+        return room
+
+    def local(self) -> tuple[int, bool]:
+        """This rank's largest count since the last call, and whether one exceeded its room;
+        waits until the GPU has counted (early in the step), not for the step to finish."""
+        largest, overflow = 0, False
+        for host, event, room in self._pending:
+            event.synchronize()
+            count = int(host[0])
+            largest, overflow = max(largest, count), overflow or count > room
+            self._spare.append(host)
+        self._pending.clear()
+        return largest, overflow
+
+    def grow(self, largest: int) -> None:
+        """Take every rank's largest count (the same value on every rank)."""
+        self.largest = max(self.largest, int(largest))
+        self.capacity = max(self.capacity, self.minimum, math.ceil(self.largest * self.headroom))
+
+
+def compaction_slots(sent: Tensor, room: int) -> Tensor:
+    """Where each projected Gaussian goes in the send buffer: ``sent`` [B, n] bool marks the rows
+    to send; row i of view b goes to slot ``b * room + (its rank among view b's sent rows)``, in
+    row order, and every other row (not sent, or past the room) to the spare slot ``B * room``.
+    Returns int64 [B, n]. Pure tensor code: no host wait."""
+    views = sent.shape[0]
+    position = torch.cumsum(sent, dim=1, dtype=torch.int64) - 1
+    first = torch.arange(views, device=sent.device, dtype=torch.int64)[:, None] * room
+    return torch.where(sent & (position < room), first + position, views * room)
+
+
+def _packed_rows(outputs: tuple) -> Tensor:
+    """The projection's outputs for V views ([V, n, ...]) as rows of PACKED_COLUMNS floats (the
+    integer columns keep their bits: they are only copied, never computed with)."""
+    means2d, conic_opacity, colors, inv_depths, depths, _radii, rects, touched = outputs
+    return torch.cat([means2d, conic_opacity, colors, inv_depths[..., None], depths[..., None],
+                      rects.view(torch.float32), touched[..., None].view(torch.float32)], dim=-1)
+
+
+def _unpacked(rows: Tensor) -> tuple:
+    """Packed rows ([V, R, PACKED_COLUMNS]) -> the rasterizer's inputs (means2d, conic_opacity,
+    colours, inverse depths, depths, tile rectangles, tiles touched), each contiguous."""
+    columns = [rows[..., 0:2], rows[..., 2:6], rows[..., 6:9], rows[..., 9], rows[..., 10]]
+    inputs = [column.contiguous() for column in columns]
+    inputs.append(rows[..., 11:15].contiguous().view(torch.int32))
+    inputs.append(rows[..., 15].contiguous().view(torch.int32))
+    return tuple(inputs)
+
+
+def _in_view_order(parts: Sequence[Tensor], groups: Sequence[Sequence[int]]) -> Tensor:
+    """Per-group tensors ([len(group), ...]) stacked in view order along dimension 0."""
+    if len(parts) == 1 and list(groups[0]) == list(range(len(groups[0]))):
+        return parts[0]
+    whole = parts[0].new_empty((sum(len(g) for g in groups), *parts[0].shape[1:]))
+    for part, group in zip(parts, groups):
+        whole[list(group)] = part
+    return whole
+
+
 class CudaExchange:
     """The exchange with the CUDA backend's stage functions, without autograd (the one-GPU fast
-    path's structure: each stage's backward is called explicitly)."""
+    path's structure: each stage's backward is called explicitly) and without waiting for the
+    GPU: every rank sends, for every view, a fixed number of rows (its :class:`RowBudget` room),
+    its visible Gaussians first and zero rows after them (a zero row touches no tile). The
+    exchange is one ``all_to_all`` each way."""
 
     def __init__(self, comm: Communicator, antialiasing: bool):
         self.comm, self.antialiasing = comm, antialiasing
+        self.budget = RowBudget()
+
+    def settle(self, pairs_overflowed: bool) -> bool:
+        """Once a step, on every rank, after the backward was queued: whether any rank's render
+        outgrew its room in the exchange or ``pairs_overflowed`` (its sort's pair budget); the
+        step must then be done again on every rank. One small collective."""
+        largest, rows_overflowed = self.budget.local()
+        overflow, largest = self.comm.max_ints([int(pairs_overflowed or rows_overflowed), largest])
+        self.budget.grow(largest)
+        return bool(overflow)
 
     def render(self, gaussians: Gaussians, cameras: Sequence[Camera], background: Tensor, sh_degree: int,
-               differentiable: bool = True) -> RenderedViews:
+               differentiable: bool = True, largest_part: int | None = None,
+               pair_budget=None) -> RenderedViews:
+        """Render this rank's share of ``cameras`` from every rank's Gaussians (a collective).
+        ``largest_part``: the most Gaussians a rank holds (asked of the ranks when None);
+        ``pair_budget``: a :class:`rasterizer.cuda.PairBudget` for this rank's renders.
+        Without ``differentiable`` (evaluation) every rank sends whole parts and no
+        :meth:`settle` is due."""
         from rasterizer.cuda import (_project_backward, _project_forward, _rasterize_backward,  # noqa: PLC0415
                                      _rasterize_forward, _raw_parameters, _settings, camera_blocks)
 
         params = _raw_parameters(gaussians)
-        device = gaussians.device
+        device, n, views, world = gaussians.device, len(gaussians), len(cameras), self.comm.world
+        if largest_part is None:
+            largest_part = self.comm.max_ints([n])[0]
+        if n > largest_part:
+            raise ValueError(f"this rank holds {n} Gaussians, more than the largest part ({largest_part})")
         background = background.to(device=device, dtype=torch.float32).contiguous()
-        n = len(gaussians)
-        owners = owner_of_views(len(cameras), self.comm.world)
+        shares = view_shares(views, world)
+        mine = list(shares[self.comm.rank])
+        # 1. This rank's Gaussians projected into every view, one batched launch per image size.
         groups = same_size_groups(cameras)
-        # Projection of this rank's Gaussians, one batched launch per image size.
-        projected = [None] * len(cameras)
-        group_data = []
+        projections = []
         for group in groups:
             camera_data = camera_blocks([cameras[b] for b in group], device)
             settings = _settings(cameras[group[0]], sh_degree, 1.0, self.antialiasing)
-            outputs = _project_forward(params, camera_data, settings)
-            group_data.append((group, camera_data, settings, outputs))
-            for position, b in enumerate(group):
-                projected[b] = [t[position] for t in outputs]
-        radii = torch.stack([p[5] for p in projected]) if projected else torch.zeros(0, n, dtype=torch.int32, device=device)
-        pairs, counts = _visible_rows(radii)
-        plan = ExchangePlan(self.comm, counts, owners)
-        # means2d (2), conic_opacity (4), colours (3), inverse depth (1), depth (1)
-        floats = torch.stack([torch.cat([p[0], p[1], p[2], p[3][:, None], p[4][:, None]], dim=1)
-                              for p in projected])[pairs[:, 0], pairs[:, 1]]
-        ints = torch.stack([torch.cat([p[6], p[7][:, None]], dim=1) for p in projected])[pairs[:, 0], pairs[:, 1]]
-        received, received_ints = plan.forward(floats), plan.forward(ints)
-        images, states = {}, {}
-        for b in plan.mine:
-            rows = plan.rows_of(b, device)
-            f, i = received[rows], received_ints[rows]
-            inputs = (f[:, 0:2].contiguous(), f[:, 2:6].contiguous(), f[:, 6:9].contiguous(), f[:, 9].contiguous())
-            size = (cameras[b].width, cameras[b].height)
-            image, _, _, state = _rasterize_forward(*inputs, background, f[:, 10].contiguous(), i[:, 0:4].contiguous(),
-                                                    i[:, 4].contiguous(), size, None)
-            images[b] = image
-            states[b] = (rows, inputs, state, size)
-        incoming_means2d = torch.zeros(len(cameras), n, 2, device=device)
+            projections.append((group, camera_data, settings, _project_forward(params, camera_data, settings)))
+        packed = _in_view_order([_packed_rows(p[3]) for p in projections], groups)     # [B, n, 16]
+        radii = _in_view_order([p[3][5] for p in projections], groups)                 # [B, n]
+        touched = _in_view_order([p[3][7] for p in projections], groups)
+        # 2. The rows that touch a tile, compacted view by view into `room` rows each.
+        room = (self.budget.reserve((touched > 0).sum(dim=1), largest_part) if differentiable else largest_part)
+        slots = compaction_slots(touched > 0, room).reshape(-1)
+        send = packed.new_zeros(views * room + 1, PACKED_COLUMNS)
+        send.index_copy_(0, slots, packed.reshape(-1, PACKED_COLUMNS))   # the spare last row takes the rest
+        send_splits = [len(share) * room for share in shares]
+        receive_splits = [len(mine) * room] * world
+        received = self.comm.all_to_all(send[:views * room], send_splits, receive_splits)
+        received = received.view(world, len(mine), room, PACKED_COLUMNS)
+        # 3. This rank's views, one batched render per image size; rows of rank 0 first.
+        images, renders = {}, []
+        for local in same_size_groups([cameras[b] for b in mine]):
+            rows = received[:, local].transpose(0, 1).reshape(len(local), world * room, PACKED_COLUMNS)
+            inputs = _unpacked(rows)
+            camera = cameras[mine[local[0]]]
+            size = (camera.width, camera.height)
+            image, _, _, state = _rasterize_forward(*inputs[:4], background, *inputs[4:], size, pair_budget)
+            for j, k in enumerate(local):
+                images[mine[k]] = image[j]
+            renders.append((local, inputs[:4], state, size))
+        means2d_grads = []
 
         def backward(grad_images: dict[int, Tensor]) -> list[Tensor]:
             """d loss / d image of each view rendered here -> the gradients of this rank's six
-            raw parameters (also fills the screen-space gradients for densification)."""
-            grads_received = received.new_zeros(received.shape[0], CUDA_GRAD_COLUMNS)
-            for b, (rows, inputs, state, size) in states.items():
-                grads = _rasterize_backward(*inputs, background, state, size, grad_images[b])
-                grads_received[rows] = torch.cat([grads[0], grads[1], grads[2], grads[3][:, None]], dim=1)
-            grads_sent = plan.backward(grads_received)
-            incoming = torch.zeros(len(cameras), n, CUDA_GRAD_COLUMNS, device=device)
-            incoming[pairs[:, 0], pairs[:, 1]] = grads_sent
-            incoming_means2d.copy_(incoming[..., 0:2])
+            raw parameters (also keeps the screen-space gradients for densification)."""
+            back = received.new_empty(world, len(mine), room, CUDA_GRAD_COLUMNS)
+            for local, inputs, state, size in renders:
+                g_image = torch.stack([grad_images[mine[k]] for k in local])
+                grads = _rasterize_backward(*inputs, background, state, size, g_image)
+                rows = torch.cat([grads[0], grads[1], grads[2], grads[3][..., None]], dim=-1)
+                back[:, local] = rows.view(len(local), world, room, CUDA_GRAD_COLUMNS).transpose(0, 1)
+            returned = self.comm.all_to_all(back.reshape(-1, CUDA_GRAD_COLUMNS), receive_splits, send_splits)
+            # Each row's gradient back at its Gaussian (the spare slot: a zero row).
+            returned = torch.cat([returned, returned.new_zeros(1, CUDA_GRAD_COLUMNS)])
+            incoming = returned.index_select(0, slots).view(views, n, CUDA_GRAD_COLUMNS)
+            means2d_grads.append(incoming[..., 0:2].contiguous())
             total = None
-            for group, camera_data, settings, outputs in group_data:
-                index = torch.tensor(group, device=device)
-                rows = incoming.index_select(0, index)
-                parts = [rows[..., 0:2].contiguous(), rows[..., 2:6].contiguous(), rows[..., 6:9].contiguous(),
-                         rows[..., 9].contiguous()]
-                grads = _project_backward(params, camera_data, outputs[5].contiguous(), settings, parts)
+            for group, camera_data, settings, outputs in projections:
+                rows = incoming if len(projections) == 1 else incoming[group]
+                parts = [rows[..., 0:2], rows[..., 2:6], rows[..., 6:9], rows[..., 9]]
+                grads = _project_backward(params, camera_data, outputs[5], settings, [p.contiguous() for p in parts])
                 total = grads if total is None else [a + b for a, b in zip(total, grads)]
-            return total if total is not None else [torch.zeros_like(t) for t in params]
+            return total
 
-        return RenderedViews(images, backward, radii, lambda: incoming_means2d)
+        return RenderedViews(images, backward, radii, lambda: means2d_grads[-1])

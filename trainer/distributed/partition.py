@@ -110,6 +110,12 @@ class PartitionedGaussianModel(GaussianModel):
         part.keys = torch.arange(start, stop, dtype=torch.int64, device=part.device)
         return part
 
+    def largest_part(self) -> int:
+        """The most Gaussians any rank holds: the parts are :func:`part_range`'s between
+        densifications (each ends with a rebalance), so no rank needs to be asked."""
+        world = self.comm.world
+        return max(stop - start for start, stop in (part_range(self.total, world, r) for r in range(world)))
+
     # ----- the whole model ---------------------------------------------------------------------
     def _whole(self, values: Tensor, rows: Tensor, size: int) -> Tensor:
         """A [size, ...] tensor, identical on every rank, holding every rank's ``values`` at its

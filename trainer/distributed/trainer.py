@@ -51,7 +51,9 @@ class DistributedTrainer(Trainer):
         super().__init__(config, (), log)
         self.comm = comm
         self.quiet = self.quiet or comm.rank != 0
-        self.hooks = [RankZeroHooks(comm, list(hooks))]
+        #: ``hooks`` (the network viewer) run on rank 0 with the whole model; ``self.hooks``
+        #: holds this rank's own hooks, called every step without a collective.
+        self.rank_zero = RankZeroHooks(comm, list(hooks))
         self.model: PartitionedGaussianModel | None = None
         self.exchange = None
 
@@ -62,8 +64,7 @@ class DistributedTrainer(Trainer):
     # ----- set-up -----------------------------------------------------------------------------
     def setup(self) -> None:
         super().setup()
-        self.pair_budget = None  # the exchange waits for the host each step anyway: exact counts
-        kind = CudaExchange if self.backend == "cuda" else ReferenceExchange
+        kind = CudaExchange if self.backend == "cuda" and self.fused_kernels else ReferenceExchange
         self.exchange = kind(self.comm, self.config.pipeline.antialiasing)
         batch = self.config.script.batch_size
         self.log(f"Training on {self.comm.world} processes ({self.comm.backend}): the Gaussians are split "
@@ -111,6 +112,28 @@ class DistributedTrainer(Trainer):
             self._stop_requested = True
             raise _Stop()
 
+    def _before_step(self, it: int) -> None:
+        """One small collective a step says whether any rank was asked to stop and whether rank
+        0's hooks want the model now. Only then are they called (gathering the model is a
+        collective), and a stop they ask for is agreed on before the step."""
+        wanted = self.comm.rank == 0 and self.rank_zero.wants_model(self)
+        stop, wanted = self.comm.max_ints([int(self._stop_requested), int(wanted)])
+        if stop:
+            self._stop_requested = True
+            raise _Stop()
+        if wanted:
+            self.rank_zero(self, it)
+            self._check_stop()
+        for hook in self.hooks:
+            hook(self, it)
+
+    def _finish(self) -> None:
+        try:
+            self.rank_zero.on_finish(self)
+        except KeyboardInterrupt:
+            pass
+        super()._finish()
+
     def _iteration(self, step: Step) -> None:
         try:
             super()._iteration(step)
@@ -130,41 +153,56 @@ class DistributedTrainer(Trainer):
         return [self.scene.images.get(view.index) if owner == self.comm.rank else None
                 for view, owner in zip(views, owners)]
 
-    def _forward_backward(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor | None],
-                          background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
+    def _fused_step(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor | None],
+                    background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
+        """The CUDA step through the exchange, with explicit backwards (as one GPU's fused step)."""
+        from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415 - optional
+
+        opt, model = self.config.optimization, self.model
+        cameras = [view.camera for view in views]
+        stats = torch.zeros(len(views), 4, device=self.device)
+        with self.phase("render"):
+            rendered = self.exchange.render(model.gaussians(), cameras, background, model.active_sh_degree,
+                                            largest_part=model.largest_part(), pair_budget=self.pair_budget)
+        grads = {}
+        with self.phase("loss"):
+            for b, image in rendered.images.items():
+                loss, row, grads[b] = fused_photometric_loss_and_gradient(
+                    image, gts[b].to(self.device, non_blocking=True), background, opt.lambda_dssim)
+                self._check_finite(step.first, loss)
+                stats[b] = row[0]
+        with self.phase("backward"):
+            model.add_gradients(rendered.backward(grads))
+        self.comm.all_reduce(stats)  # each view's row comes from the rank that rendered it
+        return rendered.statistics(cameras), stats
+
+    def _autograd_step(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor | None],
+                       background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
+        """The step through the reference exchange, differentiated by autograd."""
         opt, model = self.config.optimization, self.model
         cameras = [view.camera for view in views]
         stats = torch.zeros(len(views), 4, device=self.device)
         with self.phase("render"):
             rendered = self.exchange.render(model.gaussians(), cameras, background, model.active_sh_degree)
-        if self.backend == "cuda":
-            from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415 - optional
-
-            grads = {}
-            with self.phase("loss"):
-                for b, image in rendered.images.items():
-                    loss, row, grads[b] = fused_photometric_loss_and_gradient(
-                        image, gts[b].to(self.device, non_blocking=True), background, opt.lambda_dssim)
-                    self._check_finite(step.first, loss)
-                    stats[b] = row[0]
-            with self.phase("backward"):
-                model.add_gradients(rendered.backward(grads))
-        else:
-            total = None
-            with self.phase("loss"):
-                for b, image in rendered.images.items():
-                    loss, row = photometric_loss(image, gts[b], background, opt.lambda_dssim, fused=self.fused_kernels)
-                    stats[b] = row[0]
-                    total = loss if total is None else total + loss
-            if total is not None:
-                self._check_finite(step.first, total)
-            with self.phase("backward"):
-                rendered.backward(total)
-            for param in model.params.values():  # a part no view saw still takes its Adam step
-                if param.grad is None:
-                    param.grad = torch.zeros_like(param)
-        self.comm.all_reduce(stats)  # each view's row comes from the rank that rendered it
+        total = None
+        with self.phase("loss"):
+            for b, image in rendered.images.items():
+                loss, row = photometric_loss(image, gts[b], background, opt.lambda_dssim, fused=self.fused_kernels)
+                stats[b] = row[0]
+                total = loss if total is None else total + loss
+        if total is not None:
+            self._check_finite(step.first, total)
+        with self.phase("backward"):
+            rendered.backward(total)
+        for param in model.params.values():  # a part no view saw still takes its Adam step
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+        self.comm.all_reduce(stats)
         return rendered.statistics(cameras), stats
+
+    def _render_overflowed(self) -> bool:
+        """Whether a render outgrew its budget on any rank: every rank then does the step again."""
+        return self.exchange.settle(super()._render_overflowed())
 
     # ----- evaluation --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -176,7 +214,8 @@ class DistributedTrainer(Trainer):
         for start in range(0, len(views), world):
             chunk = views[start:start + world]
             rendered = self.exchange.render(model.gaussians(), [view.camera for view in chunk], self.background,
-                                            model.active_sh_degree, differentiable=False)
+                                            model.active_sh_degree, differentiable=False,
+                                            largest_part=model.largest_part())
             for b, image in rendered.images.items():
                 image = image.clamp(0.0, 1.0)
                 gt = view_image_float(self.scene.images.get(chunk[b].index).to(image.device), self.background)
@@ -215,24 +254,25 @@ class _WholeModelView:
 
 
 class RankZeroHooks:
-    """Rank 0's training hooks (the network viewer) in a multi-process run, called on every rank.
+    """Rank 0's training hooks (the network viewer) in a multi-process run.
 
-    At each iteration rank 0 says whether a hook needs the model (``hook.wants_model(trainer)``,
-    True when a hook has no such method); if so, every rank sends its part to rank 0, which
-    calls its hooks with the whole model. A hook that raises KeyboardInterrupt (stop with a
-    save) becomes a stop request, which every rank honours at the next boundary.
+    Each step rank 0 asks :meth:`wants_model` (``hook.wants_model(trainer)``, True for a hook
+    without that method) and the trainer tells every rank the answer; when it is yes, every
+    rank calls this object, which sends its part to rank 0, where the hooks are called with the
+    whole model. A hook that raises KeyboardInterrupt (stop with a save) becomes a stop request,
+    which every rank honours before the step.
     """
 
     def __init__(self, comm: Communicator, hooks: list[TrainingHook]):
         self.comm = comm
         self.hooks = hooks if comm.rank == 0 else []
 
+    def wants_model(self, trainer: DistributedTrainer) -> bool:
+        """Rank 0's hooks want the model now (only rank 0 knows; False elsewhere)."""
+        return any(getattr(hook, "wants_model", lambda _t: True)(trainer) for hook in self.hooks)
+
     def _whole_model(self, trainer: DistributedTrainer) -> GaussianModel | None:
-        wanted = False
-        if self.comm.rank == 0:
-            wanted = any(getattr(hook, "wants_model", lambda _t: True)(trainer) for hook in self.hooks)
-        if not self.comm.broadcast_flag(wanted):
-            return None
+        """The whole model, on rank 0 (a collective; None on the other ranks)."""
         params = trainer.model.gathered_params()
         if params is None:
             return None
@@ -240,6 +280,7 @@ class RankZeroHooks:
                              trainer.model.max_sh_degree, trainer.model.active_sh_degree)
 
     def __call__(self, trainer: DistributedTrainer, iteration: int) -> None:
+        """On every rank, when the hooks want the model (the trainer agreed on it)."""
         model = self._whole_model(trainer)
         if model is None:
             return
@@ -251,6 +292,9 @@ class RankZeroHooks:
                 trainer.request_stop()
 
     def on_finish(self, trainer: DistributedTrainer) -> None:
+        """On every rank at the end of training (a collective when rank 0's hooks want the model)."""
+        if not self.comm.broadcast_flag(self.comm.rank == 0 and self.wants_model(trainer)):
+            return
         model = self._whole_model(trainer)
         if model is None:
             return
