@@ -132,6 +132,17 @@ def same_size_groups(cameras: Sequence) -> list[list[int]]:
     return list(groups.values())
 
 
+def positions_on(positions: Sequence[int], device: torch.device) -> torch.Tensor:
+    """``positions`` as an int64 index tensor on ``device``, copied without waiting for the GPU.
+    (Indexing a CUDA tensor with a Python list, or ``torch.tensor(list, device="cuda")``, copies
+    from pageable memory and then waits for the whole stream: a step would stop the host
+    queueing work each time.)"""
+    index = torch.tensor(list(positions), dtype=torch.int64)
+    if torch.device(device).type != "cuda":
+        return index
+    return index.pin_memory().to(device, non_blocking=True)
+
+
 def in_view_order(rows: Sequence[torch.Tensor], groups: Sequence[Sequence[int]]) -> torch.Tensor:
     """Per-view rows computed group by group, back in the views' order."""
     stacked = torch.cat(list(rows))
@@ -141,4 +152,4 @@ def in_view_order(rows: Sequence[torch.Tensor], groups: Sequence[Sequence[int]])
     inverse = [0] * len(order)
     for row, position in enumerate(order):
         inverse[position] = row
-    return stacked[torch.tensor(inverse, device=stacked.device)]
+    return stacked.index_select(0, positions_on(inverse, stacked.device))

@@ -47,7 +47,7 @@ from torch import Tensor
 
 from rasterizer.camera import Camera
 from rasterizer.gaussians import Gaussians
-from trainer.batching import ScreenStatistics, same_size_groups, view_shares
+from trainer.batching import ScreenStatistics, positions_on, same_size_groups, view_shares
 
 from .comm import Communicator
 
@@ -144,7 +144,7 @@ class RenderedViews:
             return [ScreenStatistics(grads, self.radii, cameras[0].width, cameras[0].height)]
         result = []
         for group in groups:
-            index = torch.tensor(group, device=self.radii.device)
+            index = positions_on(group, self.radii.device)
             result.append(ScreenStatistics(grads.index_select(0, index), self.radii.index_select(0, index),
                                            cameras[group[0]].width, cameras[group[0]].height))
         return result
@@ -292,13 +292,14 @@ def _unpacked(rows: Tensor) -> tuple:
     return tuple(inputs)
 
 
-def _in_view_order(parts: Sequence[Tensor], groups: Sequence[Sequence[int]]) -> Tensor:
-    """Per-group tensors ([len(group), ...]) stacked in view order along dimension 0."""
-    if len(parts) == 1 and list(groups[0]) == list(range(len(groups[0]))):
+def _in_view_order(parts: Sequence[Tensor], indices: Sequence[Tensor | None]) -> Tensor:
+    """Per-group tensors ([len(group), ...]) stacked in view order along dimension 0; ``indices``
+    holds each group's positions on the device (None: one group, already in order)."""
+    if indices[0] is None:
         return parts[0]
-    whole = parts[0].new_empty((sum(len(g) for g in groups), *parts[0].shape[1:]))
-    for part, group in zip(parts, groups):
-        whole[list(group)] = part
+    whole = parts[0].new_empty((sum(len(part) for part in parts), *parts[0].shape[1:]))
+    for part, index in zip(parts, indices):
+        whole.index_copy_(0, index, part)
     return whole
 
 
@@ -348,10 +349,12 @@ class CudaExchange:
         for group in groups:
             camera_data = camera_blocks([cameras[b] for b in group], device)
             settings = _settings(cameras[group[0]], sh_degree, 1.0, self.antialiasing)
-            projections.append((group, camera_data, settings, _project_forward(params, camera_data, settings)))
-        packed = _in_view_order([_packed_rows(p[3]) for p in projections], groups)     # [B, n, 16]
-        radii = _in_view_order([p[3][5] for p in projections], groups)                 # [B, n]
-        touched = _in_view_order([p[3][7] for p in projections], groups)
+            index = None if len(groups) == 1 else positions_on(group, device)
+            projections.append((index, camera_data, settings, _project_forward(params, camera_data, settings)))
+        indices = [p[0] for p in projections]
+        packed = _in_view_order([_packed_rows(p[3]) for p in projections], indices)     # [B, n, 16]
+        radii = _in_view_order([p[3][5] for p in projections], indices)                 # [B, n]
+        touched = _in_view_order([p[3][7] for p in projections], indices)
         # 2. The rows that touch a tile, compacted view by view into `room` rows each.
         room = (self.budget.reserve((touched > 0).sum(dim=1), largest_part) if differentiable else largest_part)
         slots = compaction_slots(touched > 0, room).reshape(-1)
@@ -364,33 +367,34 @@ class CudaExchange:
         # 3. This rank's views, one batched render per image size; rows of rank 0 first.
         images, renders = {}, []
         for local in same_size_groups([cameras[b] for b in mine]):
-            rows = received[:, local].transpose(0, 1).reshape(len(local), world * room, PACKED_COLUMNS)
+            index = positions_on(local, device)
+            rows = received.index_select(1, index).transpose(0, 1).reshape(len(local), world * room, PACKED_COLUMNS)
             inputs = _unpacked(rows)
             camera = cameras[mine[local[0]]]
             size = (camera.width, camera.height)
             image, _, _, state = _rasterize_forward(*inputs[:4], background, *inputs[4:], size, pair_budget)
             for j, k in enumerate(local):
                 images[mine[k]] = image[j]
-            renders.append((local, inputs[:4], state, size))
+            renders.append((local, index, inputs[:4], state, size))
         means2d_grads = []
 
         def backward(grad_images: dict[int, Tensor]) -> list[Tensor]:
             """d loss / d image of each view rendered here -> the gradients of this rank's six
             raw parameters (also keeps the screen-space gradients for densification)."""
             back = received.new_empty(world, len(mine), room, CUDA_GRAD_COLUMNS)
-            for local, inputs, state, size in renders:
+            for local, index, inputs, state, size in renders:
                 g_image = torch.stack([grad_images[mine[k]] for k in local])
                 grads = _rasterize_backward(*inputs, background, state, size, g_image)
                 rows = torch.cat([grads[0], grads[1], grads[2], grads[3][..., None]], dim=-1)
-                back[:, local] = rows.view(len(local), world, room, CUDA_GRAD_COLUMNS).transpose(0, 1)
+                back.index_copy_(1, index, rows.view(len(local), world, room, CUDA_GRAD_COLUMNS).transpose(0, 1))
             returned = self.comm.all_to_all(back.reshape(-1, CUDA_GRAD_COLUMNS), receive_splits, send_splits)
             # Each row's gradient back at its Gaussian (the spare slot: a zero row).
             returned = torch.cat([returned, returned.new_zeros(1, CUDA_GRAD_COLUMNS)])
             incoming = returned.index_select(0, slots).view(views, n, CUDA_GRAD_COLUMNS)
             means2d_grads.append(incoming[..., 0:2].contiguous())
             total = None
-            for group, camera_data, settings, outputs in projections:
-                rows = incoming if len(projections) == 1 else incoming[group]
+            for index, camera_data, settings, outputs in projections:
+                rows = incoming if index is None else incoming.index_select(0, index)
                 parts = [rows[..., 0:2], rows[..., 2:6], rows[..., 6:9], rows[..., 9]]
                 grads = _project_backward(params, camera_data, outputs[5], settings, [p.contiguous() for p in parts])
                 total = grads if total is None else [a + b for a, b in zip(total, grads)]
