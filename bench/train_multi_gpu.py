@@ -4,6 +4,7 @@ with batches of 1, 2 and 4 views and for two GPUs (issue 13).
     python bench/train_multi_gpu.py [--data ../shared/data] [--scenes beer statuette] [-r 2]
                                     [--views 7000] [--configs 1x1 1x2 1x4 2x2]
                                     [--capacity] [--memory_fraction 0.04] [--out results.json]
+                                    [--profile STEPS]
 
 A configuration ``GxB`` trains on G GPUs with ``--batch_size B`` (G > 1: G processes under
 torchrun, the Gaussians split across them, as ``splat-train --gpus G`` does). Every run trains
@@ -22,6 +23,10 @@ GPU at least as fast per view as a batch of 1.
 (``torch.cuda.set_per_process_memory_fraction``) and densification is made aggressive (low
 gradient threshold, no stop), so the model grows until memory runs out; one GPU and two GPUs
 (B = 2) report the largest Gaussian count they trained, and whether the run completed.
+
+``--profile STEPS``: rank 0 of each configuration runs STEPS steps under torch.profiler after the
+warm-up and writes where the step's GPU and host time go next to ``--out`` (the views/s of a
+profiled run are not comparable).
 
 Each configuration runs in its own processes (``--worker`` is this file's worker mode).
 ``--backend reference`` runs everything on the CPU (gloo), a smoke test of the bench itself.
@@ -111,8 +116,9 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def profile_window(trainer, iteration: int, warmup: int, args: argparse.Namespace, clock: dict) -> None:
-    """``--profile S``: rank 0's steps after the warm-up under torch.profiler, S steps; writes the
-    table of phases and kernels (self CUDA time) to ``OUT.profile.txt``."""
+    """``--profile S``: rank 0's steps after the warm-up under torch.profiler, S steps; writes to
+    ``OUT.profile.txt`` the wall time per step (profiled, so slower), then two tables: phases and
+    kernels by GPU time, and phases and operators by host time (where a host-bound step goes)."""
     import torch  # noqa: PLC0415
 
     if "profiler" not in clock and iteration >= warmup:
@@ -121,7 +127,7 @@ def profile_window(trainer, iteration: int, warmup: int, args: argparse.Namespac
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         clock["profiler"] = torch.profiler.profile(activities=activities)
         clock["profiler"].__enter__()
-        clock["profiled_from"] = iteration
+        clock["profiled_from"], clock["profile_start"] = iteration, time.perf_counter()
         trainer.phase = torch.profiler.record_function
     elif "profiler" in clock and "profiled" not in clock and iteration >= clock["profiled_from"] + args.profile * args.batch:
         if torch.cuda.is_available():
@@ -129,8 +135,12 @@ def profile_window(trainer, iteration: int, warmup: int, args: argparse.Namespac
         clock["profiled"] = time.perf_counter()
         clock["profiler"].__exit__(None, None, None)
         events = clock["profiler"].key_averages()
-        table = events.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=48)
-        Path(f"{args.out}.profile.txt").write_text(f"{args.profile} steps from view {clock['profiled_from']}\n{table}")
+        wall = (clock["profiled"] - clock["profile_start"]) / args.profile * 1e3
+        tables = [events.table(sort_by=key, row_limit=30, max_name_column_width=48)
+                  for key in ("self_cuda_time_total", "cpu_time_total")]
+        Path(f"{args.out}.profile.txt").write_text(
+            f"{args.profile} steps from view {clock['profiled_from']}: {wall:.2f} ms a step (profiled)\n\n"
+            f"By GPU time:\n{tables[0]}\nBy host time:\n{tables[1]}")
 
 
 # ----- driver -------------------------------------------------------------------------------------
