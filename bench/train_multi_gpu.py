@@ -238,6 +238,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile < 0:
+        parser.error("--profile takes a number of steps (0: no profile)")
     if args.worker:
         return worker(args)
 
