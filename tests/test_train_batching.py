@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from test_train_support import tiny_config, write_tiny_scene
-from trainer.batching import ScreenStatistics, Step, batch_betas, batch_steps, learning_rate_scale, view_shares
+from trainer.batching import (ScreenStatistics, Step, batch_betas, batch_steps, in_view_order, learning_rate_scale,
+                              put_views, select_views, view_shares)
 from trainer.config import OptimizationParams
 from trainer.model import GaussianModel
 from trainer.train import Trainer, load_checkpoint, train
@@ -40,6 +41,23 @@ def test_view_shares_are_contiguous_and_even():
     assert view_shares(5, 2) == [range(0, 3), range(3, 5)]
     assert view_shares(2, 3) == [range(0, 1), range(1, 2), range(2, 2)]
     assert [len(r) for r in view_shares(16, 4)] == [4, 4, 4, 4]
+
+
+def test_views_selected_and_put_back_by_position():
+    """Contiguous positions give views of the tensor (no copy); others an index, same values."""
+    tensor = torch.arange(5 * 3 * 2).reshape(5, 3, 2)
+    for positions in ([1, 2, 3], [4], [3, 0, 2]):
+        expected = torch.stack([tensor[p] for p in positions])
+        assert torch.equal(select_views(tensor, positions), expected)
+        assert torch.equal(select_views(tensor.transpose(0, 1), positions, dim=1), expected.transpose(0, 1))
+        target = torch.zeros_like(tensor)
+        put_views(target, positions, expected)
+        assert torch.equal(target[positions], expected) and int(target.count_nonzero()) == int(expected.count_nonzero())
+    run = select_views(tensor, [1, 2])
+    assert run.data_ptr() == tensor[1].data_ptr()  # a view
+    rows = [torch.full((2, 4), 1.0), torch.full((1, 4), 2.0)]
+    assert in_view_order(rows, [[0, 2], [1]])[:, 0].tolist() == [1.0, 2.0, 1.0]
+    assert in_view_order(rows, [[0, 1], [2]])[:, 0].tolist() == [1.0, 1.0, 2.0]
 
 
 def test_learning_rates_and_betas_follow_the_batch():

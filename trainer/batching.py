@@ -143,9 +143,33 @@ def positions_on(positions: Sequence[int], device: torch.device) -> torch.Tensor
     return index.pin_memory().to(device, non_blocking=True)
 
 
+def _run_start(positions: Sequence[int]) -> int | None:
+    """The first of ``positions`` if they are a contiguous increasing run, else None."""
+    first = positions[0]
+    return first if list(positions) == list(range(first, first + len(positions))) else None
+
+
+def select_views(tensor: torch.Tensor, positions: Sequence[int], dim: int = 0) -> torch.Tensor:
+    """``tensor``'s entries at ``positions`` along ``dim``: a view of it when they are a contiguous
+    run (the usual case: no copy, no index), else a copy gathered with a non-blocking index."""
+    first = _run_start(positions)
+    if first is not None:
+        return tensor.narrow(dim, first, len(positions))
+    return tensor.index_select(dim, positions_on(positions, tensor.device))
+
+
+def put_views(target: torch.Tensor, positions: Sequence[int], values: torch.Tensor, dim: int = 0) -> None:
+    """``target``'s entries at ``positions`` along ``dim`` set to ``values`` (in place)."""
+    first = _run_start(positions)
+    if first is not None:
+        target.narrow(dim, first, len(positions)).copy_(values)
+    else:
+        target.index_copy_(dim, positions_on(positions, target.device), values)
+
+
 def in_view_order(rows: Sequence[torch.Tensor], groups: Sequence[Sequence[int]]) -> torch.Tensor:
     """Per-view rows computed group by group, back in the views' order."""
-    stacked = torch.cat(list(rows))
+    stacked = rows[0] if len(rows) == 1 else torch.cat(list(rows))
     order = [position for group in groups for position in group]
     if order == sorted(order):
         return stacked

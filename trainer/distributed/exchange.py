@@ -47,7 +47,7 @@ from torch import Tensor
 
 from rasterizer.camera import Camera
 from rasterizer.gaussians import Gaussians
-from trainer.batching import ScreenStatistics, positions_on, same_size_groups, view_shares
+from trainer.batching import ScreenStatistics, in_view_order, put_views, same_size_groups, select_views, view_shares
 
 from .comm import Communicator
 
@@ -144,8 +144,7 @@ class RenderedViews:
             return [ScreenStatistics(grads, self.radii, cameras[0].width, cameras[0].height)]
         result = []
         for group in groups:
-            index = positions_on(group, self.radii.device)
-            result.append(ScreenStatistics(grads.index_select(0, index), self.radii.index_select(0, index),
+            result.append(ScreenStatistics(select_views(grads, group), select_views(self.radii, group),
                                            cameras[group[0]].width, cameras[group[0]].height))
         return result
 
@@ -292,17 +291,6 @@ def _unpacked(rows: Tensor) -> tuple:
     return tuple(inputs)
 
 
-def _in_view_order(parts: Sequence[Tensor], indices: Sequence[Tensor | None]) -> Tensor:
-    """Per-group tensors ([len(group), ...]) stacked in view order along dimension 0; ``indices``
-    holds each group's positions on the device (None: one group, already in order)."""
-    if indices[0] is None:
-        return parts[0]
-    whole = parts[0].new_empty((sum(len(part) for part in parts), *parts[0].shape[1:]))
-    for part, index in zip(parts, indices):
-        whole.index_copy_(0, index, part)
-    return whole
-
-
 class CudaExchange:
     """The exchange with the CUDA backend's stage functions, without autograd (the one-GPU fast
     path's structure: each stage's backward is called explicitly) and without waiting for the
@@ -349,15 +337,13 @@ class CudaExchange:
         for group in groups:
             camera_data = camera_blocks([cameras[b] for b in group], device)
             settings = _settings(cameras[group[0]], sh_degree, 1.0, self.antialiasing)
-            index = None if len(groups) == 1 else positions_on(group, device)
-            projections.append((index, camera_data, settings, _project_forward(params, camera_data, settings)))
-        indices = [p[0] for p in projections]
-        packed = _in_view_order([_packed_rows(p[3]) for p in projections], indices)     # [B, n, 16]
-        radii = _in_view_order([p[3][5] for p in projections], indices)                 # [B, n]
-        touched = _in_view_order([p[3][7] for p in projections], indices)
-        # 2. The rows that touch a tile, compacted view by view into `room` rows each.
-        room = (self.budget.reserve((touched > 0).sum(dim=1), largest_part) if differentiable else largest_part)
-        slots = compaction_slots(touched > 0, room).reshape(-1)
+            projections.append((group, camera_data, settings, _project_forward(params, camera_data, settings)))
+        packed = in_view_order([_packed_rows(p[3]) for p in projections], groups)     # [B, n, 16]
+        radii = in_view_order([p[3][5] for p in projections], groups)                 # [B, n]
+        sent = in_view_order([p[3][7] for p in projections], groups) > 0              # touches a tile
+        # 2. Those rows, compacted view by view into `room` rows each.
+        room = self.budget.reserve(sent.sum(dim=1), largest_part) if differentiable else largest_part
+        slots = compaction_slots(sent, room).reshape(-1)
         send = packed.new_zeros(views * room + 1, PACKED_COLUMNS)
         send.index_copy_(0, slots, packed.reshape(-1, PACKED_COLUMNS))   # the spare last row takes the rest
         send_splits = [len(share) * room for share in shares]
@@ -367,34 +353,34 @@ class CudaExchange:
         # 3. This rank's views, one batched render per image size; rows of rank 0 first.
         images, renders = {}, []
         for local in same_size_groups([cameras[b] for b in mine]):
-            index = positions_on(local, device)
-            rows = received.index_select(1, index).transpose(0, 1).reshape(len(local), world * room, PACKED_COLUMNS)
+            rows = select_views(received, local, dim=1).transpose(0, 1).reshape(len(local), world * room,
+                                                                                PACKED_COLUMNS)
             inputs = _unpacked(rows)
             camera = cameras[mine[local[0]]]
             size = (camera.width, camera.height)
             image, _, _, state = _rasterize_forward(*inputs[:4], background, *inputs[4:], size, pair_budget)
             for j, k in enumerate(local):
                 images[mine[k]] = image[j]
-            renders.append((local, index, inputs[:4], state, size))
+            renders.append((local, inputs[:4], state, size))
         means2d_grads = []
 
         def backward(grad_images: dict[int, Tensor]) -> list[Tensor]:
             """d loss / d image of each view rendered here -> the gradients of this rank's six
             raw parameters (also keeps the screen-space gradients for densification)."""
             back = received.new_empty(world, len(mine), room, CUDA_GRAD_COLUMNS)
-            for local, index, inputs, state, size in renders:
+            for local, inputs, state, size in renders:
                 g_image = torch.stack([grad_images[mine[k]] for k in local])
                 grads = _rasterize_backward(*inputs, background, state, size, g_image)
                 rows = torch.cat([grads[0], grads[1], grads[2], grads[3][..., None]], dim=-1)
-                back.index_copy_(1, index, rows.view(len(local), world, room, CUDA_GRAD_COLUMNS).transpose(0, 1))
+                put_views(back, local, rows.view(len(local), world, room, CUDA_GRAD_COLUMNS).transpose(0, 1), dim=1)
             returned = self.comm.all_to_all(back.reshape(-1, CUDA_GRAD_COLUMNS), receive_splits, send_splits)
             # Each row's gradient back at its Gaussian (the spare slot: a zero row).
             returned = torch.cat([returned, returned.new_zeros(1, CUDA_GRAD_COLUMNS)])
             incoming = returned.index_select(0, slots).view(views, n, CUDA_GRAD_COLUMNS)
             means2d_grads.append(incoming[..., 0:2].contiguous())
             total = None
-            for index, camera_data, settings, outputs in projections:
-                rows = incoming if index is None else incoming.index_select(0, index)
+            for group, camera_data, settings, outputs in projections:
+                rows = select_views(incoming, group)
                 parts = [rows[..., 0:2], rows[..., 2:6], rows[..., 6:9], rows[..., 9]]
                 grads = _project_backward(params, camera_data, outputs[5], settings, [p.contiguous() for p in parts])
                 total = grads if total is None else [a + b for a, b in zip(total, grads)]
