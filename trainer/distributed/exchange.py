@@ -139,11 +139,8 @@ class RenderedViews:
     def statistics(self, cameras: Sequence[Camera]) -> list[ScreenStatistics]:
         """What densification reads, one entry per image size (after the backward)."""
         grads = self.means2d_grads()
-        groups = same_size_groups(cameras)
-        if len(groups) == 1:
-            return [ScreenStatistics(grads, self.radii, cameras[0].width, cameras[0].height)]
         result = []
-        for group in groups:
+        for group in same_size_groups(cameras):
             result.append(ScreenStatistics(select_views(grads, group), select_views(self.radii, group),
                                            cameras[group[0]].width, cameras[group[0]].height))
         return result
