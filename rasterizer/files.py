@@ -45,18 +45,13 @@ def read_json(path: str | os.PathLike, missing: str) -> object:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename.
-
-    A crash or Ctrl-C while writing leaves the previous file untouched and no partial file.
-    """
-    target = Path(path)
+def _replacing(target: Path) -> Iterator[tuple[int, str]]:
+    """(open descriptor, name) of a temporary file beside ``target``: when the block ends without
+    an error the file replaces ``target`` in one rename; on any error (Ctrl-C included) it is
+    removed, and ``target`` is untouched."""
     handle, temporary = _temporary_beside(target)
     try:
-        with os.fdopen(handle, mode) as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
+        yield handle, temporary
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -65,22 +60,27 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 @contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename.
+
+    A crash or Ctrl-C while writing leaves the previous file untouched and no partial file.
+    """
+    with _replacing(Path(path)) as (handle, _temporary), os.fdopen(handle, mode) as stream:
+        yield stream
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary file name beside ``path``, for writers that take a name (a library's
     ``save(name)``); on success the file written there replaces ``path`` in one rename, as with
     :func:`atomic_write`. A crash or Ctrl-C leaves ``path`` untouched and no temporary file."""
-    target = Path(path)
-    handle, temporary = _temporary_beside(target)
-    os.close(handle)
-    try:
+    with _replacing(Path(path)) as (handle, temporary):
+        os.close(handle)
         yield Path(temporary)
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
