@@ -9,6 +9,7 @@ after every attack and throughout a flood; the log stays short.
 
 from __future__ import annotations
 
+import math
 import socket
 import statistics
 import subprocess
@@ -22,7 +23,7 @@ import torch
 
 from test_network_server import W, H, connect, reply, request_bytes
 from test_train_support import tiny_config, write_tiny_scene
-from trainer.network.connections import LogLimiter
+from trainer.network.connections import LOG_BURST, LOG_WINDOW_S, LogLimiter
 from trainer.network.protocol import MAX_IMAGE_PIXELS, ProtocolError, decode_request
 from trainer.train import Trainer
 
@@ -219,7 +220,11 @@ def test_a_flood_neither_locks_out_the_viewer_nor_floods_the_log(training):
     time.sleep(0.5)
     logged = training.lines[lines_before:]
     print("\n".join(logged))
-    assert len(logged) <= 12 and training.server.refused + training.server.dropped >= 1000 - 8
+    # At most LOG_BURST lines and one count per log window that the flood (and the 0.5 s after
+    # it) overlaps; a loaded machine can stretch the flood over several windows.
+    windows = math.ceil((time.monotonic() - flood_start) / LOG_WINDOW_S) + 1
+    assert len(logged) <= windows * (LOG_BURST + 1) < made / 10
+    assert training.server.refused + training.server.dropped >= 1000 - 8
     assert any("more messages in the last" in line for line in logged) or len(logged) <= 5
 
 
