@@ -279,15 +279,15 @@ def _cuda_exchange_matches_one_gpu(comm) -> None:
     start, stop = part_range(len(gaussians), comm.world, comm.rank)
     exchange = CudaExchange(comm, antialiasing=False)
     rendered = exchange.render(model.gaussians(), cameras, background, 3)  # room: the largest part
-    assert not exchange.settle(False)
+    assert exchange.settle(False, [comm.rank, 7]) == (False, [comm.world - 1, 7])
     assert 0 < exchange.budget.largest <= model.largest_part()
     # A room too small for the visible Gaussians: every rank learns it, and the room grows.
     exchange.budget.capacity = 10
     exchange.render(model.gaussians(), cameras, background, 3, largest_part=model.largest_part())
-    assert exchange.settle(False)
+    assert exchange.settle(False)[0]
     assert exchange.budget.capacity > exchange.budget.largest
     rendered = exchange.render(model.gaussians(), cameras, background, 3, largest_part=model.largest_part())
-    assert not exchange.settle(False)
+    assert not exchange.settle(False)[0]
     for b, image in rendered.images.items():
         assert torch.equal(image, expected_images[b]), b
     grads = rendered.backward({b: grads_in[b] for b in rendered.images})

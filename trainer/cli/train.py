@@ -12,6 +12,7 @@ and a process started by ``torchrun ... -m trainer.cli.train ...`` joins its run
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Sequence
@@ -79,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = train_distributed(config, comm, hooks=hooks)
     except DistributedFailure as error:
         print(f"splat-train: error: {error}", file=sys.stderr)
+        if comm is not None:
+            # A worker that lost its peers leaves at once: tearing down a broken gloo group can
+            # abort the process (SIGABRT), which would hide the rank that failed first.
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(1)
         return 1
     except ConfigError as error:
         print(f"splat-train: error: {error}", file=sys.stderr)

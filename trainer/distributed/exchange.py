@@ -163,9 +163,10 @@ class ReferenceExchange:
         self.comm, self.antialiasing = comm, antialiasing
 
     @staticmethod
-    def settle(pairs_overflowed: bool) -> bool:
-        """Nothing to agree on: the reference exchange and rasterizer use exact counts."""
-        return pairs_overflowed
+    def settle(pairs_overflowed: bool, control: Sequence[int] = ()) -> tuple[bool, list[int] | None]:
+        """Nothing to agree on: the reference exchange and rasterizer use exact counts, and
+        ``control`` is not carried (None: the caller agrees on it by itself)."""
+        return pairs_overflowed, None
 
     def render(self, gaussians: Gaussians, cameras: Sequence[Camera], background: Tensor, sh_degree: int,
                differentiable: bool = True, largest_part: int | None = None,
@@ -299,14 +300,18 @@ class CudaExchange:
         self.comm, self.antialiasing = comm, antialiasing
         self.budget = RowBudget()
 
-    def settle(self, pairs_overflowed: bool) -> bool:
+    def settle(self, pairs_overflowed: bool, control: Sequence[int] = ()) -> tuple[bool, list[int]]:
         """Once a step, on every rank, after the backward was queued: whether any rank's render
         outgrew its room in the exchange or ``pairs_overflowed`` (its sort's pair budget); the
-        step must then be done again on every rank. One small collective."""
+        step must then be done again on every rank. One small collective, which also carries
+        ``control`` (small non-negative ints from each rank, such as the trainer's stop request)
+        and returns their maxima over the ranks, so that the caller needs no collective of its
+        own."""
         largest, rows_overflowed = self.budget.local()
-        overflow, largest = self.comm.max_ints([int(pairs_overflowed or rows_overflowed), largest])
+        overflow, largest, *agreed = self.comm.max_ints([int(pairs_overflowed or rows_overflowed), largest,
+                                                         *control])
         self.budget.grow(largest)
-        return bool(overflow)
+        return bool(overflow), agreed
 
     def render(self, gaussians: Gaussians, cameras: Sequence[Camera], background: Tensor, sh_degree: int,
                differentiable: bool = True, largest_part: int | None = None,

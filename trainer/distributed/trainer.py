@@ -56,6 +56,7 @@ class DistributedTrainer(Trainer):
         self.rank_zero = RankZeroHooks(comm, list(hooks))
         self.model: PartitionedGaussianModel | None = None
         self.exchange = None
+        self._agreed_control: list[int] | None = None   # [stop, wants model], see _before_step
 
     def error(self, message: str) -> None:  # type: ignore[override]
         if self.comm.rank == 0:
@@ -112,12 +113,19 @@ class DistributedTrainer(Trainer):
             self._stop_requested = True
             raise _Stop()
 
-    def _before_step(self, it: int) -> None:
-        """One small collective a step says whether any rank was asked to stop and whether rank
-        0's hooks want the model now. Only then are they called (gathering the model is a
-        collective), and a stop they ask for is agreed on before the step."""
+    def _control(self) -> list[int]:
+        """What the ranks agree on before a step: [this rank was asked to stop, rank 0's hooks
+        want the model]."""
         wanted = self.comm.rank == 0 and self.rank_zero.wants_model(self)
-        stop, wanted = self.comm.max_ints([int(self._stop_requested), int(wanted)])
+        return [int(self._stop_requested), int(wanted)]
+
+    def _before_step(self, it: int) -> None:
+        """Whether any rank was asked to stop and whether rank 0's hooks want the model: agreed
+        by the previous step's :meth:`_render_overflowed` (the CUDA exchange carries it in its
+        collective), else by a small collective here. Only then are the hooks called (gathering
+        the model is a collective), and a stop they ask for is agreed on before the step."""
+        agreed, self._agreed_control = self._agreed_control, None
+        stop, wanted = agreed if agreed is not None else self.comm.max_ints(self._control())
         if stop:
             self._stop_requested = True
             raise _Stop()
@@ -201,8 +209,11 @@ class DistributedTrainer(Trainer):
         return rendered.statistics(cameras), stats
 
     def _render_overflowed(self) -> bool:
-        """Whether a render outgrew its budget on any rank: every rank then does the step again."""
-        return self.exchange.settle(super()._render_overflowed())
+        """Whether a render outgrew its budget on any rank: every rank then does the step again.
+        The same collective agrees on the next step's control values (see :meth:`_before_step`);
+        a stop asked for after it is agreed a step later, on every rank alike."""
+        overflowed, self._agreed_control = self.exchange.settle(super()._render_overflowed(), self._control())
+        return overflowed
 
     # ----- evaluation --------------------------------------------------------------------------------
     @torch.no_grad()
