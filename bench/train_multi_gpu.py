@@ -4,7 +4,7 @@ with batches of 1, 2 and 4 views and for two GPUs (issue 13).
     python bench/train_multi_gpu.py [--data ../shared/data] [--scenes beer statuette] [-r 2]
                                     [--views 7000] [--configs 1x1 1x2 1x4 2x2]
                                     [--capacity] [--memory_fraction 0.04] [--out results.json]
-                                    [--profile STEPS]
+                                    [--profile STEPS [--profile_from VIEW]]
 
 A configuration ``GxB`` trains on G GPUs with ``--batch_size B`` (G > 1: G processes under
 torchrun, the Gaussians split across them, as ``splat-train --gpus G`` does). Every run trains
@@ -25,7 +25,7 @@ gradient threshold, no stop), so the model grows until memory runs out; one GPU 
 (B = 2) report the largest Gaussian count they trained, and whether the run completed.
 
 ``--profile STEPS``: rank 0 of each configuration runs STEPS steps under torch.profiler after the
-warm-up and writes where the step's GPU and host time go next to ``--out`` (the views/s of a
+warm-up (or from view ``--profile_from``) and writes where the step's GPU and host time go next to ``--out`` (the views/s of a
 profiled run are not comparable).
 
 Each configuration runs in its own processes (``--worker`` is this file's worker mode).
@@ -82,7 +82,7 @@ def worker(args: argparse.Namespace) -> int:
             sync()
             clock["start"], clock["first_view"] = time.perf_counter(), iteration
         if args.profile and rank == 0:
-            profile_window(trainer, iteration, warmup, args, clock)
+            profile_window(trainer, iteration, args.profile_from or warmup, args, clock)
 
     row = {"rank": rank, "gpus": comm.world if comm is not None else 1, "batch": args.batch}
     try:
@@ -165,7 +165,7 @@ def run_configuration(source: Path, gpus: int, batch: int, args: argparse.Namesp
         if capacity:
             common += ["--capacity", "--memory_fraction", str(args.memory_fraction)]
         if args.profile:
-            common += ["--profile", str(args.profile)]
+            common += ["--profile", str(args.profile), "--profile_from", str(args.profile_from)]
         if gpus == 1:
             command = [sys.executable, *common]
         else:
@@ -230,6 +230,9 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="profile STEPS steps of rank 0 after the warm-up (the speed is then not comparable); "
                              "the tables go next to --out")
+    parser.add_argument("--profile_from", type=int, default=0, metavar="VIEW",
+                        help="start the --profile window at this view (default: after the warm-up); past "
+                             "densify_until_iter (15000) it shows the steady state without densification")
     parser.add_argument("--backend", choices=("cuda", "reference"), default="cuda",
                         help="reference: the CPU and gloo (a smoke test of this script)")
     # worker mode (one configuration; started by the driver)
@@ -240,6 +243,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.profile < 0:
         parser.error("--profile takes a number of steps (0: no profile)")
+    if args.profile_from < 0 or args.profile_from >= args.views:
+        parser.error(f"--profile_from {args.profile_from}: takes a view before --views ({args.views}); 0: after the "
+                     "warm-up")
     if args.worker:
         return worker(args)
 
