@@ -1,7 +1,8 @@
 """GPU training benchmark: splatview's trainer (CUDA backend) next to gsplat 1.5.3 on one scene.
 
     python bench/train_gpu.py [--source ../shared/data/shapes] [-w] [-r N] [--iterations 30000]
-                              [--snapshot 7000] [--skip_gsplat]
+                              [--snapshot 7000] [--skip_gsplat] [--train_args "FLAGS"]
+                              [--gsplat_opacity_reset]
 
 Both train the same scene (default ``shapes``, NeRF-synthetic, 400x400; ``-w`` for a white
 background, as NeRF-synthetic scenes are evaluated; ``-r`` as splat-train's) with ``--eval``
@@ -17,6 +18,15 @@ The last lines give the speed ratio (gsplat's wall time over ours) at each row.
 gsplat's loop here computes SSIM with ``trainer.metrics.ssim`` (PyTorch convolutions), as the
 anchor figures were measured; gsplat's own example trainer can use the separate fused-ssim
 package instead, which this bench does not install.
+
+gsplat 1.5.3's ``DefaultStrategy`` never resets opacities: its test
+``step % self.reset_every == 0 & step > 0`` parses as ``step % reset_every == (0 & step) > 0``,
+which is never true. The reference resets them every 3000 steps until densification stops, so
+at 7k its model is 1000 steps past a reset and gsplat's is not. ``--gsplat_opacity_reset`` does
+the reset that the strategy means to do (``gsplat.strategy.ops.reset_opa`` to twice
+``prune_opa``, every ``reset_every`` steps before ``refine_stop_iter``) for a like-for-like
+comparison; ``--train_args`` passes more ``splat-train`` flags to ours (e.g.
+``--opacity_reset_interval 100000`` for no reset; the rows then name them).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import argparse
 import math
 import platform
 import random
+import shlex
 import sys
 import tempfile
 import time
@@ -59,13 +70,16 @@ class Stopwatch:
         self.started = time.perf_counter()
 
 
-def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: int) -> list[dict]:
+def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: int,
+         train_args: str = "") -> list[dict]:
     rows = []
+    system = f"splatview {train_args}".strip()
     with tempfile.TemporaryDirectory() as model:
         config = parse_args(["-s", source, "-m", model, "--eval", *(["-w"] if white else []), "-r", str(resolution),
                              "--iterations", str(iterations),
                              "--test_iterations", "-1", "--save_iterations", str(iterations),
-                             "--backend", "cuda", "--data_device", "cuda", "--quiet", "--disable_viewer"])
+                             "--backend", "cuda", "--data_device", "cuda", "--quiet", "--disable_viewer",
+                             *shlex.split(train_args)])
         trainer = Trainer(config)
         trainer.setup()
         torch.cuda.reset_peak_memory_stats()
@@ -75,7 +89,7 @@ def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: i
             seconds = watch.pause()
             metrics = evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views,
                                      trainer.background, "cuda", with_ssim=True)
-            rows.append({"system": "splatview", "steps": step, "seconds": seconds,
+            rows.append({"system": system, "steps": step, "seconds": seconds,
                          "gaussians": len(trainer.model), "psnr": metrics["psnr"], "ssim": metrics["ssim"]})
             watch.resume()
 
@@ -95,11 +109,14 @@ def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: i
     return rows
 
 
-def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snapshot: int) -> list[dict] | None:
+def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snapshot: int,
+                opacity_reset: bool = False) -> list[dict] | None:
     try:
         from gsplat import DefaultStrategy, rasterization  # noqa: PLC0415
+        from gsplat.strategy.ops import reset_opa  # noqa: PLC0415
     except ImportError:
         return None
+    system = "gsplat 1.5.3 + opacity reset" if opacity_reset else "gsplat 1.5.3"
     random.seed(0), np.random.seed(0), torch.manual_seed(0)
     scene = load_scene(source, resolution=resolution, white_background=white, eval=True, data_device="cuda",
                        quiet=True)
@@ -144,7 +161,7 @@ def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snap
                 totals["psnr"] += float(psnr(image, gt))
                 totals["ssim"] += float(ssim(image, gt))
         count = len(scene.test_views)
-        rows.append({"system": "gsplat 1.5.3", "steps": step, "seconds": seconds,
+        rows.append({"system": system, "steps": step, "seconds": seconds,
                      "gaussians": len(params["means"]), "psnr": totals["psnr"] / count,
                      "ssim": totals["ssim"] / count})
 
@@ -169,6 +186,8 @@ def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snap
         loss = 0.8 * l1_loss(image, gt) + 0.2 * (1.0 - ssim(image, gt))
         loss.backward()
         strategy.step_post_backward(params, optimizers, state, step, info, packed=True)
+        if opacity_reset and 0 < step < strategy.refine_stop_iter and step % strategy.reset_every == 0:
+            reset_opa(params=params, optimizers=optimizers, state=state, value=strategy.prune_opa * 2.0)
         for optimizer in optimizers.values():
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -196,6 +215,9 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=30000)
     parser.add_argument("--snapshot", type=int, default=7000)
     parser.add_argument("--skip_gsplat", action="store_true")
+    parser.add_argument("--train_args", default="", help="more splat-train flags for ours, one string")
+    parser.add_argument("--gsplat_opacity_reset", action="store_true",
+                        help="reset gsplat's opacities as DefaultStrategy means to (1.5.3 never does; see above)")
     args = parser.parse_args(argv)
     if not 0 < args.snapshot < args.iterations:
         parser.error("--snapshot must be between 0 and --iterations")
@@ -207,11 +229,16 @@ def main(argv=None) -> int:
     print(f"scene: {args.source} ({'white' if args.white_background else 'black'} background, -r {args.resolution})")
     print("| system | steps | train wall s | ms/step | peak GPU MB | Gaussians | test PSNR | test SSIM |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    mine = ours(args.source, args.white_background, args.resolution, args.iterations, args.snapshot)
+    try:
+        mine = ours(args.source, args.white_background, args.resolution, args.iterations, args.snapshot,
+                    args.train_args)
+    except SystemExit:  # splat-train's parser rejected --train_args (its message is above)
+        return 2
     print_rows(mine)
     if args.skip_gsplat:
         return 0
-    theirs = gsplat_rows(args.source, args.white_background, args.resolution, args.iterations, args.snapshot)
+    theirs = gsplat_rows(args.source, args.white_background, args.resolution, args.iterations, args.snapshot,
+                         args.gsplat_opacity_reset)
     if theirs is None:
         print("gsplat not importable: ours only")
         return 0
