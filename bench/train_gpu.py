@@ -2,7 +2,7 @@
 
     python bench/train_gpu.py [--source ../shared/data/shapes] [-w] [-r N] [--iterations 30000]
                               [--snapshot 7000] [--skip_gsplat] [--train_args "FLAGS"]
-                              [--gsplat_opacity_reset]
+                              [--gsplat_opacity_reset] [--repeats K]
 
 Both train the same scene (default ``shapes``, NeRF-synthetic, 400x400; ``-w`` for a white
 background, as NeRF-synthetic scenes are evaluated; ``-r`` as splat-train's) with ``--eval``
@@ -27,6 +27,10 @@ the reset that the strategy means to do (``gsplat.strategy.ops.reset_opa`` to tw
 ``prune_opa``, every ``reset_every`` steps before ``refine_stop_iter``) for a like-for-like
 comparison; ``--train_args`` passes more ``splat-train`` flags to ours (e.g.
 ``--opacity_reset_interval 100000`` for no reset; the rows then name them).
+
+``--repeats K`` trains each system K times, alternating, with seeds 0 .. K-1 (ours: ``--seed``;
+gsplat: Python, NumPy and torch), and ends with each snapshot's medians and mean test PSNR with
+its standard deviation: a single run's PSNR moves by up to a dB on real scenes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import math
 import platform
 import random
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -71,7 +76,7 @@ class Stopwatch:
 
 
 def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: int,
-         train_args: str = "") -> list[dict]:
+         train_args: str = "", seed: int = 0) -> list[dict]:
     rows = []
     system = f"splatview {train_args}".strip()
     with tempfile.TemporaryDirectory() as model:
@@ -79,7 +84,7 @@ def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: i
                              "--iterations", str(iterations),
                              "--test_iterations", "-1", "--save_iterations", str(iterations),
                              "--backend", "cuda", "--data_device", "cuda", "--quiet", "--disable_viewer",
-                             *shlex.split(train_args)])
+                             "--seed", str(seed), *shlex.split(train_args)])
         trainer = Trainer(config)
         trainer.setup()
         torch.cuda.reset_peak_memory_stats()
@@ -110,14 +115,14 @@ def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: i
 
 
 def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snapshot: int,
-                opacity_reset: bool = False) -> list[dict] | None:
+                opacity_reset: bool = False, seed: int = 0) -> list[dict] | None:
     try:
         from gsplat import DefaultStrategy, rasterization  # noqa: PLC0415
         from gsplat.strategy.ops import reset_opa  # noqa: PLC0415
     except ImportError:
         return None
     system = "gsplat 1.5.3 + opacity reset" if opacity_reset else "gsplat 1.5.3"
-    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     scene = load_scene(source, resolution=resolution, white_background=white, eval=True, data_device="cuda",
                        quiet=True)
     device = torch.device("cuda")
@@ -218,9 +223,12 @@ def main(argv=None) -> int:
     parser.add_argument("--train_args", default="", help="more splat-train flags for ours, one string")
     parser.add_argument("--gsplat_opacity_reset", action="store_true",
                         help="reset gsplat's opacities as DefaultStrategy means to (1.5.3 never does; see above)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each system, seeds 0 .. K-1")
     args = parser.parse_args(argv)
     if not 0 < args.snapshot < args.iterations:
         parser.error("--snapshot must be between 0 and --iterations")
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: takes a positive number of runs")
     if not torch.cuda.is_available():
         print("bench/train_gpu.py needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -229,24 +237,50 @@ def main(argv=None) -> int:
     print(f"scene: {args.source} ({'white' if args.white_background else 'black'} background, -r {args.resolution})")
     print("| system | steps | train wall s | ms/step | peak GPU MB | Gaussians | test PSNR | test SSIM |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    try:
-        mine = ours(args.source, args.white_background, args.resolution, args.iterations, args.snapshot,
-                    args.train_args)
-    except SystemExit:  # splat-train's parser rejected --train_args (its message is above)
-        return 2
-    print_rows(mine)
-    if args.skip_gsplat:
-        return 0
-    theirs = gsplat_rows(args.source, args.white_background, args.resolution, args.iterations, args.snapshot,
-                         args.gsplat_opacity_reset)
-    if theirs is None:
-        print("gsplat not importable: ours only")
-        return 0
-    print_rows(theirs)
-    for a, b in zip(mine, theirs):
+    mine, theirs = [], []   # one list of rows per run
+    for seed in range(args.repeats):
+        try:
+            mine.append(ours(args.source, args.white_background, args.resolution, args.iterations, args.snapshot,
+                             args.train_args, seed))
+        except SystemExit:  # splat-train's parser rejected --train_args (its message is above)
+            return 2
+        print_rows(mine[-1])
+        if not args.skip_gsplat:
+            rows = gsplat_rows(args.source, args.white_background, args.resolution, args.iterations, args.snapshot,
+                               args.gsplat_opacity_reset, seed)
+            if rows is None:
+                print("gsplat not importable: ours only")
+                args.skip_gsplat = True
+            else:
+                theirs.append(rows)
+                print_rows(rows)
+    if args.repeats > 1:
+        print_summary("splatview", mine)
+        if theirs:
+            print_summary("gsplat", theirs)
+    for a, b in zip(_medians(mine), _medians(theirs) if theirs else []):
         print(f"{a['steps']} steps: splatview {b['seconds'] / a['seconds']:.2f}x faster than gsplat, "
-              f"PSNR {a['psnr'] - b['psnr']:+.2f} dB, peak memory {a['peak_mb'] / b['peak_mb']:.2f}x gsplat's")
+              f"PSNR {a['psnr'] - b['psnr']:+.2f} dB, peak memory {a['peak_mb'] / b['peak_mb']:.2f}x gsplat's"
+              + (f" (medians and mean PSNR of {args.repeats} runs each)" if args.repeats > 1 else ""))
     return 0
+
+
+def _medians(runs: list[list[dict]]) -> list[dict]:
+    """Per snapshot over the runs: median seconds and peak memory, mean PSNR and its standard
+    deviation (0 for one run)."""
+    result = []
+    for rows in zip(*runs):
+        psnrs = [row["psnr"] for row in rows]
+        result.append({"steps": rows[0]["steps"], "seconds": statistics.median(row["seconds"] for row in rows),
+                       "peak_mb": statistics.median(row["peak_mb"] for row in rows),
+                       "psnr": statistics.fmean(psnrs), "psnr_sd": statistics.stdev(psnrs) if len(psnrs) > 1 else 0.0})
+    return result
+
+
+def print_summary(system: str, runs: list[list[dict]]) -> None:
+    for row in _medians(runs):
+        print(f"{system} {row['steps']} steps over {len(runs)} runs: median {row['seconds']:.1f} s, "
+              f"test PSNR {row['psnr']:.2f} +- {row['psnr_sd']:.2f} dB (mean +- standard deviation)")
 
 
 if __name__ == "__main__":
