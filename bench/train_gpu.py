@@ -212,6 +212,24 @@ def print_rows(rows: list[dict]) -> None:
               f"{row['peak_mb']:.0f} | {row['gaussians']} | {row['psnr']:.2f} | {row['ssim']:.4f} |", flush=True)
 
 
+def _medians(runs: list[list[dict]]) -> list[dict]:
+    """Per snapshot over the runs: median seconds and peak memory, mean PSNR and its standard
+    deviation (0 for one run)."""
+    result = []
+    for rows in zip(*runs):
+        psnrs = [row["psnr"] for row in rows]
+        result.append({"steps": rows[0]["steps"], "seconds": statistics.median(row["seconds"] for row in rows),
+                       "peak_mb": statistics.median(row["peak_mb"] for row in rows),
+                       "psnr": statistics.fmean(psnrs), "psnr_sd": statistics.stdev(psnrs) if len(psnrs) > 1 else 0.0})
+    return result
+
+
+def print_summary(system: str, runs: list[list[dict]]) -> None:
+    for row in _medians(runs):
+        print(f"{system} {row['steps']} steps over {len(runs)} runs: median {row['seconds']:.1f} s, "
+              f"test PSNR {row['psnr']:.2f} +- {row['psnr_sd']:.2f} dB (mean +- standard deviation)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", default=str(REPO.parent / "shared" / "data" / "shapes"))
@@ -263,24 +281,6 @@ def main(argv=None) -> int:
               f"PSNR {a['psnr'] - b['psnr']:+.2f} dB, peak memory {a['peak_mb'] / b['peak_mb']:.2f}x gsplat's"
               + (f" (medians and mean PSNR of {args.repeats} runs each)" if args.repeats > 1 else ""))
     return 0
-
-
-def _medians(runs: list[list[dict]]) -> list[dict]:
-    """Per snapshot over the runs: median seconds and peak memory, mean PSNR and its standard
-    deviation (0 for one run)."""
-    result = []
-    for rows in zip(*runs):
-        psnrs = [row["psnr"] for row in rows]
-        result.append({"steps": rows[0]["steps"], "seconds": statistics.median(row["seconds"] for row in rows),
-                       "peak_mb": statistics.median(row["peak_mb"] for row in rows),
-                       "psnr": statistics.fmean(psnrs), "psnr_sd": statistics.stdev(psnrs) if len(psnrs) > 1 else 0.0})
-    return result
-
-
-def print_summary(system: str, runs: list[list[dict]]) -> None:
-    for row in _medians(runs):
-        print(f"{system} {row['steps']} steps over {len(runs)} runs: median {row['seconds']:.1f} s, "
-              f"test PSNR {row['psnr']:.2f} +- {row['psnr_sd']:.2f} dB (mean +- standard deviation)")
 
 
 if __name__ == "__main__":
