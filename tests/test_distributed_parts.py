@@ -278,8 +278,8 @@ def _cuda_exchange_matches_one_gpu(comm) -> None:
     model = PartitionedGaussianModel.part_of(GaussianModel.from_gaussians(gaussians.to("cpu")), comm, comm.device)
     start, stop = part_range(len(gaussians), comm.world, comm.rank)
     exchange = CudaExchange(comm, antialiasing=False)
-    rendered = exchange.render(model.gaussians(), cameras, background, 3)  # room: the largest part
-    assert exchange.settle(False, [comm.rank, 7]) == (False, [comm.world - 1, 7])
+    rendered = exchange.render(model.gaussians(), cameras, background, 3, control=[comm.rank, 7])  # room: every row
+    assert exchange.settle(False) == (False, [comm.world - 1, 7])
     assert 0 < exchange.budget.largest <= model.largest_part()
     # A room too small for the visible Gaussians: every rank learns it, and the room grows.
     exchange.budget.capacity = 10

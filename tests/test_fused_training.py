@@ -218,10 +218,14 @@ def test_budgeted_renders_equal_exact_renders_and_overflow_is_reported():
     small = PairBudget(headroom=1.0, minimum=1)
     small.observe(10)
     assert small.capacity == 10
+    assert small.pending_overflow() is None
     render(gaussians, cameras[1], backend="cuda", pair_budget=small)
+    assert small.pending_overflow().tolist() == [True]  # the same answer, on the GPU
     assert small.overflowed() and small.overflows == 1
     assert small.capacity == small.largest > 10
     again = render(gaussians, cameras[1], backend="cuda", pair_budget=small)
+    render(gaussians, cameras[1], backend="cuda", pair_budget=small)
+    assert small.pending_overflow().tolist() == [False]  # two renders, each exactly at the capacity
     assert not small.overflowed()
     assert torch.equal(again.image, render(gaussians, cameras[1], backend="cuda").image)
 

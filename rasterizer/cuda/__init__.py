@@ -91,7 +91,7 @@ class PairBudget:
         self.capacity = 0            # 0: not known yet, the next render counts synchronously
         self.largest = 0             # the most pairs one render has needed
         self.overflows = 0           # renders that did not fit (and were redone by the caller)
-        self._pending: list[tuple[torch.Tensor, torch.cuda.Event, int]] = []
+        self._pending: list[tuple[torch.Tensor, torch.cuda.Event, int, torch.Tensor]] = []  # host, event, capacity, count
         self._spare: list[torch.Tensor] = []
 
     def reserve(self, count: torch.Tensor) -> int:
@@ -101,8 +101,17 @@ class PairBudget:
         host.copy_(count, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        self._pending.append((host, event, self.capacity))
+        self._pending.append((host, event, self.capacity, count))
         return self.capacity
+
+    def pending_overflow(self) -> torch.Tensor | None:
+        """Whether a render since the last :meth:`overflowed` needed more pairs than it was
+        given, as a bool device tensor [1] (no host wait: for a caller that agrees on it with
+        other processes on the GPU); None when no render is pending."""
+        if not self._pending:
+            return None
+        excess = [count - capacity for _, _, capacity, count in self._pending]
+        return (excess[0] if len(excess) == 1 else torch.cat(excess).max().reshape(1)) > 0
 
     def observe(self, pairs: int) -> None:
         """A count read synchronously (the first render): sets the capacity."""
@@ -114,7 +123,7 @@ class PairBudget:
         and gradients are then incomplete). Waits for the GPU to have counted them, not for the
         renders to finish; grows the capacity to fit what was seen."""
         overflow = False
-        for host, event, capacity in self._pending:
+        for host, event, capacity, _ in self._pending:
             event.synchronize()
             pairs = int(host[0])
             self.largest = max(self.largest, pairs)

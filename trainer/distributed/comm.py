@@ -127,6 +127,12 @@ class Communicator:
         self._call(dist.all_reduce, tensor)
         return tensor
 
+    def max_on_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The largest of each element over the ranks, in place, on the main group's device
+        (with NCCL queued on the GPU like a kernel: the host does not wait)."""
+        self._call(dist.all_reduce, tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
     def all_to_all(self, tensor: torch.Tensor, send: list[int], receive: list[int]) -> torch.Tensor:
         """Rows ``send[r]`` of ``tensor`` (in order) go to rank r; returns the ``sum(receive)``
         rows received, rank 0's first."""

@@ -163,16 +163,17 @@ class ReferenceExchange:
         self.comm, self.antialiasing = comm, antialiasing
 
     @staticmethod
-    def settle(pairs_overflowed: bool, control: Sequence[int] = ()) -> tuple[bool, list[int] | None]:
+    def settle(pairs_overflowed: bool) -> tuple[bool, list[int] | None]:
         """Nothing to agree on: the reference exchange and rasterizer use exact counts, and
         ``control`` is not carried (None: the caller agrees on it by itself)."""
         return pairs_overflowed, None
 
     def render(self, gaussians: Gaussians, cameras: Sequence[Camera], background: Tensor, sh_degree: int,
                differentiable: bool = True, largest_part: int | None = None,
-               pair_budget=None) -> RenderedViews:
+               pair_budget=None, control: Sequence[int] = ()) -> RenderedViews:
         """Render this rank's share of ``cameras`` from every rank's Gaussians (a collective);
-        ``largest_part`` and ``pair_budget`` are the CUDA exchange's and are not used here."""
+        ``largest_part``, ``pair_budget`` and ``control`` are the CUDA exchange's and are not
+        used here."""
         from rasterizer.reference import Projection, project, rasterize  # noqa: PLC0415
 
         owners = owner_of_views(len(cameras), self.comm.world)
@@ -216,43 +217,21 @@ class RowBudget:
 
     The room is the ``all_to_all``'s split size, so it must be the same on every rank and known
     to the host before the GPU has projected anything. As :class:`rasterizer.cuda.PairBudget`
-    does for the tile sort, each exchange queues a copy of its per-view counts' largest to the
-    host and goes on; :meth:`settle` (once a step, after the backward is queued, on every rank)
-    learns every rank's largest count in one small collective, grows the room to ``headroom``
-    times the largest count seen, and says whether a rank had more rows than room (its render
-    was incomplete: the caller does the step again). Until the first count is known the room is
-    the largest part: every Gaussian fits.
+    does for the tile sort, the room is a guess that only grows: each step's agreement (see
+    :class:`CudaExchange`) tells every rank the most rows any rank had for one view, and
+    :meth:`grow` makes the room ``headroom`` times the largest seen. A step whose rows outgrew
+    the room is done again. Until the first count is known the room is the largest part: every
+    Gaussian fits.
     """
 
     def __init__(self, headroom: float = 1.25, minimum: int = 1024):
         self.headroom, self.minimum = float(headroom), int(minimum)
         self.capacity = 0          # 0: not known yet
         self.largest = 0           # the most rows one rank has sent for one view
-        self._pending: list[tuple[Tensor, torch.cuda.Event, int]] = []
-        self._spare: list[Tensor] = []
 
-    def reserve(self, counts: Tensor, largest_part: int) -> int:
-        """Rows per view for an exchange whose per-view counts are the device tensor ``counts``
-        ([B]), from a rank holding at most ``largest_part`` Gaussians."""
-        room = largest_part if self.capacity == 0 else min(self.capacity, largest_part)
-        host = self._spare.pop() if self._spare else torch.empty(1, dtype=torch.int64, pin_memory=True)
-        host.copy_(counts.max().reshape(1), non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self._pending.append((host, event, room))
-        return room
-
-    def local(self) -> tuple[int, bool]:
-        """This rank's largest count since the last call, and whether one exceeded its room;
-        waits until the GPU has counted (early in the step), not for the step to finish."""
-        largest, overflow = 0, False
-        for host, event, room in self._pending:
-            event.synchronize()
-            count = int(host[0])
-            largest, overflow = max(largest, count), overflow or count > room
-            self._spare.append(host)
-        self._pending.clear()
-        return largest, overflow
+    def room(self, largest_part: int) -> int:
+        """Rows per view for an exchange from ranks holding at most ``largest_part`` Gaussians."""
+        return largest_part if self.capacity == 0 else min(self.capacity, largest_part)
 
     def grow(self, largest: int) -> None:
         """Take every rank's largest count (the same value on every rank)."""
@@ -294,33 +273,65 @@ class CudaExchange:
     path's structure: each stage's backward is called explicitly) and without waiting for the
     GPU: every rank sends, for every view, a fixed number of rows (its :class:`RowBudget` room),
     its visible Gaussians first and zero rows after them (a zero row touches no tile). The
-    exchange is one ``all_to_all`` each way."""
+    exchange is one ``all_to_all`` each way.
+
+    **The step's agreement.** Whether any rank's rows outgrew the room or its tile pairs their
+    :class:`rasterizer.cuda.PairBudget` (the step must then be done again on every rank), the
+    most rows any rank had for a view (the next room), and the caller's ``control`` values are
+    agreed on by one small ``all_reduce`` (maximum) on the GPUs, queued at the end of the
+    forward; :meth:`settle` reads its result. The host thus waits once a step for its own GPU
+    to reach that point (the forward's counting, not the step's end), and never for a host
+    rendezvous with the other ranks (one took 0.5-0.7 ms a step with gloo).
+    """
 
     def __init__(self, comm: Communicator, antialiasing: bool):
         self.comm, self.antialiasing = comm, antialiasing
         self.budget = RowBudget()
+        self._agreement: tuple[Tensor, torch.cuda.Event] | None = None
 
-    def settle(self, pairs_overflowed: bool, control: Sequence[int] = ()) -> tuple[bool, list[int]]:
+    def _queue_agreement(self, rows_largest: Tensor, room: int, pair_budget, control: Sequence[int]) -> None:
+        """Queue the step's agreement (see the class docstring): [overflow, most rows, *control],
+        the maximum over the ranks, copied to pinned host memory behind an event."""
+        rows_largest = rows_largest.reshape(1).to(torch.int64)
+        overflow = rows_largest > room
+        pairs = pair_budget.pending_overflow() if pair_budget is not None else None
+        if pairs is not None:
+            overflow = overflow | pairs
+        # From pinned memory: a copy from pageable memory may wait for the GPU.
+        control = torch.tensor(list(control), dtype=torch.int64).pin_memory()
+        values = torch.cat([overflow.to(torch.int64), rows_largest, control.to(rows_largest.device, non_blocking=True)])
+        self.comm.max_on_device(values)
+        host = torch.empty(values.shape, dtype=torch.int64, pin_memory=True)
+        host.copy_(values, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._agreement = (host, event)
+
+    def settle(self, pairs_overflowed: bool) -> tuple[bool, list[int]]:
         """Once a step, on every rank, after the backward was queued: whether any rank's render
-        outgrew its room in the exchange or ``pairs_overflowed`` (its sort's pair budget); the
-        step must then be done again on every rank. One small collective, which also carries
-        ``control`` (small non-negative ints from each rank, such as the trainer's stop request)
-        and returns their maxima over the ranks, so that the caller needs no collective of its
-        own."""
-        largest, rows_overflowed = self.budget.local()
-        overflow, largest, *agreed = self.comm.max_ints([int(pairs_overflowed or rows_overflowed), largest,
-                                                         *control])
+        outgrew its room in the exchange or its pair budget (``pairs_overflowed``, this rank's
+        answer, is already in the agreement: only the agreed answer is used, so that every rank
+        decides alike); the step must then be done again on every rank.
+        Returns that and the maxima over the ranks of the ``control`` values given to
+        :meth:`render`. Waits until this GPU has reached the agreement queued by the render."""
+        if self._agreement is None:
+            raise RuntimeError("CudaExchange.settle: no differentiable render to settle")
+        host, event = self._agreement
+        self._agreement = None
+        event.synchronize()
+        overflow, largest, *agreed = host.tolist()
         self.budget.grow(largest)
         return bool(overflow), agreed
 
     def render(self, gaussians: Gaussians, cameras: Sequence[Camera], background: Tensor, sh_degree: int,
                differentiable: bool = True, largest_part: int | None = None,
-               pair_budget=None) -> RenderedViews:
+               pair_budget=None, control: Sequence[int] = ()) -> RenderedViews:
         """Render this rank's share of ``cameras`` from every rank's Gaussians (a collective).
         ``largest_part``: the most Gaussians a rank holds (asked of the ranks when None);
-        ``pair_budget``: a :class:`rasterizer.cuda.PairBudget` for this rank's renders.
-        Without ``differentiable`` (evaluation) every rank sends whole parts and no
-        :meth:`settle` is due."""
+        ``pair_budget``: a :class:`rasterizer.cuda.PairBudget` for this rank's renders;
+        ``control``: small non-negative ints to agree on (see :meth:`settle`). Without
+        ``differentiable`` (evaluation) every rank sends whole parts and no :meth:`settle` is
+        due."""
         from rasterizer.cuda import (_project_backward, _project_forward, _rasterize_backward,  # noqa: PLC0415
                                      _rasterize_forward, _raw_parameters, _settings, camera_blocks)
 
@@ -344,7 +355,8 @@ class CudaExchange:
         radii = in_view_order([p[3][5] for p in projections], groups)                 # [B, n]
         sent = in_view_order([p[3][7] for p in projections], groups) > 0              # touches a tile
         # 2. Those rows, compacted view by view into `room` rows each.
-        room = self.budget.reserve(sent.sum(dim=1), largest_part) if differentiable else largest_part
+        rows_per_view = sent.sum(dim=1)
+        room = self.budget.room(largest_part) if differentiable else largest_part
         slots = compaction_slots(sent, room).reshape(-1)
         send = packed.new_zeros(views * room + 1, PACKED_COLUMNS)
         send.index_copy_(0, slots, packed.reshape(-1, PACKED_COLUMNS))   # the spare last row takes the rest
@@ -364,6 +376,9 @@ class CudaExchange:
             for j, k in enumerate(local):
                 images[mine[k]] = image[j]
             renders.append((local, inputs[:4], state, size))
+        if differentiable:
+            largest = rows_per_view.max() if views else rows_per_view.new_zeros(())
+            self._queue_agreement(largest, room, pair_budget, control)
         means2d_grads = []
 
         def backward(grad_images: dict[int, Tensor]) -> list[Tensor]:

@@ -122,7 +122,7 @@ class DistributedTrainer(Trainer):
     def _before_step(self, it: int) -> None:
         """Whether any rank was asked to stop and whether rank 0's hooks want the model: agreed
         by the previous step's :meth:`_render_overflowed` (the CUDA exchange carries it in its
-        collective), else by a small collective here. Only then are the hooks called (gathering
+        agreement), else by a small collective here. Only then are the hooks called (gathering
         the model is a collective), and a stop they ask for is agreed on before the step."""
         agreed, self._agreed_control = self._agreed_control, None
         stop, wanted = agreed if agreed is not None else self.comm.max_ints(self._control())
@@ -171,7 +171,8 @@ class DistributedTrainer(Trainer):
         stats = torch.zeros(len(views), 4, device=self.device)
         with self.phase("render"):
             rendered = self.exchange.render(model.gaussians(), cameras, background, model.active_sh_degree,
-                                            largest_part=model.largest_part(), pair_budget=self.pair_budget)
+                                            largest_part=model.largest_part(), pair_budget=self.pair_budget,
+                                            control=self._control())
         grads = {}
         with self.phase("loss"):
             for b, image in rendered.images.items():
@@ -210,9 +211,10 @@ class DistributedTrainer(Trainer):
 
     def _render_overflowed(self) -> bool:
         """Whether a render outgrew its budget on any rank: every rank then does the step again.
-        The same collective agrees on the next step's control values (see :meth:`_before_step`);
-        a stop asked for after it is agreed a step later, on every rank alike."""
-        overflowed, self._agreed_control = self.exchange.settle(super()._render_overflowed(), self._control())
+        The CUDA exchange's agreement also carries the control values given to its render (see
+        :meth:`_before_step`); a stop asked for after that render is agreed a step later, on
+        every rank alike."""
+        overflowed, self._agreed_control = self.exchange.settle(super()._render_overflowed())
         return overflowed
 
     # ----- evaluation --------------------------------------------------------------------------------
