@@ -235,6 +235,48 @@ def test_a_dead_rank_stops_the_run_with_one_line(shapes, tmp_path):
     assert len(read_ply(saved)) > 0  # what was saved before is intact
 
 
+def test_a_rank_out_of_memory_stops_every_rank_with_one_line(shapes, tmp_path):
+    """Rank 1 runs out of memory in a step (injected by a ``sitecustomize`` on the workers'
+    path) while rank 0 waits for it inside the step: rank 1 must end with its one-line error
+    (it must not try the save on stop, a collective that rank 0 never joins) and the launcher
+    must stop rank 0; what was saved before is intact."""
+    from trainer.distributed import DistributedFailure
+    from trainer.train import is_out_of_memory
+
+    assert not is_out_of_memory(DistributedFailure("rank 1: out of memory at view 12 with 9 of 17 Gaussians"))
+    injection = tmp_path / "inject"
+    injection.mkdir()
+    (injection / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import torch\n"
+        "    from trainer.train import Trainer\n"
+        "    _step = Trainer._iteration\n"
+        "    def _iteration(self, step):\n"
+        "        if step.first > 12:\n"
+        "            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB (injected)')\n"
+        "        return _step(self, step)\n"
+        "    Trainer._iteration = _iteration\n")
+    model = tmp_path / "oom"
+    env = environment()
+    env["PYTHONPATH"] = os.pathsep.join([str(injection), str(REPO), env.get("PYTHONPATH", "")])
+    process = subprocess.Popen([*launcher_command(2, model), "-s", str(shapes), "-m", str(model), *FLAGS, "--quiet",
+                                "--save_iterations", "10"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("the run hung after rank 1 ran out of memory")
+    assert process.returncode == 1, stderr[-3000:]
+    assert "rank 1: out of memory at view 13" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert not (model / "point_cloud" / "iteration_13").exists()  # no save on stop: it is a collective
+    from rasterizer import read_ply
+
+    assert len(read_ply(model / "point_cloud" / "iteration_10" / "point_cloud.ply")) > 0
+
+
 def test_gpus_flag_errors(tmp_path, capsys, monkeypatch):
     args = ["-s", str(tmp_path), "-m", str(tmp_path / "m"), "--quiet"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

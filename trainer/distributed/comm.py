@@ -29,9 +29,14 @@ __all__ = ["Communicator", "launched_by_torchrun", "DistributedFailure", "CONTRO
 CONTROL_TIMEOUT = datetime.timedelta(hours=6)
 
 
-class DistributedFailure(RuntimeError):
-    """Another rank is gone (its connection closed, or a collective failed); the message is one
-    line."""
+class DistributedFailure(Exception):
+    """This rank cannot go on with the others: another rank is gone (its connection closed, or
+    a collective failed), or this rank ran out of memory mid-step. The message is one line.
+
+    Not a RuntimeError: the trainer turns a RuntimeError that reads "out of memory" into a save
+    (:func:`trainer.train.is_out_of_memory`), and in a multi-process run that save is a
+    collective the other ranks, still inside the step, would never join: the run would hang.
+    This error ends the process instead, and torchrun stops the others."""
 
 
 def launched_by_torchrun() -> bool:
