@@ -4,7 +4,7 @@ with batches of 1, 2 and 4 views and for two GPUs (issue 13).
     python bench/train_multi_gpu.py [--data ../shared/data] [--scenes beer statuette] [-r 2]
                                     [--views 7000] [--configs 1x1 1x2 1x4 2x2]
                                     [--capacity] [--memory_fraction 0.04] [--out results.json]
-                                    [--profile STEPS [--profile_from VIEW]]
+                                    [--profile STEPS [--profile_from VIEW] [--profiler python]]
 
 A configuration ``GxB`` trains on G GPUs with ``--batch_size B`` (G > 1: G processes under
 torchrun, the Gaussians split across them, as ``splat-train --gpus G`` does). Every run trains
@@ -22,11 +22,14 @@ GPU at least as fast per view as a batch of 1.
 ``--capacity``: each process may use only ``--memory_fraction`` of its GPU
 (``torch.cuda.set_per_process_memory_fraction``) and densification is made aggressive (low
 gradient threshold, no stop), so the model grows until memory runs out; one GPU and two GPUs
-(B = 2) report the largest Gaussian count they trained, and whether the run completed.
+(B = 2) report the largest Gaussian count they trained, whether the run completed, the view it
+reached and its training time. ``--time_limit S`` stops each run after S seconds of training
+(status ``stopped``): a run near its memory limit is slow, as the allocator frees and retries.
 
 ``--profile STEPS``: rank 0 of each configuration runs STEPS steps under torch.profiler after the
 warm-up (or from view ``--profile_from``) and writes where the step's GPU and host time go next to ``--out`` (the views/s of a
-profiled run are not comparable).
+profiled run are not comparable). ``--profiler python`` uses cProfile instead: host time by Python
+function (cumulative and own), which shows which of our functions a host-bound step is spent in.
 
 Each configuration runs in its own processes (``--worker`` is this file's worker mode).
 ``--backend reference`` runs everything on the CPU (gloo), a smoke test of the bench itself.
@@ -35,7 +38,11 @@ Each configuration runs in its own processes (``--worker`` is this file's worker
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import os
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -78,6 +85,9 @@ def worker(args: argparse.Namespace) -> int:
 
     def hook(trainer, iteration: int) -> None:
         clock["largest"] = max(clock["largest"], trainer.gaussian_count())
+        clock["view"] = iteration
+        if args.time_limit and rank == 0 and time.perf_counter() - clock["began"] > args.time_limit:
+            trainer.request_stop()  # every rank stops at the next step (the stop is agreed)
         if "start" not in clock and iteration >= warmup:
             sync()
             clock["start"], clock["first_view"] = time.perf_counter(), iteration
@@ -88,12 +98,13 @@ def worker(args: argparse.Namespace) -> int:
     try:
         trainer.setup()
         trainer.hooks.append(hook)
+        clock["began"] = time.perf_counter()
         if gpu:
             torch.cuda.reset_peak_memory_stats()
         result = trainer.run()
         sync()
-        row.update(status=result.status, gaussians=trainer.gaussian_count(),
-                   largest=max(clock["largest"], trainer.gaussian_count()))
+        row.update(status="stopped" if result.status == "interrupted" else result.status,
+                   gaussians=trainer.gaussian_count(), largest=max(clock["largest"], trainer.gaussian_count()))
         if "start" in clock:
             row.update(views=args.views - clock["first_view"] + 1, seconds=time.perf_counter() - clock["start"])
         if result.status == "completed":
@@ -106,8 +117,13 @@ def worker(args: argparse.Namespace) -> int:
     except DistributedFailure as error:
         row.update(status="out_of_memory" if "out of memory" in str(error) else "failed", largest=clock["largest"],
                    message=str(error))
+    row.update(last_view=clock.get("view", 0), train_s=time.perf_counter() - clock.get("began", time.perf_counter()))
     row["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20 if gpu else 0.0
     Path(f"{args.out}.rank{rank}").write_text(json.dumps(row))
+    if comm is not None and row["status"] in ("out_of_memory", "failed"):
+        # The other ranks wait in a collective this rank left: closing the group would wait for
+        # them forever. Exiting makes torchrun stop them (as splat-train's launcher does).
+        os._exit(1)
     if trainer.scene is not None:
         trainer.scene.close()
     if comm is not None:
@@ -122,25 +138,38 @@ def profile_window(trainer, iteration: int, warmup: int, args: argparse.Namespac
     import torch  # noqa: PLC0415
 
     if "profiler" not in clock and iteration >= warmup:
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if torch.cuda.is_available():
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        clock["profiler"] = torch.profiler.profile(activities=activities)
-        clock["profiler"].__enter__()
+        if args.profiler == "python":
+            clock["profiler"] = cProfile.Profile()
+            clock["profiler"].enable()
+        else:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            clock["profiler"] = torch.profiler.profile(activities=activities)
+            clock["profiler"].__enter__()
+            trainer.phase = torch.profiler.record_function
         clock["profiled_from"], clock["profile_start"] = iteration, time.perf_counter()
-        trainer.phase = torch.profiler.record_function
     elif "profiler" in clock and "profiled" not in clock and iteration >= clock["profiled_from"] + args.profile * args.batch:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         clock["profiled"] = time.perf_counter()
+        wall = (clock["profiled"] - clock["profile_start"]) / args.profile * 1e3
+        header = f"{args.profile} steps from view {clock['profiled_from']}: {wall:.2f} ms a step (profiled)\n\n"
+        if args.profiler == "python":
+            clock["profiler"].disable()
+            text = io.StringIO()
+            stats = pstats.Stats(clock["profiler"], stream=text)
+            for key in ("cumulative", "tottime"):
+                text.write(f"By {key} host time ({args.profile} steps):\n")
+                stats.sort_stats(key).print_stats(45)
+            Path(f"{args.out}.profile.txt").write_text(header + text.getvalue())
+            return
         clock["profiler"].__exit__(None, None, None)
         events = clock["profiler"].key_averages()
-        wall = (clock["profiled"] - clock["profile_start"]) / args.profile * 1e3
         tables = [events.table(sort_by=key, row_limit=30, max_name_column_width=48)
                   for key in ("self_cuda_time_total", "cpu_time_total")]
         Path(f"{args.out}.profile.txt").write_text(
-            f"{args.profile} steps from view {clock['profiled_from']}: {wall:.2f} ms a step (profiled)\n\n"
-            f"By GPU time:\n{tables[0]}\nBy host time:\n{tables[1]}")
+            header + f"By GPU time:\n{tables[0]}\nBy host time:\n{tables[1]}")
 
 
 # ----- driver -------------------------------------------------------------------------------------
@@ -163,9 +192,10 @@ def run_configuration(source: Path, gpus: int, batch: int, args: argparse.Namesp
                   "--views", str(args.views), "--batch", str(batch), "-r", str(args.resolution), "--out", str(out),
                   "--backend", args.backend]
         if capacity:
-            common += ["--capacity", "--memory_fraction", str(args.memory_fraction)]
+            common += ["--capacity", "--memory_fraction", str(args.memory_fraction), "--time_limit", str(args.time_limit)]
         if args.profile:
-            common += ["--profile", str(args.profile), "--profile_from", str(args.profile_from)]
+            common += ["--profile", str(args.profile), "--profile_from", str(args.profile_from),
+                       "--profiler", args.profiler]
         if gpus == 1:
             command = [sys.executable, *common]
         else:
@@ -225,6 +255,9 @@ def main(argv=None) -> int:
     parser.add_argument("-r", "--resolution", type=int, default=2)
     parser.add_argument("--capacity", action="store_true", help="the memory-capacity runs (see the docstring)")
     parser.add_argument("--memory_fraction", type=float, default=0.04)
+    parser.add_argument("--time_limit", type=float, default=0.0, metavar="SECONDS",
+                        help="--capacity: stop a run after this many seconds of training (0: no limit); it then "
+                             "reports the largest model it reached, with status 'stopped'")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "splatview-bench"))
     parser.add_argument("--out", help="write every row as JSON here")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
@@ -233,6 +266,9 @@ def main(argv=None) -> int:
     parser.add_argument("--profile_from", type=int, default=0, metavar="VIEW",
                         help="start the --profile window at this view (default: after the warm-up); past "
                              "densify_until_iter (15000) it shows the steady state without densification")
+    parser.add_argument("--profiler", choices=("torch", "python"), default="torch",
+                        help="--profile's tool: torch.profiler (kernels and operators) or cProfile (host time by "
+                             "Python function)")
     parser.add_argument("--backend", choices=("cuda", "reference"), default="cuda",
                         help="reference: the CPU and gloo (a smoke test of this script)")
     # worker mode (one configuration; started by the driver)
@@ -269,7 +305,8 @@ def main(argv=None) -> int:
                 row = run_configuration(source, gpus, 2, args, capacity=True)
                 rows.append(row)
                 print(f"capacity {name}: {gpus} GPU(s), {args.memory_fraction:g} of each GPU's memory: largest "
-                      f"{row['largest']} Gaussians, {row['status']}", flush=True)
+                      f"{row['largest']} Gaussians, {row['status']} at view {row.get('last_view', 0)} after "
+                      f"{row.get('train_s', 0):.0f} s", flush=True)
             continue
         for gpus, batch in configs:
             rows.append(run_configuration(source, gpus, batch, args))
