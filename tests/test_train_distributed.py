@@ -266,6 +266,8 @@ def test_a_rank_out_of_memory_stops_every_rank_with_one_line(shapes, tmp_path):
     try:
         _, stderr = process.communicate(timeout=240)
     except subprocess.TimeoutExpired:
+        for pid in worker_pids(process.pid):  # not left behind to load the machine
+            os.kill(pid, signal.SIGKILL)
         process.kill()
         pytest.fail("the run hung after rank 1 ran out of memory")
     assert process.returncode == 1, stderr[-3000:]
