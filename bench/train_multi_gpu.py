@@ -279,6 +279,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.profile < 0:
         parser.error("--profile takes a number of steps (0: no profile)")
+    if args.time_limit < 0:
+        parser.error(f"--time_limit {args.time_limit:g}: takes seconds, 0 or more (0: no limit)")
     if args.profile_from < 0 or args.profile_from >= args.views:
         parser.error(f"--profile_from {args.profile_from}: takes a view before --views ({args.views}); 0: after the "
                      "warm-up")
