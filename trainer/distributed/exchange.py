@@ -357,6 +357,7 @@ class CudaExchange:
         radii = in_view_order([p[3][5] for p in projections], groups)                 # [B, n]
         sent = in_view_order([p[3][7] for p in projections], groups) > 0              # touches a tile
         # 2. Those rows, compacted view by view into `room` rows each.
+        rows_per_view = sent.sum(dim=1)
         room = self.budget.room(largest_part) if differentiable else largest_part
         slots = compaction_slots(sent, room).reshape(-1)
         send = packed.new_zeros(views * room + 1, PACKED_COLUMNS)
@@ -378,7 +379,8 @@ class CudaExchange:
                 images[mine[k]] = image[j]
             renders.append((local, inputs[:4], state, size))
         if differentiable:
-            self._queue_agreement(sent.sum(dim=1).max(), room, pair_budget, control)
+            largest = rows_per_view.max() if views else rows_per_view.new_zeros(())
+            self._queue_agreement(largest, room, pair_budget, control)
         means2d_grads = []
 
         def backward(grad_images: dict[int, Tensor]) -> list[Tensor]:
