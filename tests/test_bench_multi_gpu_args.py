@@ -1,17 +1,18 @@
-"""``bench/train_multi_gpu.py`` refuses bad flags with a one-line error (exit 2) before it starts
-anything."""
+"""``bench/train_multi_gpu.py``: bad flags are a one-line error (exit 2) before anything starts,
+and the runs of several seeds are summarised per configuration."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.train_multi_gpu import main
+from bench.train_multi_gpu import main, print_table, summarise_repeats
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--profile", "-1"], "--profile takes a number of steps"),
     (["--views", "100", "--profile_from", "100"], "--profile_from 100: takes a view before --views"),
     (["--time_limit", "-1"], "--time_limit -1: takes seconds"),
+    (["--repeats", "0"], "--repeats 0: takes a positive number of runs"),
     (["--profiler", "perf"], "invalid choice"),
 ])
 def test_bad_flags_are_one_line_errors(flags, message, capsys):
@@ -20,3 +21,25 @@ def test_bad_flags_are_one_line_errors(flags, message, capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert message in error[-1] and "Traceback" not in "\n".join(error)
+
+
+def _run(gpus: int, seed: int, views_per_s: float, psnr: float, status: str = "completed") -> dict:
+    return {"scene": "beer", "gpus": gpus, "batch": 2, "seed": seed, "views_per_s": views_per_s, "psnr": psnr,
+            "gaussians": 1000 + seed, "peak_mb": 400.0 + seed, "status": status}
+
+
+def test_repeats_are_summarised_per_configuration(capsys):
+    runs = [_run(1, 0, 380.0, 21.0), _run(2, 0, 360.0, 22.0), _run(1, 1, 390.0, 22.0), _run(2, 1, 370.0, 21.0),
+            _run(1, 2, 400.0, 23.0), _run(2, 2, 700.0, 22.5, "failed")]
+    one, two = summarise_repeats(runs)
+    assert (one["gpus"], two["gpus"]) == (1, 2) and one["runs"] == two["runs"] == 3
+    assert one["views_per_s"] == 390.0 and two["views_per_s"] == 370.0  # medians
+    assert one["psnr"] == pytest.approx(22.0) and one["psnr_sd"] == pytest.approx(1.0)
+    assert two["psnr"] == pytest.approx(21.833333) and two["status"] == "failed"
+    assert one["gaussians"] == 1001 and one["peak_mb"] == 401.0
+    single = summarise_repeats([_run(1, 0, 380.0, 21.0)])[0]
+    assert single["psnr_sd"] == 0.0 and single["runs"] == 1
+    goals = print_table([one, two])
+    assert goals == ["beer: 2 GPUs B=2: 0.95x views/s, PSNR -0.17 dB (goal >= 1.8x, within 0.1 dB): NOT met"]
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[:7] == ["beer", "1", "2", "390.0", "1.00", "22.00", "1.00"]
