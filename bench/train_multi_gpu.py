@@ -319,6 +319,10 @@ def main(argv=None) -> int:
         parser.error(f"--repeats {args.repeats}: takes a positive number of runs")
     if args.time_limit < 0:
         parser.error(f"--time_limit {args.time_limit:g}: takes seconds, 0 or more (0: no limit)")
+    if args.time_limit and not args.capacity:
+        parser.error("--time_limit stops the --capacity runs; the speed runs always train --views views")
+    if args.capacity and args.repeats != 1:
+        parser.error("--repeats is for the speed table; a --capacity run reports one run per GPU count")
     if args.profile_from < 0 or args.profile_from >= args.views:
         parser.error(f"--profile_from {args.profile_from}: takes a view before --views ({args.views}); 0: after the "
                      "warm-up")

@@ -13,6 +13,8 @@ from bench.train_multi_gpu import main, print_table, summarise_repeats
     (["--views", "100", "--profile_from", "100"], "--profile_from 100: takes a view before --views"),
     (["--time_limit", "-1"], "--time_limit -1: takes seconds"),
     (["--repeats", "0"], "--repeats 0: takes a positive number of runs"),
+    (["--time_limit", "60"], "--time_limit stops the --capacity runs"),
+    (["--capacity", "--repeats", "2"], "--repeats is for the speed table"),
     (["--profiler", "perf"], "invalid choice"),
 ])
 def test_bad_flags_are_one_line_errors(flags, message, capsys):
