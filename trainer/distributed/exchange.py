@@ -47,7 +47,7 @@ from torch import Tensor
 
 from rasterizer.camera import Camera
 from rasterizer.gaussians import Gaussians
-from trainer.batching import ScreenStatistics, in_view_order, put_views, same_size_groups, select_views, view_shares
+from trainer.batching import ScreenStatistics, put_views, same_size_groups, select_views, view_shares
 
 from .comm import Communicator
 
@@ -346,16 +346,13 @@ class CudaExchange:
         background = background.to(device=device, dtype=torch.float32).contiguous()
         shares = view_shares(views, world)
         mine = list(shares[self.comm.rank])
-        # 1. This rank's Gaussians projected into every view, one batched launch per image size.
-        groups = same_size_groups(cameras)
-        projections = []
-        for group in groups:
-            camera_data = camera_blocks([cameras[b] for b in group], device)
-            settings = _settings(cameras[group[0]], sh_degree, 1.0, self.antialiasing)
-            projections.append((group, camera_data, settings, _project_forward(params, camera_data, settings)))
-        packed = in_view_order([_packed_rows(p[3]) for p in projections], groups)     # [B, n, 16]
-        radii = in_view_order([p[3][5] for p in projections], groups)                 # [B, n]
-        sent = in_view_order([p[3][7] for p in projections], groups) > 0              # touches a tile
+        # 1. This rank's Gaussians projected into every view: one launch, whatever the sizes.
+        camera_data = camera_blocks(list(cameras), device)
+        settings = _settings(sh_degree, 1.0, self.antialiasing)
+        projection = _project_forward(params, camera_data, settings)
+        packed = _packed_rows(projection)                                             # [B, n, 16]
+        radii = projection[5]                                                         # [B, n]
+        sent = projection[7] > 0                                                      # touches a tile
         # 2. Those rows, compacted view by view into `room` rows each.
         rows_per_view = sent.sum(dim=1)
         room = self.budget.room(largest_part) if differentiable else largest_part
@@ -397,12 +394,7 @@ class CudaExchange:
             returned = torch.cat([returned, returned.new_zeros(1, CUDA_GRAD_COLUMNS)])
             incoming = returned.index_select(0, slots).view(views, n, CUDA_GRAD_COLUMNS)
             means2d_grads.append(incoming[..., 0:2].contiguous())
-            total = None
-            for group, camera_data, settings, outputs in projections:
-                rows = select_views(incoming, group)
-                parts = [rows[..., 0:2], rows[..., 2:6], rows[..., 6:9], rows[..., 9]]
-                grads = _project_backward(params, camera_data, outputs[5], settings, [p.contiguous() for p in parts])
-                total = grads if total is None else [a + b for a, b in zip(total, grads)]
-            return total
+            parts = [incoming[..., 0:2], incoming[..., 2:6], incoming[..., 6:9], incoming[..., 9]]
+            return _project_backward(params, camera_data, radii, settings, [p.contiguous() for p in parts])
 
         return RenderedViews(images, backward, radii, lambda: means2d_grads[-1])
