@@ -196,8 +196,9 @@ def _project_forward(params: tuple, camera_data: torch.Tensor, settings: tuple) 
     radii, rects, touched = (empty(lead, dtype=torch.int32), empty(*lead, 4, dtype=torch.int32),
                              empty(lead, dtype=torch.int32))
     _module(device).launch("project_forward", (*_grid(n), _views(camera_data)), (_THREADS,), [
-        (n, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT), _ptr(camera_data), *map(_ptr, params), _ptr(means2d), _ptr(conic_opacity),
-        _ptr(colors), _ptr(inv_depths), _ptr(depths), _ptr(radii), _ptr(rects), _ptr(touched)])
+        (n, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT), _ptr(camera_data),
+        *map(_ptr, params), _ptr(means2d), _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(depths),
+        _ptr(radii), _ptr(rects), _ptr(touched)])
     return means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched
 
 
