@@ -32,11 +32,11 @@ CPU queues the next step while the GPU still runs this one.
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 
 from ..camera import Camera
+from ..capacity import GrowingCapacity
 from ..gaussians import Gaussians
 from ..reference import FRUSTUM_GUARD, TILE_SIZE
 from ..render import RenderOutput
@@ -70,7 +70,7 @@ def _module(device: torch.device) -> CudaModule:
     return load_module(_SOURCE, device.index if device.index is not None else torch.cuda.current_device())
 
 
-class PairBudget:
+class PairBudget(GrowingCapacity):
     """Room for the (tile, Gaussian) pairs of the renders a caller makes, sized without waiting
     for the GPU (see the module docstring).
 
@@ -87,12 +87,7 @@ class PairBudget:
     """
 
     def __init__(self, headroom: float = 1.5, minimum: int = 1 << 16):
-        if headroom < 1.0:
-            raise ValueError("PairBudget headroom must be at least 1")
-        self.headroom = float(headroom)
-        self.minimum = int(minimum)
-        self.capacity = 0            # 0: not known yet, the next render counts synchronously
-        self.largest = 0             # the most pairs one render has needed
+        super().__init__(headroom, minimum)
         self.overflows = 0           # renders that did not fit (and were redone by the caller)
         self._pending: list[tuple[torch.Tensor, torch.cuda.Event, int, torch.Tensor]] = []  # host, event, capacity, count
         self._spare: list[torch.Tensor] = []
@@ -118,24 +113,23 @@ class PairBudget:
 
     def observe(self, pairs: int) -> None:
         """A count read synchronously (the first render): sets the capacity."""
-        self.largest = max(self.largest, int(pairs))
-        self.capacity = max(self.capacity, self.minimum, math.ceil(self.largest * self.headroom))
+        self.grow(pairs)
 
     def overflowed(self) -> bool:
         """Whether any render since the last call needed more pairs than it was given (its image
         and gradients are then incomplete). Waits for the GPU to have counted them, not for the
         renders to finish; grows the capacity to fit what was seen."""
-        overflow = False
+        overflow, largest = False, 0
         for host, event, capacity, _ in self._pending:
             event.synchronize()
             pairs = int(host[0])
-            self.largest = max(self.largest, pairs)
+            largest = max(largest, pairs)
             overflow |= pairs > capacity
             self._spare.append(host)
         self._pending.clear()
         if overflow:
             self.overflows += 1
-        self.capacity = max(self.capacity, self.minimum, math.ceil(self.largest * self.headroom))
+        self.grow(largest)
         return overflow
 
 

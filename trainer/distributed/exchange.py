@@ -38,7 +38,6 @@ Column layouts of the exchanged rows (the first ``*_GRAD_COLUMNS`` floats carry 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -46,6 +45,7 @@ import torch
 from torch import Tensor
 
 from rasterizer.camera import Camera
+from rasterizer.capacity import GrowingCapacity
 from rasterizer.gaussians import Gaussians
 from trainer.batching import ScreenStatistics, put_views, same_size_groups, select_views, view_shares
 
@@ -212,31 +212,24 @@ class ReferenceExchange:
         return RenderedViews(images, backward, radii, means2d_grads)
 
 
-class RowBudget:
+class RowBudget(GrowingCapacity):
     """Room for the projected Gaussians that one rank sends for one view in the CUDA exchange.
 
     The room is the ``all_to_all``'s split size, so it must be the same on every rank and known
     to the host before the GPU has projected anything. As :class:`rasterizer.cuda.PairBudget`
-    does for the tile sort, the room is a guess that only grows: each step's agreement (see
-    :class:`CudaExchange`) tells every rank the most rows any rank had for one view, and
-    :meth:`grow` makes the room ``headroom`` times the largest seen. A step whose rows outgrew
-    the room is done again. Until the first count is known the room is the largest part: every
-    Gaussian fits.
+    does for the tile sort, the room is a guess that only grows (the rule of
+    :class:`rasterizer.capacity.GrowingCapacity`): each step's agreement (see
+    :class:`CudaExchange`) tells every rank the most rows any rank had for one view, the same
+    value on every rank, which :meth:`grow` takes. A step whose rows outgrew the room is done
+    again. Until the first count is known the room is the largest part: every Gaussian fits.
     """
 
     def __init__(self, headroom: float = 1.25, minimum: int = 1024):
-        self.headroom, self.minimum = float(headroom), int(minimum)
-        self.capacity = 0          # 0: not known yet
-        self.largest = 0           # the most rows one rank has sent for one view
+        super().__init__(headroom, minimum)
 
     def room(self, largest_part: int) -> int:
         """Rows per view for an exchange from ranks holding at most ``largest_part`` Gaussians."""
         return largest_part if self.capacity == 0 else min(self.capacity, largest_part)
-
-    def grow(self, largest: int) -> None:
-        """Take every rank's largest count (the same value on every rank)."""
-        self.largest = max(self.largest, int(largest))
-        self.capacity = max(self.capacity, self.minimum, math.ceil(self.largest * self.headroom))
 
 
 def compaction_slots(sent: Tensor, room: int) -> Tensor:
@@ -354,7 +347,6 @@ class CudaExchange:
         radii = projection[5]                                                         # [B, n]
         sent = projection[7] > 0                                                      # touches a tile
         # 2. Those rows, compacted view by view into `room` rows each.
-        rows_per_view = sent.sum(dim=1)
         room = self.budget.room(largest_part) if differentiable else largest_part
         slots = compaction_slots(sent, room).reshape(-1)
         send = packed.new_zeros(views * room + 1, PACKED_COLUMNS)
@@ -376,8 +368,7 @@ class CudaExchange:
                 images[mine[k]] = image[j]
             renders.append((local, inputs[:4], state, size))
         if differentiable:
-            largest = rows_per_view.max() if views else rows_per_view.new_zeros(())
-            self._queue_agreement(largest, room, pair_budget, control)
+            self._queue_agreement(sent.sum(dim=1).max(), room, pair_budget, control)
         means2d_grads = []
 
         def backward(grad_images: dict[int, Tensor]) -> list[Tensor]:
