@@ -33,6 +33,9 @@ reached and its training time. ``--time_limit S`` stops each run after S seconds
 warm-up (or from view ``--profile_from``) and writes where the step's GPU and host time go next to ``--out`` (the views/s of a
 profiled run are not comparable). ``--profiler python`` uses cProfile instead: host time by Python
 function (cumulative and own), which shows which of our functions a host-bound step is spent in.
+``--profiler sync`` lists the operations that made the host wait for the GPU in the window
+(``torch.cuda.set_sync_debug_mode``), by source line: a steady-state step should have none
+besides the trainer's one wait per step (an event, which that mode does not report).
 
 Each configuration runs in its own processes (``--worker`` is this file's worker mode).
 ``--backend reference`` runs everything on the CPU (gloo), a smoke test of the bench itself.
@@ -41,6 +44,7 @@ Each configuration runs in its own processes (``--worker`` is this file's worker
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import io
 import json
@@ -51,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,7 +147,12 @@ def profile_window(trainer, iteration: int, warmup: int, args: argparse.Namespac
     import torch  # noqa: PLC0415
 
     if "profiler" not in clock and iteration >= warmup:
-        if args.profiler == "python":
+        if args.profiler == "sync":
+            clock["profiler"] = warnings.catch_warnings(record=True)
+            clock["sync_warnings"] = clock["profiler"].__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        elif args.profiler == "python":
             clock["profiler"] = cProfile.Profile()
             clock["profiler"].enable()
         else:
@@ -154,11 +164,18 @@ def profile_window(trainer, iteration: int, warmup: int, args: argparse.Namespac
             trainer.phase = torch.profiler.record_function
         clock["profiled_from"], clock["profile_start"] = iteration, time.perf_counter()
     elif "profiler" in clock and "profiled" not in clock and iteration >= clock["profiled_from"] + args.profile * args.batch:
+        if args.profiler == "sync":
+            torch.cuda.set_sync_debug_mode(0)
+            clock["profiler"].__exit__(None, None, None)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         clock["profiled"] = time.perf_counter()
         wall = (clock["profiled"] - clock["profile_start"]) / args.profile * 1e3
         header = f"{args.profile} steps from view {clock['profiled_from']}: {wall:.2f} ms a step (profiled)\n\n"
+        if args.profiler == "sync":
+            Path(f"{args.out}.profile.txt").write_text(header + synchronisations_table(clock["sync_warnings"],
+                                                                                      args.profile))
+            return
         if args.profiler == "python":
             clock["profiler"].disable()
             text = io.StringIO()
@@ -174,6 +191,16 @@ def profile_window(trainer, iteration: int, warmup: int, args: argparse.Namespac
                   for key in ("self_cuda_time_total", "cpu_time_total")]
         Path(f"{args.out}.profile.txt").write_text(
             header + f"By GPU time:\n{tables[0]}\nBy host time:\n{tables[1]}")
+
+
+def synchronisations_table(caught: list, steps: int) -> str:
+    """The synchronisation warnings of ``torch.cuda.set_sync_debug_mode("warn")`` (``caught``,
+    from ``warnings.catch_warnings(record=True)``) counted by source line, most frequent first."""
+    counts = collections.Counter((f"{w.filename}:{w.lineno}", str(w.message).splitlines()[0])
+                                 for w in caught if "synchroniz" in str(w.message))
+    lines = [f"{sum(counts.values())} synchronising operations in {steps} steps"]
+    lines += [f"{count:6d}  {place}  {message}" for (place, message), count in counts.most_common()]
+    return "\n".join(lines) + "\n"
 
 
 # ----- driver -------------------------------------------------------------------------------------
@@ -301,9 +328,9 @@ def main(argv=None) -> int:
     parser.add_argument("--profile_from", type=int, default=0, metavar="VIEW",
                         help="start the --profile window at this view (default: after the warm-up); past "
                              "densify_until_iter (15000) it shows the steady state without densification")
-    parser.add_argument("--profiler", choices=("torch", "python"), default="torch",
-                        help="--profile's tool: torch.profiler (kernels and operators) or cProfile (host time by "
-                             "Python function)")
+    parser.add_argument("--profiler", choices=("torch", "python", "sync"), default="torch",
+                        help="--profile's tool: torch.profiler (kernels and operators), cProfile (host time by "
+                             "Python function) or sync (the operations that waited for the GPU, by source line)")
     parser.add_argument("--backend", choices=("cuda", "reference"), default="cuda",
                         help="reference: the CPU and gloo (a smoke test of this script)")
     # worker mode (one configuration; started by the driver)
@@ -323,6 +350,8 @@ def main(argv=None) -> int:
         parser.error("--time_limit stops the --capacity runs; the speed runs always train --views views")
     if args.capacity and args.repeats != 1:
         parser.error("--repeats is for the speed table; a --capacity run reports one run per GPU count")
+    if args.profiler == "sync" and args.backend != "cuda":
+        parser.error("--profiler sync reports waits for a GPU: it needs --backend cuda")
     if args.profile_from < 0 or args.profile_from >= args.views:
         parser.error(f"--profile_from {args.profile_from}: takes a view before --views ({args.views}); 0: after the "
                      "warm-up")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.train_multi_gpu import main, print_table, summarise_repeats
+import warnings
+
+from bench.train_multi_gpu import main, print_table, summarise_repeats, synchronisations_table
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -16,6 +18,7 @@ from bench.train_multi_gpu import main, print_table, summarise_repeats
     (["--time_limit", "60"], "--time_limit stops the --capacity runs"),
     (["--capacity", "--repeats", "2"], "--repeats is for the speed table"),
     (["--profiler", "perf"], "invalid choice"),
+    (["--backend", "reference", "--profile", "5", "--profiler", "sync"], "--profiler sync reports waits for a GPU"),
 ])
 def test_bad_flags_are_one_line_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -45,3 +48,15 @@ def test_repeats_are_summarised_per_configuration(capsys):
     assert goals == ["beer: 2 GPUs B=2: 0.95x views/s, PSNR -0.17 dB (goal >= 1.8x, within 0.1 dB): NOT met"]
     table = capsys.readouterr().out.splitlines()
     assert table[1].split()[:7] == ["beer", "1", "2", "390.0", "1.00", "22.00", "1.00"]
+
+
+def test_synchronisations_are_counted_by_source_line():
+    def warn(message: str, line: int) -> warnings.WarningMessage:
+        return warnings.WarningMessage(UserWarning(message), UserWarning, "exchange.py", line)
+
+    caught = [warn("called a synchronizing CUDA operation", 40), warn("some other warning", 12),
+              warn("called a synchronizing CUDA operation", 7), warn("called a synchronizing CUDA operation", 40)]
+    lines = synchronisations_table(caught, 150).splitlines()
+    assert lines[0] == "3 synchronising operations in 150 steps"
+    assert lines[1].split() == ["2", "exchange.py:40", "called", "a", "synchronizing", "CUDA", "operation"]
+    assert lines[2].split()[:2] == ["1", "exchange.py:7"] and len(lines) == 3

@@ -128,6 +128,37 @@ def test_batch_equals_separate_renders():
         torch.testing.assert_close(batch.radii[b], single.radii)
 
 
+@cuda
+def test_one_projection_launch_serves_cameras_of_different_sizes():
+    """The projection stage of a batch whose cameras differ in image size (each camera block holds
+    its own tile grid) gives each view exactly what the camera alone gives: rows, radii, tile
+    rectangles clamped to that view's grid, tiles touched; and its backward sums the views'
+    gradients as the single-camera backwards do."""
+    from rasterizer.cuda import _project_backward, _project_forward, _raw_parameters, _settings, camera_block, \
+        camera_blocks
+
+    gaussians = random_scene(3000, 3, seed=5)
+    params = _raw_parameters(gaussians)
+    batch = cameras(96, 72)[:2] + [cameras(161, 47)[2], cameras(40, 130)[0]]
+    settings = _settings(3, 1.0, False)
+    together = _project_forward(params, camera_blocks(batch, torch.device("cuda")), settings)
+    generator = torch.Generator().manual_seed(2)
+    incoming = [torch.randn(len(batch), len(gaussians), width, generator=generator).cuda() for width in (2, 4, 3)]
+    incoming.append(torch.randn(len(batch), len(gaussians), generator=generator).cuda())
+    expected = None
+    for v, camera in enumerate(batch):
+        alone = _project_forward(params, camera_block(camera, torch.device("cuda")), settings)
+        for got, want in zip(together, alone):
+            assert torch.equal(got[v], want), v
+        grads = _project_backward(params, camera_block(camera, torch.device("cuda")), alone[5], settings,
+                                  [g[v] for g in incoming])
+        expected = grads if expected is None else [a + b for a, b in zip(expected, grads)]
+    assert int(together[6][3][:, 2].max()) <= (batch[3].width + 15) // 16  # the narrow view's own grid
+    summed = _project_backward(params, camera_blocks(batch, torch.device("cuda")), together[5], settings, incoming)
+    for got, want in zip(summed, expected):
+        assert relative_error(got, want) <= 1e-5
+
+
 def weighted_render_loss(gaussians: Gaussians, camera, antialiasing: bool = False):
     """A render through leaf copies of ``gaussians`` and a loss that weights every output
     (image, alpha, inverse depth) differently per pixel and per view; returns the output and the

@@ -236,6 +236,22 @@ def test_compaction_slots_put_each_views_sent_rows_first_in_order():
             assert slots[b].tolist() == expected, (room, b)
 
 
+def test_row_budget_room_starts_at_the_largest_part_and_only_grows():
+    from trainer.distributed.exchange import RowBudget
+
+    budget = RowBudget(headroom=1.25, minimum=8)
+    assert budget.room(500) == 500                 # nothing counted yet: every Gaussian fits
+    budget.grow(100)
+    assert (budget.largest, budget.room(500), budget.room(60)) == (100, 125, 60)
+    budget.grow(40)                                # a smaller count never shrinks the room
+    assert budget.room(500) == 125
+    budget = RowBudget(headroom=1.25, minimum=8)
+    budget.grow(2)
+    assert budget.room(500) == 8                   # the minimum
+    with pytest.raises(ValueError, match="RowBudget headroom"):
+        RowBudget(headroom=0.5)
+
+
 def test_packed_rows_keep_every_bit_of_the_integer_columns():
     """The exchange moves tile rectangles and counts as float bits: a copy must not change them,
     also where the bits read as a NaN or a denormal float."""

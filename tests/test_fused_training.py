@@ -363,6 +363,44 @@ def test_batched_training_render_matches_separate_renders():
 
 @needs_fast_path
 @pytest.mark.cuda
+def test_a_batch_of_mixed_image_sizes_renders_as_its_cameras_alone():
+    """BatchRender (one projection for cameras of three sizes, one blending per size, one
+    projection backward) gives each view the image, radii and means2d gradient of its camera
+    rendered alone, and the parameters' gradients summed over the views."""
+    from rasterizer import Camera, Gaussians, look_at
+    from rasterizer.cuda import render_for_training
+    from trainer.cuda.batch_render import BatchRender
+
+    generator = torch.Generator().manual_seed(29)
+    n = 3000
+    raw = Gaussians(torch.randn(n, 3, generator=generator) * 0.8, torch.randn(n, 1, 3, generator=generator) * 0.5,
+                    torch.randn(n, 15, 3, generator=generator) * 0.2, torch.randn(n, generator=generator),
+                    torch.randn(n, 3, generator=generator) * 0.4 - 3.0, torch.randn(n, 4, generator=generator)).to("cuda")
+    sizes = [(96, 72), (80, 64), (96, 72), (101, 59), (80, 64)]  # groups [0, 2], [1, 4], [3]: not runs
+    cameras = [Camera(w, h, 90, 90, w / 2 + v, h / 2 - v, look_at([0.3 * v - 0.6, 0.2, -3.0], [0, 0, 0]))
+               for v, (w, h) in enumerate(sizes)]
+    background = torch.tensor([0.2, 0.5, 0.9], device="cuda")
+    batch = BatchRender(raw, cameras, background, 3, False)  # exact pair counts
+    assert batch.groups == [[0, 2], [1, 4], [3]]
+    grad_images = [torch.linspace(-1.0 - g, 1.0 + g, out.image.numel(), device="cuda").reshape(out.image.shape)
+                   for g, out in enumerate(batch.outputs)]
+    grads = batch.backward(grad_images)
+    relative = lambda a, b: ((a - b).norm() / b.norm().clamp_min(1e-20)).item()  # noqa: E731
+    summed = None
+    for g, group in enumerate(batch.groups):
+        for k, v in enumerate(group):
+            single = render_for_training(raw, cameras[v], background, 3, False)
+            singles_grads = single.backward(grad_images[g][k])
+            assert torch.equal(batch.outputs[g].image[k], single.output.image), v
+            assert torch.equal(batch.outputs[g].radii[k], single.output.radii), v
+            assert relative(batch.outputs[g].means2d.grad[k], single.output.means2d.grad) <= 1e-5, v
+            summed = singles_grads if summed is None else [a + b for a, b in zip(summed, singles_grads)]
+    for index, (grad, expected) in enumerate(zip(grads, summed)):
+        assert relative(grad, expected) <= 1e-5, index
+
+
+@needs_fast_path
+@pytest.mark.cuda
 def test_batched_step_fused_matches_autograd(tmp_path, shared_data):
     """A training step of four views: the fused path (one batched render without autograd)
     and the autograd path (a batched render() and loss.backward()) give the same gradients,

@@ -673,29 +673,36 @@ class Trainer:
                     background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
         """The same step on the CUDA backend without autograd: the rasterizer's and the loss's
         kernels with their backward called directly (autograd's engine costs ~1 ms of host
-        time a step, which the GPU would wait for). A batch of one image size is one render."""
+        time a step, which the GPU would wait for). A batch is projected once, and rendered
+        once per image size (:class:`trainer.cuda.batch_render.BatchRender`)."""
         from rasterizer.cuda import render_for_training  # noqa: PLC0415 - optional backend
         from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415
+        from trainer.cuda.batch_render import BatchRender  # noqa: PLC0415
 
         opt, model = self.config.optimization, self.model
-        groups = [[0]] if len(views) == 1 else same_size_groups([view.camera for view in views])
-        gaussians, statistics, rows = model.gaussians(), [], []
-        for positions in groups:
-            cameras = [views[i].camera for i in positions]
-            with self.phase("render"):
-                rendered = render_for_training(gaussians, cameras[0] if len(views) == 1 else cameras, background,
-                                               model.active_sh_degree, self.config.pipeline.antialiasing,
-                                               self.pair_budget)
-            with self.phase("loss"):
-                truth = gts[positions[0]] if len(views) == 1 else torch.stack([gts[i] for i in positions])
+        cameras = [view.camera for view in views]
+        with self.phase("render"):
+            if len(views) == 1:
+                rendered = render_for_training(model.gaussians(), cameras[0], background, model.active_sh_degree,
+                                               self.config.pipeline.antialiasing, self.pair_budget)
+                groups, outputs = [[0]], [rendered.output]
+            else:
+                rendered = BatchRender(model.gaussians(), cameras, background, model.active_sh_degree,
+                                       self.config.pipeline.antialiasing, self.pair_budget)
+                groups, outputs = rendered.groups, rendered.outputs
+        grad_images, rows = [], []
+        with self.phase("loss"):
+            for positions, out in zip(groups, outputs):
+                truth = gts[0] if len(views) == 1 else torch.stack([gts[i] for i in positions])
                 loss, stats, grad_image = fused_photometric_loss_and_gradient(
-                    rendered.output.image, truth.to(self.device, non_blocking=True), background, opt.lambda_dssim)
-            self._check_finite(step.first, loss)
-            with self.phase("backward"):
-                model.add_gradients(rendered.backward(grad_image))
-            out = rendered.output
-            statistics.append(ScreenStatistics(out.means2d.grad, out.radii, cameras[0].width, cameras[0].height))
-            rows.append(stats)
+                    out.image, truth.to(self.device, non_blocking=True), background, opt.lambda_dssim)
+                self._check_finite(step.first, loss)
+                grad_images.append(grad_image)
+                rows.append(stats)
+        with self.phase("backward"):
+            model.add_gradients(rendered.backward(grad_images[0] if len(views) == 1 else grad_images))
+        statistics = [ScreenStatistics(out.means2d.grad, out.radii, cameras[group[0]].width, cameras[group[0]].height)
+                      for group, out in zip(groups, outputs)]
         return statistics, rows[0] if len(rows) == 1 else in_view_order(rows, groups)
 
     def _check_finite(self, it: int, loss: torch.Tensor) -> None:

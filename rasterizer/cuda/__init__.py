@@ -15,8 +15,11 @@ Batches. A list of V cameras of one image size is rendered by one set of launche
 the projection writes [V, N, ...] rows (one per Gaussian and view), one sort orders the pairs
 of every view (keys ``view * tiles + tile``), the blending kernels run on a (tiles_x, tiles_y,
 V) grid, and the projection's backward sums each Gaussian's gradient over the views. The
-stage functions below take ``camera_data`` [23] (one camera: [N, ...] rows, [3, H, W] images) or
-[V, 23] (a batch: [V, N, ...] rows, [V, 3, H, W] images).
+stage functions below take ``camera_data`` [25] (one camera: [N, ...] rows, [3, H, W] images) or
+[V, 25] (a batch: [V, N, ...] rows, [V, 3, H, W] images). The projection stage takes a batch of
+cameras of any image sizes (each camera's block holds its tile grid); the blending stage takes
+one size per launch, so a caller with mixed sizes rasterizes each size's rows apart
+(``trainer.distributed.exchange`` does).
 
 Sizing the sort. The number of (tile, Gaussian) pairs is known only on the GPU. Without a
 :class:`PairBudget` the host reads it (one synchronisation per camera: right for single
@@ -29,11 +32,11 @@ CPU queues the next step while the GPU still runs this one.
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 
 from ..camera import Camera
+from ..capacity import GrowingCapacity
 from ..gaussians import Gaussians
 from ..reference import FRUSTUM_GUARD, TILE_SIZE
 from ..render import RenderOutput
@@ -67,7 +70,7 @@ def _module(device: torch.device) -> CudaModule:
     return load_module(_SOURCE, device.index if device.index is not None else torch.cuda.current_device())
 
 
-class PairBudget:
+class PairBudget(GrowingCapacity):
     """Room for the (tile, Gaussian) pairs of the renders a caller makes, sized without waiting
     for the GPU (see the module docstring).
 
@@ -84,12 +87,7 @@ class PairBudget:
     """
 
     def __init__(self, headroom: float = 1.5, minimum: int = 1 << 16):
-        if headroom < 1.0:
-            raise ValueError("PairBudget headroom must be at least 1")
-        self.headroom = float(headroom)
-        self.minimum = int(minimum)
-        self.capacity = 0            # 0: not known yet, the next render counts synchronously
-        self.largest = 0             # the most pairs one render has needed
+        super().__init__(headroom, minimum)
         self.overflows = 0           # renders that did not fit (and were redone by the caller)
         self._pending: list[tuple[torch.Tensor, torch.cuda.Event, int, torch.Tensor]] = []  # host, event, capacity, count
         self._spare: list[torch.Tensor] = []
@@ -115,24 +113,23 @@ class PairBudget:
 
     def observe(self, pairs: int) -> None:
         """A count read synchronously (the first render): sets the capacity."""
-        self.largest = max(self.largest, int(pairs))
-        self.capacity = max(self.capacity, self.minimum, math.ceil(self.largest * self.headroom))
+        self.grow(pairs)
 
     def overflowed(self) -> bool:
         """Whether any render since the last call needed more pairs than it was given (its image
         and gradients are then incomplete). Waits for the GPU to have counted them, not for the
         renders to finish; grows the capacity to fit what was seen."""
-        overflow = False
+        overflow, largest = False, 0
         for host, event, capacity, _ in self._pending:
             event.synchronize()
             pairs = int(host[0])
-            self.largest = max(self.largest, pairs)
+            largest = max(largest, pairs)
             overflow |= pairs > capacity
             self._spare.append(host)
         self._pending.clear()
         if overflow:
             self.overflows += 1
-        self.capacity = max(self.capacity, self.minimum, math.ceil(self.largest * self.headroom))
+        self.grow(largest)
         return overflow
 
 
@@ -142,7 +139,8 @@ def _ptr(tensor: torch.Tensor) -> tuple:
 
 @functools.lru_cache(maxsize=1024)
 def camera_block(camera: Camera, device: torch.device) -> torch.Tensor:
-    """float32[23] as ``splat.cu``'s ``CameraBlock``: R, t, centre, fx, fy, cx, cy, ratio clamps.
+    """float32[25] as ``splat.cu``'s ``CameraBlock``: R, t, centre, fx, fy, cx, cy, ratio clamps,
+    the image's tile grid (tiles_x, tiles_y).
 
     Cached per camera object (cameras are immutable), because uploading a small host array
     waits for the GPU: training renders the same views again and again."""
@@ -152,8 +150,14 @@ def camera_block(camera: Camera, device: torch.device) -> torch.Tensor:
     values = (matrix[:3, :3].reshape(-1).tolist() + matrix[:3, 3].tolist() + camera.center.tolist()
               + [camera.fx, camera.fy, camera.cx, camera.cy,
                  -(camera.cx / camera.fx + guard_x), (camera.width - camera.cx) / camera.fx + guard_x,
-                 -(camera.cy / camera.fy + guard_y), (camera.height - camera.cy) / camera.fy + guard_y])
+                 -(camera.cy / camera.fy + guard_y), (camera.height - camera.cy) / camera.fy + guard_y,
+                 *_tile_grid(camera.width, camera.height)])
     return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def _tile_grid(width: int, height: int) -> tuple[int, int]:
+    """(tiles_x, tiles_y) of a width x height image."""
+    return (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
 
 
 def _grid(count: int) -> tuple[int]:
@@ -161,12 +165,13 @@ def _grid(count: int) -> tuple[int]:
 
 
 def _views(camera_data: torch.Tensor) -> int:
-    """Cameras in a camera block: [23] is one, [V, 23] is V."""
+    """Cameras in a camera block: [25] is one, [V, 25] is V."""
     return 1 if camera_data.dim() == 1 else camera_data.shape[0]
 
 
 def camera_blocks(cameras: list[Camera], device: torch.device) -> torch.Tensor:
-    """float32 [V, 23]: :func:`camera_block` of each camera (each cached; stacked on the device)."""
+    """float32 [V, 25]: :func:`camera_block` of each camera (each cached; stacked on the device);
+    the cameras may have different image sizes."""
     return torch.stack([camera_block(camera, device) for camera in cameras])
 
 
@@ -175,7 +180,7 @@ def _project_forward(params: tuple, camera_data: torch.Tensor, settings: tuple) 
     """Raw Gaussians (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest) -> means2d,
     conic_opacity, colors, inv_depths, depths, radii, rects, touched."""
     means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest = params
-    degree, scale_mod, antialiasing, tiles_x, tiles_y = settings
+    degree, scale_mod, antialiasing = settings
     n, k_rest = means.shape[0], sh_rest.shape[1]
     device = means.device
     lead = (n,) if camera_data.dim() == 1 else (camera_data.shape[0], n)  # [N] or [V, N]
@@ -185,9 +190,9 @@ def _project_forward(params: tuple, camera_data: torch.Tensor, settings: tuple) 
     radii, rects, touched = (empty(lead, dtype=torch.int32), empty(*lead, 4, dtype=torch.int32),
                              empty(lead, dtype=torch.int32))
     _module(device).launch("project_forward", (*_grid(n), _views(camera_data)), (_THREADS,), [
-        (n, INT), (k_rest, INT), (degree, INT), (tiles_x, INT), (tiles_y, INT), (scale_mod, FLOAT),
-        (int(antialiasing), INT), _ptr(camera_data), *map(_ptr, params), _ptr(means2d), _ptr(conic_opacity),
-        _ptr(colors), _ptr(inv_depths), _ptr(depths), _ptr(radii), _ptr(rects), _ptr(touched)])
+        (n, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT), _ptr(camera_data),
+        *map(_ptr, params), _ptr(means2d), _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(depths),
+        _ptr(radii), _ptr(rects), _ptr(touched)])
     return means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched
 
 
@@ -195,7 +200,7 @@ def _project_backward(params: tuple, camera_data: torch.Tensor, radii: torch.Ten
                       incoming: list) -> list[torch.Tensor]:
     """Gradients of the six raw parameters from those of (means2d, conic_opacity, colors,
     inv_depths), summed over the views of a batch; a ``None`` in ``incoming`` is a zero gradient."""
-    degree, scale_mod, antialiasing, _, _ = settings
+    degree, scale_mod, antialiasing = settings
     means, sh_rest = params[0], params[5]
     n, k_rest = means.shape[0], sh_rest.shape[1]
     views = _views(camera_data)
@@ -215,7 +220,7 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
     [3, H, W] or [V, 3, H, W], alpha, inv_depth, state for the backward)."""
     width, height = size
     device = means2d.device
-    tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
+    tiles_x, tiles_y = _tile_grid(width, height)
     module = _module(device)
     views = 1 if means2d.dim() == 2 else means2d.shape[0]
     rows_per_view = means2d.shape[-2]
@@ -269,7 +274,7 @@ def _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, 
     and inverse depth (``None``: no gradient)."""
     ranges, point_list, transmittance, last = state
     width, height = size
-    tiles_x, tiles_y = (width + TILE_SIZE - 1) // TILE_SIZE, (height + TILE_SIZE - 1) // TILE_SIZE
+    tiles_x, tiles_y = _tile_grid(width, height)
     device = means2d.device
     views = 1 if means2d.dim() == 2 else means2d.shape[0]
     g_image = (g_image.contiguous() if g_image is not None
@@ -345,9 +350,9 @@ def _raw_parameters(gaussians: Gaussians) -> tuple:
                                           gaussians.opacity_logits, gaussians.sh_dc, gaussians.sh_rest))
 
 
-def _settings(camera: Camera, sh_degree: int, scaling_modifier: float, antialiasing: bool) -> tuple:
-    tiles = ((camera.width + TILE_SIZE - 1) // TILE_SIZE, (camera.height + TILE_SIZE - 1) // TILE_SIZE)
-    return (sh_degree, scaling_modifier, antialiasing, *tiles)
+def _settings(sh_degree: int, scaling_modifier: float, antialiasing: bool) -> tuple:
+    """The projection's scalar settings (the same for every camera of a batch)."""
+    return (sh_degree, scaling_modifier, antialiasing)
 
 
 def render_cuda(gaussians: Gaussians, cameras: list[Camera], background: torch.Tensor, sh_degree: int,
@@ -360,7 +365,7 @@ def render_cuda(gaussians: Gaussians, cameras: list[Camera], background: torch.T
     background = background.to(device=device, dtype=torch.float32).contiguous()
     camera = cameras[0]
     camera_data = camera_blocks(cameras, device) if batched else camera_block(camera, device)
-    projection = _Project.apply(*params, camera_data, _settings(camera, sh_degree, scaling_modifier, antialiasing))
+    projection = _Project.apply(*params, camera_data, _settings(sh_degree, scaling_modifier, antialiasing))
     means2d, conic_opacity, colors, inv_depth_g, depths, radii, rects, touched = projection
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -410,7 +415,7 @@ def render_for_training(gaussians: Gaussians, camera: Camera | list[Camera], bac
             raise ValueError("a batch of cameras must share one image size")
         camera_data = camera_blocks(list(camera), device)
         camera = camera[0]
-    settings = _settings(camera, sh_degree, 1.0, antialiasing)
+    settings = _settings(sh_degree, 1.0, antialiasing)
     with torch.no_grad():
         projection = _project_forward(params, camera_data, settings)
         means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched = projection

@@ -31,10 +31,14 @@
 #define AA_DET_RATIO_MIN 2.5e-5f
 #define FULL_MASK 0xffffffffu
 
-// Camera block layout (float32[23]): R[9] row-major, t[3], campos[3], fx, fy, cx, cy,
-// x/z lower and upper clamp, y/z lower and upper clamp.
+// Camera block layout (float32[CAMERA_FLOATS]): R[9] row-major, t[3], campos[3], fx, fy, cx, cy,
+// x/z lower and upper clamp, y/z lower and upper clamp, then the image's tile grid (tiles_x,
+// tiles_y, whole numbers stored as floats). The grid is per camera so that one projection
+// launch serves a batch of cameras of different image sizes.
+#define CAMERA_FLOATS 25
 struct CameraBlock {
     float R[9], t[3], campos[3], fx, fy, cx, cy, lim_x_lo, lim_x_hi, lim_y_lo, lim_y_hi;
+    int tiles_x, tiles_y;
 };
 
 __device__ __forceinline__ CameraBlock load_camera(const float* c) {
@@ -43,6 +47,7 @@ __device__ __forceinline__ CameraBlock load_camera(const float* c) {
     for (int i = 0; i < 3; i++) { cam.t[i] = c[9 + i]; cam.campos[i] = c[12 + i]; }
     cam.fx = c[15]; cam.fy = c[16]; cam.cx = c[17]; cam.cy = c[18];
     cam.lim_x_lo = c[19]; cam.lim_x_hi = c[20]; cam.lim_y_lo = c[21]; cam.lim_y_hi = c[22];
+    cam.tiles_x = (int)c[23]; cam.tiles_y = (int)c[24];
     return cam;
 }
 
@@ -195,7 +200,7 @@ __device__ bool tile_reached(float px, float py, float A, float B, float C, floa
 }
 
 extern "C" __global__ void project_forward(
-    int N, int k_rest, int degree, int tiles_x, int tiles_y, float scale_mod, int antialiasing,
+    int N, int k_rest, int degree, float scale_mod, int antialiasing,
     const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
     const float* __restrict__ quaternions, const float* __restrict__ opacity_logits,
     const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, float* __restrict__ means2d, float* __restrict__ conic_opacity, float* __restrict__ colors,
@@ -213,7 +218,7 @@ extern "C" __global__ void project_forward(
     inv_depths[o] = 0.f;
     depths[o] = 0.f;
 
-    CameraBlock cam = load_camera(camera + 23 * view);
+    CameraBlock cam = load_camera(camera + CAMERA_FLOATS * view);
     Projected pr;
     Activated act = activate(idx, log_scales, quaternions, opacity_logits);
     project_one(cam, means + 3 * idx, act.scale, act.rotation, scale_mod, pr);
@@ -232,10 +237,10 @@ extern "C" __global__ void project_forward(
     float lambda = mid + sqrtf(fmaxf(0.1f, mid * mid - pr.det));
     float radius = ceilf(3.f * sqrtf(lambda));
     // The reference's 3-sigma tile rectangle [x0, x1) x [y0, y1).
-    int x0 = min(tiles_x, max(0, tile_floor((px - radius) / TILE)));
-    int y0 = min(tiles_y, max(0, tile_floor((py - radius) / TILE)));
-    int x1 = min(tiles_x, max(0, tile_floor((px + radius + TILE - 1) / TILE)));
-    int y1 = min(tiles_y, max(0, tile_floor((py + radius + TILE - 1) / TILE)));
+    int x0 = min(cam.tiles_x, max(0, tile_floor((px - radius) / TILE)));
+    int y0 = min(cam.tiles_y, max(0, tile_floor((py - radius) / TILE)));
+    int x1 = min(cam.tiles_x, max(0, tile_floor((px + radius + TILE - 1) / TILE)));
+    int y1 = min(cam.tiles_y, max(0, tile_floor((py + radius + TILE - 1) / TILE)));
     if ((x1 - x0) * (y1 - y0) == 0) return;
 
     radii[o] = (int)fminf(radius, 1073741824.f);  // saturate as the reference backend does
@@ -770,7 +775,7 @@ __device__ void project_backward_one(
 }
 
 // Per-Gaussian gradient of the projection (the maths is in project_backward_one), summed over
-// the ``views`` cameras of a batch in view order: camera v is camera[23 v ...], and the radii
+// the ``views`` cameras of a batch in view order: camera v is camera[CAMERA_FLOATS v ...], and the radii
 // and incoming gradients of view v are rows v * N ... of theirs.
 #define MAX_REST (15 * 3)
 
@@ -800,7 +805,7 @@ extern "C" __global__ void __launch_bounds__(256) project_backward(
         __syncthreads();
         if (idx < N && radii[offset + idx] != 0) {
 #define PROJECT_BACKWARD_ONE_ARGS \
-    idx, k_rest, degree, scale_mod, antialiasing, camera + 23 * view, means, log_scales, quaternions, opacity_logits, \
+    idx, k_rest, degree, scale_mod, antialiasing, camera + CAMERA_FLOATS * view, means, log_scales, quaternions, opacity_logits, \
     sh_dc, my_rest, grad_means2d + 2 * offset, grad_conic_opacity + 4 * offset, grad_colors + 3 * offset, \
     grad_inv_depths + offset, grad_means, grad_scales, grad_rotations, grad_opacities, grad_sh_dc
             if (accumulate) project_backward_one<true>(PROJECT_BACKWARD_ONE_ARGS);

@@ -38,7 +38,6 @@ Column layouts of the exchanged rows (the first ``*_GRAD_COLUMNS`` floats carry 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -46,8 +45,9 @@ import torch
 from torch import Tensor
 
 from rasterizer.camera import Camera
+from rasterizer.capacity import GrowingCapacity
 from rasterizer.gaussians import Gaussians
-from trainer.batching import ScreenStatistics, in_view_order, put_views, same_size_groups, select_views, view_shares
+from trainer.batching import ScreenStatistics, put_views, same_size_groups, select_views, view_shares
 
 from .comm import Communicator
 
@@ -212,31 +212,24 @@ class ReferenceExchange:
         return RenderedViews(images, backward, radii, means2d_grads)
 
 
-class RowBudget:
+class RowBudget(GrowingCapacity):
     """Room for the projected Gaussians that one rank sends for one view in the CUDA exchange.
 
     The room is the ``all_to_all``'s split size, so it must be the same on every rank and known
     to the host before the GPU has projected anything. As :class:`rasterizer.cuda.PairBudget`
-    does for the tile sort, the room is a guess that only grows: each step's agreement (see
-    :class:`CudaExchange`) tells every rank the most rows any rank had for one view, and
-    :meth:`grow` makes the room ``headroom`` times the largest seen. A step whose rows outgrew
-    the room is done again. Until the first count is known the room is the largest part: every
-    Gaussian fits.
+    does for the tile sort, the room is a guess that only grows (the rule of
+    :class:`rasterizer.capacity.GrowingCapacity`): each step's agreement (see
+    :class:`CudaExchange`) tells every rank the most rows any rank had for one view, the same
+    value on every rank, which :meth:`grow` takes. A step whose rows outgrew the room is done
+    again. Until the first count is known the room is the largest part: every Gaussian fits.
     """
 
     def __init__(self, headroom: float = 1.25, minimum: int = 1024):
-        self.headroom, self.minimum = float(headroom), int(minimum)
-        self.capacity = 0          # 0: not known yet
-        self.largest = 0           # the most rows one rank has sent for one view
+        super().__init__(headroom, minimum)
 
     def room(self, largest_part: int) -> int:
         """Rows per view for an exchange from ranks holding at most ``largest_part`` Gaussians."""
         return largest_part if self.capacity == 0 else min(self.capacity, largest_part)
-
-    def grow(self, largest: int) -> None:
-        """Take every rank's largest count (the same value on every rank)."""
-        self.largest = max(self.largest, int(largest))
-        self.capacity = max(self.capacity, self.minimum, math.ceil(self.largest * self.headroom))
 
 
 def compaction_slots(sent: Tensor, room: int) -> Tensor:
@@ -346,18 +339,14 @@ class CudaExchange:
         background = background.to(device=device, dtype=torch.float32).contiguous()
         shares = view_shares(views, world)
         mine = list(shares[self.comm.rank])
-        # 1. This rank's Gaussians projected into every view, one batched launch per image size.
-        groups = same_size_groups(cameras)
-        projections = []
-        for group in groups:
-            camera_data = camera_blocks([cameras[b] for b in group], device)
-            settings = _settings(cameras[group[0]], sh_degree, 1.0, self.antialiasing)
-            projections.append((group, camera_data, settings, _project_forward(params, camera_data, settings)))
-        packed = in_view_order([_packed_rows(p[3]) for p in projections], groups)     # [B, n, 16]
-        radii = in_view_order([p[3][5] for p in projections], groups)                 # [B, n]
-        sent = in_view_order([p[3][7] for p in projections], groups) > 0              # touches a tile
+        # 1. This rank's Gaussians projected into every view: one launch, whatever the sizes.
+        camera_data = camera_blocks(list(cameras), device)
+        settings = _settings(sh_degree, 1.0, self.antialiasing)
+        projection = _project_forward(params, camera_data, settings)
+        packed = _packed_rows(projection)                                             # [B, n, 16]
+        radii = projection[5]                                                         # [B, n]
+        sent = projection[7] > 0                                                      # touches a tile
         # 2. Those rows, compacted view by view into `room` rows each.
-        rows_per_view = sent.sum(dim=1)
         room = self.budget.room(largest_part) if differentiable else largest_part
         slots = compaction_slots(sent, room).reshape(-1)
         send = packed.new_zeros(views * room + 1, PACKED_COLUMNS)
@@ -379,8 +368,7 @@ class CudaExchange:
                 images[mine[k]] = image[j]
             renders.append((local, inputs[:4], state, size))
         if differentiable:
-            largest = rows_per_view.max() if views else rows_per_view.new_zeros(())
-            self._queue_agreement(largest, room, pair_budget, control)
+            self._queue_agreement(sent.sum(dim=1).max(), room, pair_budget, control)
         means2d_grads = []
 
         def backward(grad_images: dict[int, Tensor]) -> list[Tensor]:
@@ -397,12 +385,7 @@ class CudaExchange:
             returned = torch.cat([returned, returned.new_zeros(1, CUDA_GRAD_COLUMNS)])
             incoming = returned.index_select(0, slots).view(views, n, CUDA_GRAD_COLUMNS)
             means2d_grads.append(incoming[..., 0:2].contiguous())
-            total = None
-            for group, camera_data, settings, outputs in projections:
-                rows = select_views(incoming, group)
-                parts = [rows[..., 0:2], rows[..., 2:6], rows[..., 6:9], rows[..., 9]]
-                grads = _project_backward(params, camera_data, outputs[5], settings, [p.contiguous() for p in parts])
-                total = grads if total is None else [a + b for a, b in zip(total, grads)]
-            return total
+            parts = [incoming[..., 0:2], incoming[..., 2:6], incoming[..., 6:9], incoming[..., 9]]
+            return _project_backward(params, camera_data, radii, settings, [p.contiguous() for p in parts])
 
         return RenderedViews(images, backward, radii, lambda: means2d_grads[-1])
