@@ -229,7 +229,13 @@ class PartitionedGaussianModel(GaussianModel):
     def rebalance(self) -> int:
         """Move rows so that every rank holds its :func:`part_range` of the keys, in key order,
         with their Adam moments and statistics. Returns how many rows this rank sent away. A
-        collective."""
+        collective.
+
+        The tensors move one at a time (an ``all_to_all`` each), each replacing its old self
+        before the next moves: the memory this takes is a few copies of the widest tensor (the
+        SH coefficients or one of their moments), not of the whole part. (Moving every value as
+        one [rows, 180] tensor needed five copies of the part at once, and a two-GPU run near its
+        memory limit ran out here, below one GPU's largest model.)"""
         world = self.comm.world
         bounds = torch.tensor([part_range(self.total, world, r)[0] for r in range(1, world)],
                               dtype=torch.int64, device=self.device)
@@ -238,46 +244,24 @@ class PartitionedGaussianModel(GaussianModel):
         send = torch.bincount(destination, minlength=world).cpu()
         receive = self.comm.gather_counts(send)[:, self.comm.rank].tolist()
         send = send.tolist()
-        columns, layout = self._rows_as_columns()
-        moved = self.comm.all_to_all(columns[by_destination], send, receive)
         keys = self.comm.all_to_all(self.keys[by_destination], send, receive)
         order = torch.argsort(keys)
-        self._install_columns(moved[order], layout, keys[order])
-        return len(destination) - send[self.comm.rank]
 
-    def _rows_as_columns(self) -> tuple[Tensor, list[tuple[str, str, tuple]]]:
-        """Every per-Gaussian value as the columns of one float tensor, and how to read them back."""
-        parts, layout = [], []
-        for group in self.optimizer.param_groups:
-            name = group["name"]
-            param = self.params[name].detach()
-            parts.append(param.reshape(len(self), -1))
-            layout.append(("param", name, tuple(param.shape[1:])))
-            state = self.optimizer.state.get(group["params"][0], {})
-            for key in _MOMENTS:
-                if key in state:
-                    parts.append(state[key].reshape(len(self), -1))
-                    layout.append((key, name, tuple(param.shape[1:])))
-        for key in _STATISTICS:
-            parts.append(getattr(self, key).reshape(len(self), 1))
-            layout.append(("statistic", key, ()))
-        return torch.cat(parts, dim=1), layout
+        def moved(rows: Tensor) -> Tensor:
+            return self.comm.all_to_all(rows[by_destination], send, receive)[order]
 
-    def _install_columns(self, columns: Tensor, layout: list[tuple[str, str, tuple]], keys: Tensor) -> None:
-        count, values, start = columns.shape[0], {}, 0
-        for kind, name, shape in layout:
-            width = int(torch.Size(shape).numel())
-            values[(kind, name)] = columns[:, start:start + width].reshape(count, *shape).contiguous()
-            start += width
         for group in self.optimizer.param_groups:
-            name = group["name"]
-            param = torch.nn.Parameter(values[("param", name)], requires_grad=True)
-            state = self.optimizer.state.pop(group["params"][0], None)
+            name, old = group["name"], group["params"][0]
+            param = torch.nn.Parameter(moved(old.detach()), requires_grad=True)
+            state = self.optimizer.state.pop(old, None)
             if state is not None:
-                state.update({key: values[(key, name)] for key in _MOMENTS if (key, name) in values})
+                for key in _MOMENTS:
+                    if key in state:
+                        state[key] = moved(state[key])
                 self.optimizer.state[param] = state
             group["params"][0] = param
             self.params[name] = param
         for key in _STATISTICS:
-            setattr(self, key, values[("statistic", key)])
-        self.keys = keys
+            setattr(self, key, moved(getattr(self, key)))
+        self.keys = keys[order]
+        return len(destination) - send[self.comm.rank]
