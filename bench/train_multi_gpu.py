@@ -3,8 +3,9 @@ with batches of 1, 2 and 4 views and for two GPUs (issue 13).
 
     python bench/train_multi_gpu.py [--data ../shared/data] [--scenes beer statuette] [-r 2]
                                     [--views 7000] [--configs 1x1 1x2 1x4 2x2]
-                                    [--repeats K] [--capacity] [--memory_fraction 0.04] [--out results.json]
-                                    [--profile STEPS [--profile_from VIEW] [--profiler python]]
+                                    [--repeats K] [--capacity [--max_gaussians N] [--time_limit S]]
+                                    [--memory_fraction 0.04] [--out results.json]
+                                    [--profile STEPS [--profile_from VIEW] [--profiler python|sync]]
 
 A configuration ``GxB`` trains on G GPUs with ``--batch_size B`` (G > 1: G processes under
 torchrun, the Gaussians split across them, as ``splat-train --gpus G`` does). Every run trains
@@ -28,6 +29,9 @@ gradient threshold, no stop), so the model grows until memory runs out; one GPU 
 (B = 2) report the largest Gaussian count they trained, whether the run completed, the view it
 reached and its training time. ``--time_limit S`` stops each run after S seconds of training
 (status ``stopped``): a run near its memory limit is slow, as the allocator frees and retries.
+``--max_gaussians N`` caps the model at N Gaussians (the trainer's flag): with N between the
+largest model of one GPU and that of two, the one-GPU run runs out of memory and the two-GPU
+run completes.
 
 ``--profile STEPS``: rank 0 of each configuration runs STEPS steps under torch.profiler after the
 warm-up (or from view ``--profile_from``) and writes where the step's GPU and host time go next to ``--out`` (the views/s of a
@@ -68,6 +72,19 @@ SPEEDUP_GOAL, PSNR_GOAL_DB = 1.8, 0.1
 
 
 # ----- worker: one configuration, inside its process(es) -----------------------------------------
+def trainer_flags(args: argparse.Namespace) -> list[str]:
+    """The ``splat-train`` flags of a worker's run."""
+    gpu = args.backend == "cuda"
+    flags = ["-s", args.source, "-m", args.model, "--eval", "-r", str(args.resolution), "--iterations", str(args.views),
+             "--batch_size", str(args.batch), "--test_iterations", "-1", "--backend", args.backend,
+             "--data_device", "cuda" if gpu else "cpu", "--seed", str(args.seed), "--quiet", "--disable_viewer"]
+    if args.capacity:
+        flags += CAPACITY_FLAGS + ["--densify_until_iter", str(args.views + 1)]
+        if args.max_gaussians:
+            flags += ["--max_gaussians", str(args.max_gaussians)]
+    return flags
+
+
 def worker(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
 
@@ -77,12 +94,7 @@ def worker(args: argparse.Namespace) -> int:
 
     gpu = args.backend == "cuda"
     sync = torch.cuda.synchronize if gpu else (lambda: None)
-    flags = ["-s", args.source, "-m", args.model, "--eval", "-r", str(args.resolution), "--iterations", str(args.views),
-             "--batch_size", str(args.batch), "--test_iterations", "-1", "--backend", args.backend,
-             "--data_device", "cuda" if gpu else "cpu",
-             "--seed", str(args.seed), "--quiet", "--disable_viewer", *(CAPACITY_FLAGS + ["--densify_until_iter", str(args.views + 1)]
-                                              if args.capacity else [])]
-    config = parse_args(flags)
+    config = parse_args(trainer_flags(args))
     config.script.save_iterations = []  # no PLY: saving is not training
     comm = start_worker(config) if launched_by_torchrun() else None
     rank = comm.rank if comm is not None else 0
@@ -224,7 +236,8 @@ def run_configuration(source: Path, gpus: int, batch: int, args: argparse.Namesp
                   "--views", str(args.views), "--batch", str(batch), "-r", str(args.resolution), "--out", str(out),
                   "--backend", args.backend, "--seed", str(seed)]
         if capacity:
-            common += ["--capacity", "--memory_fraction", str(args.memory_fraction), "--time_limit", str(args.time_limit)]
+            common += ["--capacity", "--memory_fraction", str(args.memory_fraction), "--time_limit", str(args.time_limit),
+                       "--max_gaussians", str(args.max_gaussians)]
         if args.profile:
             common += ["--profile", str(args.profile), "--profile_from", str(args.profile_from),
                        "--profiler", args.profiler]
@@ -316,6 +329,8 @@ def main(argv=None) -> int:
                         help="run each configuration K times, with seeds 0 .. K-1 (interleaved); the table gives "
                              "median views/s and mean +- standard deviation of the test PSNR")
     parser.add_argument("--capacity", action="store_true", help="the memory-capacity runs (see the docstring)")
+    parser.add_argument("--max_gaussians", type=int, default=0, metavar="N",
+                        help="--capacity: cap the model at N Gaussians (0: no cap)")
     parser.add_argument("--memory_fraction", type=float, default=0.04)
     parser.add_argument("--time_limit", type=float, default=0.0, metavar="SECONDS",
                         help="--capacity: stop a run after this many seconds of training (0: no limit); it then "
@@ -348,6 +363,10 @@ def main(argv=None) -> int:
         parser.error(f"--time_limit {args.time_limit:g}: takes seconds, 0 or more (0: no limit)")
     if args.time_limit and not args.capacity:
         parser.error("--time_limit stops the --capacity runs; the speed runs always train --views views")
+    if args.max_gaussians < 0:
+        parser.error(f"--max_gaussians {args.max_gaussians}: takes a number of Gaussians, 0 or more (0: no cap)")
+    if args.max_gaussians and not args.capacity:
+        parser.error("--max_gaussians caps the --capacity runs; the speed runs train the reference's model")
     if args.capacity and args.repeats != 1:
         parser.error("--repeats is for the speed table; a --capacity run reports one run per GPU count")
     if args.profiler == "sync" and args.backend != "cuda":

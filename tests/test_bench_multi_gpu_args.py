@@ -7,7 +7,10 @@ import pytest
 
 import warnings
 
-from bench.train_multi_gpu import main, print_table, summarise_repeats, synchronisations_table
+import argparse
+
+from bench.train_multi_gpu import main, print_table, summarise_repeats, synchronisations_table, trainer_flags
+from trainer.config import parse_args
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -19,6 +22,8 @@ from bench.train_multi_gpu import main, print_table, summarise_repeats, synchron
     (["--capacity", "--repeats", "2"], "--repeats is for the speed table"),
     (["--profiler", "perf"], "invalid choice"),
     (["--backend", "reference", "--profile", "5", "--profiler", "sync"], "--profiler sync reports waits for a GPU"),
+    (["--capacity", "--max_gaussians", "-5"], "--max_gaussians -5: takes a number of Gaussians"),
+    (["--max_gaussians", "1000000"], "--max_gaussians caps the --capacity runs"),
 ])
 def test_bad_flags_are_one_line_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -60,3 +65,18 @@ def test_synchronisations_are_counted_by_source_line():
     assert lines[0] == "3 synchronising operations in 150 steps"
     assert lines[1].split() == ["2", "exchange.py:40", "called", "a", "synchronizing", "CUDA", "operation"]
     assert lines[2].split()[:2] == ["1", "exchange.py:7"] and len(lines) == 3
+
+
+def test_capacity_runs_pass_the_model_cap_to_the_trainer():
+    def config(**overrides):
+        args = argparse.Namespace(source="scene", model="out", resolution=2, views=7000, batch=2, backend="cuda",
+                                  seed=1, capacity=False, max_gaussians=0)
+        vars(args).update(overrides)
+        return parse_args(trainer_flags(args))
+
+    speed = config()
+    assert speed.script.max_gaussians is None and speed.optimization.densify_until_iter == 15000
+    assert (speed.script.batch_size, speed.script.seed, speed.model.data_device) == (2, 1, "cuda")
+    capped = config(capacity=True, max_gaussians=1_000_000)
+    assert capped.script.max_gaussians == 1_000_000 and capped.optimization.densify_until_iter == 7001
+    assert config(capacity=True).script.max_gaussians is None
