@@ -17,9 +17,10 @@ of every view (keys ``view * tiles + tile``), the blending kernels run on a (til
 V) grid, and the projection's backward sums each Gaussian's gradient over the views. The
 stage functions below take ``camera_data`` [25] (one camera: [N, ...] rows, [3, H, W] images) or
 [V, 25] (a batch: [V, N, ...] rows, [V, 3, H, W] images). The projection stage takes a batch of
-cameras of any image sizes (each camera's block holds its tile grid); the blending stage takes
-one size per launch, so a caller with mixed sizes rasterizes each size's rows apart
-(``trainer.distributed.exchange`` does).
+cameras of any image sizes (each camera's block holds its tile grid, so a view's Gaussians reach
+only its own tiles); the blending stage takes one size per launch, so a caller with mixed sizes
+blends them at the largest width and height, each view in the top-left corner of its image,
+its own pixels as if rendered alone (``trainer.cuda.batch_render``'s canvas).
 
 Sizing the sort. The number of (tile, Gaussian) pairs is known only on the GPU. Without a
 :class:`PairBudget` the host reads it (one synchronisation per camera: right for single
