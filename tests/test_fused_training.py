@@ -216,7 +216,7 @@ def test_budgeted_renders_equal_exact_renders_and_overflow_is_reported():
         assert torch.equal(exact.radii, budgeted.radii)
     # A budget far too small is caught, and grows to fit.
     small = PairBudget(headroom=1.0, minimum=1)
-    small.observe(10)
+    small.grow(10)
     assert small.capacity == 10
     assert small.pending_overflow() is None
     render(gaussians, cameras[1], backend="cuda", pair_budget=small)
@@ -252,7 +252,7 @@ def test_budget_overflow_redo_gives_the_exact_gradients(tmp_path, shared_data):
     results = []
     for budget in (None, PairBudget(headroom=1.0, minimum=1)):
         if budget is not None:
-            budget.observe(1)  # room for one pair: the render overflows
+            budget.grow(1)  # room for one pair: the render overflows
         trainer.pair_budget = budget
         trainer.model.optimizer.zero_grad(set_to_none=True)
         (out,), stats = trainer._forward_backward(Step(31, 31), [view], [gt], trainer.background)
@@ -330,7 +330,7 @@ def test_batched_training_render_matches_separate_renders():
     gts = torch.randint(0, 256, (4, 72, 96, 3), generator=generator, dtype=torch.uint8).cuda()
     background = torch.tensor([0.2, 0.5, 0.9], device="cuda")
     budget = PairBudget(headroom=1.0, minimum=1)
-    budget.observe(1)  # the first batched render overflows and is redone, as in training
+    budget.grow(1)  # the first batched render overflows and is redone, as in training
     batch = render_for_training(raw, cameras, background, 3, False, budget)
     if budget.overflowed():
         batch = render_for_training(raw, cameras, background, 3, False, budget)

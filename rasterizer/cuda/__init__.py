@@ -112,10 +112,6 @@ class PairBudget(GrowingCapacity):
         excess = [count - capacity for _, _, capacity, count in self._pending]
         return (excess[0] if len(excess) == 1 else torch.cat(excess).max().reshape(1)) > 0
 
-    def observe(self, pairs: int) -> None:
-        """A count read synchronously (the first render): sets the capacity."""
-        self.grow(pairs)
-
     def overflowed(self) -> bool:
         """Whether any render since the last call needed more pairs than it was given (its image
         and gradients are then incomplete). Waits for the GPU to have counted them, not for the
@@ -241,7 +237,7 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
     elif budget is None or budget.capacity == 0:
         capacity = int(offsets[-1].item())  # the count, read on the host: a synchronisation
         if budget is not None:
-            budget.observe(capacity)
+            budget.grow(capacity)  # the first render through the budget: read synchronously
     else:
         capacity = budget.reserve(offsets[-1:])
     # Slots past the last pair (a budgeted render's spare room) get a sentinel key, written
