@@ -178,8 +178,8 @@ def fused_photometric_loss_on_canvas(canvas: torch.Tensor, gts: list[torch.Tenso
     Args:
         canvas: float32 ``[B, 3, H, W]`` on a CUDA device; image b is the top-left ``w_b x h_b``
             corner of ``canvas[b]`` (the rest is ignored).
-        gts: B uint8 ground truths ``[h_b, w_b, C]`` on the same device, contiguous, one C for all
-            (3, or 4 composited over ``background``), each no larger than the canvas.
+        gts: B uint8 ground truths ``[h_b, w_b, C]`` on the same device, one C for all (3, or 4
+            composited over ``background``), each no larger than the canvas.
         background, lambda_dssim: as :func:`fused_photometric_loss`.
 
     Returns:
@@ -193,12 +193,16 @@ def fused_photometric_loss_on_canvas(canvas: torch.Tensor, gts: list[torch.Tenso
     if not gts or len(gts) != canvas.shape[0]:
         raise ValueError(f"{len(gts)} ground truths for a canvas of {canvas.shape[0]} images")
     height, width = canvas.shape[2:]
-    channels = gts[0].shape[-1] if gts else 3
+    channels = gts[0].shape[-1]
     for gt in gts:
         if (gt.dtype != torch.uint8 or gt.dim() != 3 or gt.shape[2] != channels or channels not in (3, 4)
-                or gt.shape[0] > height or gt.shape[1] > width or gt.device != canvas.device or not gt.is_contiguous()):
+                or gt.shape[0] > height or gt.shape[1] > width or gt.device != canvas.device):
             raise ValueError(f"ground truth {tuple(gt.shape)} {gt.dtype} on {gt.device} does not fit a canvas "
-                             f"{tuple(canvas.shape)} (uint8 [h, w, 3|4], contiguous, one channel count for all)")
+                             f"{tuple(canvas.shape)} (uint8 [h, w, 3|4], one channel count for all)")
+    # The kernels read each ground truth at its address: these references keep the (contiguous)
+    # tensors alive until the launches below are queued; later reuse of their memory is ordered
+    # after the kernels on this stream.
+    gts = [gt.contiguous() for gt in gts]
     canvas = canvas.contiguous()
     background = background.to(device=canvas.device, dtype=torch.float32).contiguous()
     views = canvas_views(canvas, gts)
