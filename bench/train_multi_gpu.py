@@ -52,6 +52,7 @@ import collections
 import cProfile
 import io
 import json
+import math
 import os
 import pstats
 import statistics
@@ -289,6 +290,16 @@ def summarise_repeats(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def _standard_error_text(row: dict, base: dict) -> str:
+    """`` +- se``: the standard error of the difference of two mean PSNRs over several seeds
+    (what a difference must clearly exceed to be more than the runs' spread); empty for single
+    runs."""
+    if row.get("runs", 1) < 2 or base.get("runs", 1) < 2:
+        return ""
+    error = math.sqrt(row.get("psnr_sd", 0.0) ** 2 / row["runs"] + base.get("psnr_sd", 0.0) ** 2 / base["runs"])
+    return f" +- {error:.2f}"
+
+
 def print_table(rows: list[dict]) -> list[str]:
     """The speed table and the goals; returns the goals' lines. ``rows`` are
     :func:`summarise_repeats`'s (one run each is a summary too)."""
@@ -307,8 +318,8 @@ def print_table(rows: list[dict]) -> list[str]:
         if row["gpus"] > 1 and base is not None:
             ok = speedup >= SPEEDUP_GOAL and abs(delta) <= PSNR_GOAL_DB
             goals.append(f"{row['scene']}: {row['gpus']} GPUs B={row['batch']}: {speedup:.2f}x views/s, PSNR "
-                         f"{delta:+.2f} dB (goal >= {SPEEDUP_GOAL}x, within {PSNR_GOAL_DB} dB): "
-                         f"{'met' if ok else 'NOT met'}")
+                         f"{delta:+.2f}{_standard_error_text(row, base)} dB (goal >= {SPEEDUP_GOAL}x, within "
+                         f"{PSNR_GOAL_DB} dB): {'met' if ok else 'NOT met'}")
         if row["gpus"] == 1 and row["batch"] > 1:
             single = next((r for r in rows if r["scene"] == row["scene"] and r["gpus"] == 1 and r["batch"] == 1), None)
             if single and single.get("views_per_s") and row.get("views_per_s"):

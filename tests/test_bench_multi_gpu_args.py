@@ -50,9 +50,13 @@ def test_repeats_are_summarised_per_configuration(capsys):
     single = summarise_repeats([_run(1, 0, 380.0, 21.0)])[0]
     assert single["psnr_sd"] == 0.0 and single["runs"] == 1
     goals = print_table([one, two])
-    assert goals == ["beer: 2 GPUs B=2: 0.95x views/s, PSNR -0.17 dB (goal >= 1.8x, within 0.1 dB): NOT met"]
+    # the standard error of the difference: sqrt(1.0^2 / 3 + 0.7638^2 / 3)
+    assert goals == ["beer: 2 GPUs B=2: 0.95x views/s, PSNR -0.17 +- 0.73 dB (goal >= 1.8x, within 0.1 dB): NOT met"]
     table = capsys.readouterr().out.splitlines()
     assert table[1].split()[:7] == ["beer", "1", "2", "390.0", "1.00", "22.00", "1.00"]
+    single_runs = summarise_repeats([_run(1, 0, 380.0, 21.0), _run(2, 0, 684.0, 21.05)])
+    assert print_table(single_runs) == [  # one run each: no spread to quote
+        "beer: 2 GPUs B=2: 1.80x views/s, PSNR +0.05 dB (goal >= 1.8x, within 0.1 dB): met"]
 
 
 def test_synchronisations_are_counted_by_source_line():
