@@ -55,6 +55,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.repeats import mean_and_sd  # noqa: E402
 from rasterizer import Gaussians  # noqa: E402
 from trainer.config import parse_args  # noqa: E402
 from trainer.metrics import l1_loss, psnr, ssim  # noqa: E402
@@ -237,10 +238,9 @@ def _medians(runs: list[list[dict]]) -> list[dict]:
     deviation (0 for one run)."""
     result = []
     for rows in zip(*runs):
-        psnrs = [row["psnr"] for row in rows]
+        psnr, psnr_sd = mean_and_sd(row["psnr"] for row in rows)
         result.append({"steps": rows[0]["steps"], "seconds": statistics.median(row["seconds"] for row in rows),
-                       "peak_mb": statistics.median(row["peak_mb"] for row in rows),
-                       "psnr": statistics.fmean(psnrs), "psnr_sd": statistics.stdev(psnrs) if len(psnrs) > 1 else 0.0})
+                       "peak_mb": statistics.median(row["peak_mb"] for row in rows), "psnr": psnr, "psnr_sd": psnr_sd})
     return result
 
 

@@ -66,6 +66,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.repeats import mean_and_sd  # noqa: E402
+
 DEFAULT_CONFIGS = ("1x1", "1x2", "1x4", "2x2")
 CAPACITY_FLAGS = ["--densify_grad_threshold", "0.00004", "--densify_from_iter", "100",
                   "--densification_interval", "50"]
@@ -284,8 +286,7 @@ def summarise_repeats(runs: list[dict]) -> list[dict]:
             row["views_per_s"] = statistics.median(speeds)
         psnrs = [r["psnr"] for r in group if "psnr" in r]
         if psnrs:
-            row["psnr"] = statistics.fmean(psnrs)
-            row["psnr_sd"] = statistics.stdev(psnrs) if len(psnrs) > 1 else 0.0
+            row["psnr"], row["psnr_sd"] = mean_and_sd(psnrs)
         rows.append(row)
     return rows
 

@@ -276,15 +276,23 @@ class GaussianModel:
             state = self.optimizer.state.get(old, {})
             moments = {key: new_moments(name, value) for key, value in state.items()
                        if key in ("exp_avg", "exp_avg_sq")}
-            staged[name] = (old, torch.nn.Parameter(new_params[name].contiguous(), requires_grad=True), moments)
+            staged[name] = (torch.nn.Parameter(new_params[name].contiguous(), requires_grad=True), moments)
         for group in self.optimizer.param_groups:
-            old, param, moments = staged[group["name"]]
-            state = self.optimizer.state.pop(old, None)
+            param, moments = staged[group["name"]]
+            state = self._install(group, param)
             if state is not None:
                 state.update(moments)  # "step" carries over, as in the reference
-                self.optimizer.state[param] = state
-            group["params"][0] = param
-            self.params[group["name"]] = param
+
+    def _install(self, group: dict, param: torch.nn.Parameter) -> dict | None:
+        """Make ``param`` the parameter of optimiser ``group`` (and of :attr:`params`), in place
+        of the old one; its Adam state moves over unchanged and is returned (None without one)
+        for the caller to replace the moments."""
+        state = self.optimizer.state.pop(group["params"][0], None)
+        if state is not None:
+            self.optimizer.state[param] = state
+        group["params"][0] = param
+        self.params[group["name"]] = param
+        return state
 
     def _append(self, new: dict[str, Tensor]) -> None:
         """Append rows; their Adam moments are zero."""

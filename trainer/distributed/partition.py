@@ -251,16 +251,11 @@ class PartitionedGaussianModel(GaussianModel):
             return self.comm.all_to_all(rows[by_destination], send, receive)[order]
 
         for group in self.optimizer.param_groups:
-            name, old = group["name"], group["params"][0]
-            param = torch.nn.Parameter(moved(old.detach()), requires_grad=True)
-            state = self.optimizer.state.pop(old, None)
-            if state is not None:
-                for key in _MOMENTS:
-                    if key in state:
-                        state[key] = moved(state[key])
-                self.optimizer.state[param] = state
-            group["params"][0] = param
-            self.params[name] = param
+            param = torch.nn.Parameter(moved(group["params"][0].detach()), requires_grad=True)
+            state = self._install(group, param)
+            for key in _MOMENTS:
+                if state is not None and key in state:
+                    state[key] = moved(state[key])
         for key in _STATISTICS:
             setattr(self, key, moved(getattr(self, key)))
         self.keys = keys[order]
