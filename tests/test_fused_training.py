@@ -216,7 +216,7 @@ def test_budgeted_renders_equal_exact_renders_and_overflow_is_reported():
         assert torch.equal(exact.radii, budgeted.radii)
     # A budget far too small is caught, and grows to fit.
     small = PairBudget(headroom=1.0, minimum=1)
-    small.observe(10)
+    small.grow(10)
     assert small.capacity == 10
     assert small.pending_overflow() is None
     render(gaussians, cameras[1], backend="cuda", pair_budget=small)
@@ -252,7 +252,7 @@ def test_budget_overflow_redo_gives_the_exact_gradients(tmp_path, shared_data):
     results = []
     for budget in (None, PairBudget(headroom=1.0, minimum=1)):
         if budget is not None:
-            budget.observe(1)  # room for one pair: the render overflows
+            budget.grow(1)  # room for one pair: the render overflows
         trainer.pair_budget = budget
         trainer.model.optimizer.zero_grad(set_to_none=True)
         (out,), stats = trainer._forward_backward(Step(31, 31), [view], [gt], trainer.background)
@@ -330,7 +330,7 @@ def test_batched_training_render_matches_separate_renders():
     gts = torch.randint(0, 256, (4, 72, 96, 3), generator=generator, dtype=torch.uint8).cuda()
     background = torch.tensor([0.2, 0.5, 0.9], device="cuda")
     budget = PairBudget(headroom=1.0, minimum=1)
-    budget.observe(1)  # the first batched render overflows and is redone, as in training
+    budget.grow(1)  # the first batched render overflows and is redone, as in training
     batch = render_for_training(raw, cameras, background, 3, False, budget)
     if budget.overflowed():
         batch = render_for_training(raw, cameras, background, 3, False, budget)
@@ -364,9 +364,10 @@ def test_batched_training_render_matches_separate_renders():
 @needs_fast_path
 @pytest.mark.cuda
 def test_a_batch_of_mixed_image_sizes_renders_as_its_cameras_alone():
-    """BatchRender (one projection for cameras of three sizes, one blending per size, one
-    projection backward) gives each view the image, radii and means2d gradient of its camera
-    rendered alone, and the parameters' gradients summed over the views."""
+    """BatchRender (one projection and one blending for cameras of three sizes, on a canvas of
+    the largest width and height; one projection backward) gives each view, in its corner of
+    the canvas, the image, radii and means2d gradient of its camera rendered alone, and the
+    parameters' gradients summed over the views."""
     from rasterizer import Camera, Gaussians, look_at
     from rasterizer.cuda import render_for_training
     from trainer.cuda.batch_render import BatchRender
@@ -376,27 +377,64 @@ def test_a_batch_of_mixed_image_sizes_renders_as_its_cameras_alone():
     raw = Gaussians(torch.randn(n, 3, generator=generator) * 0.8, torch.randn(n, 1, 3, generator=generator) * 0.5,
                     torch.randn(n, 15, 3, generator=generator) * 0.2, torch.randn(n, generator=generator),
                     torch.randn(n, 3, generator=generator) * 0.4 - 3.0, torch.randn(n, 4, generator=generator)).to("cuda")
-    sizes = [(96, 72), (80, 64), (96, 72), (101, 59), (80, 64)]  # groups [0, 2], [1, 4], [3]: not runs
+    sizes = [(96, 72), (80, 64), (96, 72), (101, 59), (80, 64)]  # canvas 101 x 72, no view fills it
     cameras = [Camera(w, h, 90, 90, w / 2 + v, h / 2 - v, look_at([0.3 * v - 0.6, 0.2, -3.0], [0, 0, 0]))
                for v, (w, h) in enumerate(sizes)]
     background = torch.tensor([0.2, 0.5, 0.9], device="cuda")
     batch = BatchRender(raw, cameras, background, 3, False)  # exact pair counts
-    assert batch.groups == [[0, 2], [1, 4], [3]]
-    grad_images = [torch.linspace(-1.0 - g, 1.0 + g, out.image.numel(), device="cuda").reshape(out.image.shape)
-                   for g, out in enumerate(batch.outputs)]
-    grads = batch.backward(grad_images)
+    assert batch.output.image.shape == (5, 3, 72, 101)
+    grad_views = [torch.linspace(-1.0 - v, 1.0 + v, 3 * h * w, device="cuda").reshape(3, h, w)
+                  for v, (w, h) in enumerate(sizes)]
+    grad_canvas = torch.zeros_like(batch.output.image)  # as the canvas loss gives: zero outside the views
+    for v, (w, h) in enumerate(sizes):
+        grad_canvas[v, :, :h, :w] = grad_views[v]
+    grads = batch.backward(grad_canvas)
     relative = lambda a, b: ((a - b).norm() / b.norm().clamp_min(1e-20)).item()  # noqa: E731
     summed = None
-    for g, group in enumerate(batch.groups):
-        for k, v in enumerate(group):
-            single = render_for_training(raw, cameras[v], background, 3, False)
-            singles_grads = single.backward(grad_images[g][k])
-            assert torch.equal(batch.outputs[g].image[k], single.output.image), v
-            assert torch.equal(batch.outputs[g].radii[k], single.output.radii), v
-            assert relative(batch.outputs[g].means2d.grad[k], single.output.means2d.grad) <= 1e-5, v
-            summed = singles_grads if summed is None else [a + b for a, b in zip(summed, singles_grads)]
+    for v, (w, h) in enumerate(sizes):
+        single = render_for_training(raw, cameras[v], background, 3, False)
+        singles_grads = single.backward(grad_views[v])
+        assert torch.equal(batch.output.image[v, :, :h, :w], single.output.image), v
+        assert torch.equal(batch.output.radii[v], single.output.radii), v
+        assert relative(batch.output.means2d.grad[v], single.output.means2d.grad) <= 1e-5, v
+        summed = singles_grads if summed is None else [a + b for a, b in zip(summed, singles_grads)]
     for index, (grad, expected) in enumerate(zip(grads, summed)):
         assert relative(grad, expected) <= 1e-5, index
+
+
+@needs_fast_path
+@pytest.mark.cuda
+@pytest.mark.parametrize("channels", [3, 4])
+def test_canvas_loss_is_each_images_own_loss(channels):
+    """fused_photometric_loss_on_canvas: each image, in its corner of the canvas, gets the loss,
+    statistics and gradient of fused_photometric_loss_and_gradient on that image alone; the rest
+    of the canvas (NaN here) is never read and gets a zero gradient."""
+    from trainer.cuda import fused_photometric_loss_and_gradient, fused_photometric_loss_on_canvas
+
+    generator = torch.Generator().manual_seed(5)
+    sizes = [(37, 50), (64, 33), (37, 50), (20, 17)]        # (width, height); canvas 64 x 50
+    canvas = torch.full((4, 3, 50, 64), float("nan"))
+    gts = []
+    for b, (w, h) in enumerate(sizes):
+        canvas[b, :, :h, :w] = torch.rand(3, h, w, generator=generator) * 1.2 - 0.1  # some clamped pixels
+        gts.append(torch.randint(0, 256, (h, w, channels), generator=generator, dtype=torch.uint8).cuda())
+    canvas, background = canvas.cuda(), torch.tensor([0.3, 0.6, 0.1], device="cuda")
+    loss, stats, grad = fused_photometric_loss_on_canvas(canvas, gts, background, 0.2)
+    assert torch.isfinite(grad).all()
+    total = 0.0
+    for b, (w, h) in enumerate(sizes):
+        image = canvas[b, :, :h, :w].contiguous()
+        loss_b, stats_b, grad_b = fused_photometric_loss_and_gradient(image, gts[b], background, 0.2)
+        torch.testing.assert_close(stats[b], stats_b[0], rtol=1e-6, atol=0.0)
+        assert torch.equal(grad[b, :, :h, :w], grad_b), b
+        outside = torch.ones_like(grad[b], dtype=torch.bool)
+        outside[:, :h, :w] = False
+        assert (grad[b][outside] == 0).all(), b
+        total += float(loss_b)
+    assert float(loss) == pytest.approx(total, rel=1e-6)
+    with pytest.raises(ValueError, match="does not fit a canvas"):
+        fused_photometric_loss_on_canvas(canvas[:1], [torch.zeros(51, 10, 3, dtype=torch.uint8, device="cuda")],
+                                         background, 0.2)
 
 
 @needs_fast_path

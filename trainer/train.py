@@ -55,7 +55,7 @@ from rasterizer.render import available_backends, render, resolve_backend
 from trainer.metrics import l1_loss, psnr, ssim
 from trainer.scene import Scene, View, load_scene, random_point_cloud, view_image_float
 
-from .batching import ScreenStatistics, Step, batch_steps, in_view_order, same_size_groups
+from .batching import ScreenStatistics, Step, batch_steps, in_view_order, same_size_groups, select_views
 from .config import ConfigError, TrainConfig
 from .losses import fused_loss_available, photometric_loss
 from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
@@ -673,37 +673,38 @@ class Trainer:
                     background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
         """The same step on the CUDA backend without autograd: the rasterizer's and the loss's
         kernels with their backward called directly (autograd's engine costs ~1 ms of host
-        time a step, which the GPU would wait for). A batch is projected once, and rendered
-        once per image size (:class:`trainer.cuda.batch_render.BatchRender`)."""
+        time a step, which the GPU would wait for). A batch of views of any sizes is one set of
+        launches, on a canvas (:class:`trainer.cuda.batch_render.BatchRender`)."""
         from rasterizer.cuda import render_for_training  # noqa: PLC0415 - optional backend
-        from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415
+        from trainer.cuda import fused_photometric_loss_and_gradient, fused_photometric_loss_on_canvas  # noqa: PLC0415
         from trainer.cuda.batch_render import BatchRender  # noqa: PLC0415
 
         opt, model = self.config.optimization, self.model
         cameras = [view.camera for view in views]
+        truths = [gt.to(self.device, non_blocking=True) for gt in gts]
         with self.phase("render"):
             if len(views) == 1:
                 rendered = render_for_training(model.gaussians(), cameras[0], background, model.active_sh_degree,
                                                self.config.pipeline.antialiasing, self.pair_budget)
-                groups, outputs = [[0]], [rendered.output]
             else:
                 rendered = BatchRender(model.gaussians(), cameras, background, model.active_sh_degree,
                                        self.config.pipeline.antialiasing, self.pair_budget)
-                groups, outputs = rendered.groups, rendered.outputs
-        grad_images, rows = [], []
+        out = rendered.output
         with self.phase("loss"):
-            for positions, out in zip(groups, outputs):
-                truth = gts[0] if len(views) == 1 else torch.stack([gts[i] for i in positions])
-                loss, stats, grad_image = fused_photometric_loss_and_gradient(
-                    out.image, truth.to(self.device, non_blocking=True), background, opt.lambda_dssim)
-                self._check_finite(step.first, loss)
-                grad_images.append(grad_image)
-                rows.append(stats)
+            if len(views) == 1:
+                loss, stats, grad_image = fused_photometric_loss_and_gradient(out.image, truths[0], background,
+                                                                              opt.lambda_dssim)
+            else:
+                loss, stats, grad_image = fused_photometric_loss_on_canvas(out.image, truths, background,
+                                                                           opt.lambda_dssim)
+            self._check_finite(step.first, loss)
         with self.phase("backward"):
-            model.add_gradients(rendered.backward(grad_images[0] if len(views) == 1 else grad_images))
-        statistics = [ScreenStatistics(out.means2d.grad, out.radii, cameras[group[0]].width, cameras[group[0]].height)
-                      for group, out in zip(groups, outputs)]
-        return statistics, rows[0] if len(rows) == 1 else in_view_order(rows, groups)
+            model.add_gradients(rendered.backward(grad_image))
+        if len(views) == 1:
+            return [ScreenStatistics(out.means2d.grad, out.radii, cameras[0].width, cameras[0].height)], stats
+        return [ScreenStatistics(select_views(out.means2d.grad, group), select_views(out.radii, group),
+                                 cameras[group[0]].width, cameras[group[0]].height)
+                for group in same_size_groups(cameras)], stats
 
     def _check_finite(self, it: int, loss: torch.Tensor) -> None:
         if self.config.pipeline.debug and not torch.isfinite(loss):

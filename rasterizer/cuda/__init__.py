@@ -17,9 +17,10 @@ of every view (keys ``view * tiles + tile``), the blending kernels run on a (til
 V) grid, and the projection's backward sums each Gaussian's gradient over the views. The
 stage functions below take ``camera_data`` [25] (one camera: [N, ...] rows, [3, H, W] images) or
 [V, 25] (a batch: [V, N, ...] rows, [V, 3, H, W] images). The projection stage takes a batch of
-cameras of any image sizes (each camera's block holds its tile grid); the blending stage takes
-one size per launch, so a caller with mixed sizes rasterizes each size's rows apart
-(``trainer.distributed.exchange`` does).
+cameras of any image sizes (each camera's block holds its tile grid, so a view's Gaussians reach
+only its own tiles); the blending stage takes one size per launch, so a caller with mixed sizes
+blends them at the largest width and height, each view in the top-left corner of its image,
+its own pixels as if rendered alone (``trainer.cuda.batch_render``'s canvas).
 
 Sizing the sort. The number of (tile, Gaussian) pairs is known only on the GPU. Without a
 :class:`PairBudget` the host reads it (one synchronisation per camera: right for single
@@ -110,10 +111,6 @@ class PairBudget(GrowingCapacity):
             return None
         excess = [count - capacity for _, _, capacity, count in self._pending]
         return (excess[0] if len(excess) == 1 else torch.cat(excess).max().reshape(1)) > 0
-
-    def observe(self, pairs: int) -> None:
-        """A count read synchronously (the first render): sets the capacity."""
-        self.grow(pairs)
 
     def overflowed(self) -> bool:
         """Whether any render since the last call needed more pairs than it was given (its image
@@ -240,7 +237,7 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
     elif budget is None or budget.capacity == 0:
         capacity = int(offsets[-1].item())  # the count, read on the host: a synchronisation
         if budget is not None:
-            budget.observe(capacity)
+            budget.grow(capacity)  # the first render through the budget: read synchronously
     else:
         capacity = budget.reserve(offsets[-1:])
     # Slots past the last pair (a budgeted render's spare room) get a sentinel key, written

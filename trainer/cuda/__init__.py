@@ -4,7 +4,8 @@ is the specification and is what the tests compare against:
 
 * :func:`fused_photometric_loss` = ``trainer.losses.photometric_loss_torch`` (L1 + SSIM on the
   clamped render against the uint8 ground truth), forward and backward in three launches
-  instead of ~60 small kernels;
+  instead of ~60 small kernels; :func:`fused_photometric_loss_on_canvas` is the same for a
+  batch of images of different sizes drawn on one canvas (each image's loss its own);
 * :func:`accumulate_densification_stats` = ``GaussianModel.add_densification_stats`` in one
   launch;
 * :class:`CudaAdam` = ``torch.optim.Adam`` with one launch per parameter and almost no Python
@@ -25,6 +26,7 @@ from rasterizer.cuda import is_available
 from rasterizer.cuda.compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, load_module
 
 __all__ = ["is_available", "fused_photometric_loss", "fused_photometric_loss_and_gradient",
+           "fused_photometric_loss_on_canvas", "canvas_views",
            "accumulate_densification_stats", "CudaAdam",
            "LOSS_SOURCE", "DENSIFY_SOURCE", "ADAM_SOURCE"]
 
@@ -59,9 +61,14 @@ def _one(device: torch.device) -> torch.Tensor:
     return torch.ones((), device=device)
 
 
-def _loss_forward(image: torch.Tensor, gt: torch.Tensor, background: torch.Tensor,
-                  lambda_dssim: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """loss.cu's forward and finalize: (loss, stats [B, 4], SSIM partials for the backward)."""
+def _null_or(tensor: torch.Tensor | None) -> tuple:
+    return _ptr(tensor) if tensor is not None else (0, POINTER)
+
+
+def _loss_forward(image: torch.Tensor, gt: torch.Tensor, background: torch.Tensor, lambda_dssim: float,
+                  views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """loss.cu's forward and finalize: (loss, stats [B, 4], SSIM partials for the backward).
+    ``views``: None, or loss.cu's table of images on a canvas (see :func:`canvas_views`)."""
     images, _, height, width = image.shape
     device = image.device
     blocks_x, blocks_y = (width + _TILE - 1) // _TILE, (height + _TILE - 1) // _TILE
@@ -72,16 +79,17 @@ def _loss_forward(image: torch.Tensor, gt: torch.Tensor, background: torch.Tenso
     loss = torch.empty((), device=device)
     module = _module(LOSS_SOURCE, device)
     module.launch("loss_forward", (blocks_x, blocks_y, planes), (_TILE, _TILE), [
-        (width, INT), (height, INT), (gt.shape[-1], INT), _ptr(image), _ptr(gt), _ptr(background),
+        (width, INT), (height, INT), (gt.shape[-1], INT), _ptr(image), _ptr(gt), _null_or(views), _ptr(background),
         _ptr(_ssim_taps(device)), _ptr(ssim_partials), _ptr(partials)])
     module.launch("loss_finalize", (1,), (_THREADS,), [
-        (images, INT), (blocks_x * blocks_y, INT), (width, INT), (height, INT), (lambda_dssim, FLOAT),
-        _ptr(partials), _ptr(stats), _ptr(loss)])
+        (images, INT), (blocks_x * blocks_y, INT), (width, INT), (height, INT), _null_or(views),
+        (lambda_dssim, FLOAT), _ptr(partials), _ptr(stats), _ptr(loss)])
     return loss, stats, ssim_partials
 
 
 def _loss_backward(image: torch.Tensor, gt: torch.Tensor, background: torch.Tensor, lambda_dssim: float,
-                   ssim_partials: torch.Tensor, grad_loss: torch.Tensor) -> torch.Tensor:
+                   ssim_partials: torch.Tensor, grad_loss: torch.Tensor,
+                   views: torch.Tensor | None = None) -> torch.Tensor:
     """loss.cu's backward: d(outer)/d image, with ``grad_loss`` = d(outer)/d loss on the device."""
     images, _, height, width = image.shape
     device = image.device
@@ -89,7 +97,8 @@ def _loss_backward(image: torch.Tensor, gt: torch.Tensor, background: torch.Tens
     _module(LOSS_SOURCE, device).launch(
         "loss_backward", ((width + _TILE - 1) // _TILE, (height + _TILE - 1) // _TILE, 3 * images), (_TILE, _TILE), [
             (width, INT), (height, INT), (gt.shape[-1], INT), (lambda_dssim, FLOAT), _ptr(image), _ptr(gt),
-            _ptr(background), _ptr(_ssim_taps(device)), _ptr(ssim_partials), _ptr(grad_loss), _ptr(grad_image)])
+            _null_or(views), _ptr(background), _ptr(_ssim_taps(device)), _ptr(ssim_partials), _ptr(grad_loss),
+            _ptr(grad_image)])
     return grad_image
 
 
@@ -151,6 +160,56 @@ def fused_photometric_loss_and_gradient(image: torch.Tensor, gt: torch.Tensor, b
     loss, stats, ssim_partials = _loss_forward(image4, gt4, background, lambda_dssim)
     grad = _loss_backward(image4, gt4, background, lambda_dssim, ssim_partials, _one(image4.device))
     return loss, stats, grad.view(image.shape)
+
+
+def canvas_views(canvas: torch.Tensor, gts: list[torch.Tensor]) -> torch.Tensor:
+    """loss.cu's table of images drawn on one canvas: int64 [B, 3] = (address of ``gts[b]``, its
+    width, its height), on the canvas's device (copied without waiting for the GPU). The ground
+    truths must stay alive until the loss's kernels have run (the caller holds them)."""
+    rows = [[gt.data_ptr(), gt.shape[1], gt.shape[0]] for gt in gts]
+    return torch.tensor(rows, dtype=torch.int64).pin_memory().to(canvas.device, non_blocking=True)
+
+
+def fused_photometric_loss_on_canvas(canvas: torch.Tensor, gts: list[torch.Tensor], background: torch.Tensor,
+                                     lambda_dssim: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`fused_photometric_loss_and_gradient` of a batch of images of different sizes drawn
+    on one canvas (one set of launches for all of them).
+
+    Args:
+        canvas: float32 ``[B, 3, H, W]`` on a CUDA device; image b is the top-left ``w_b x h_b``
+            corner of ``canvas[b]`` (the rest is ignored).
+        gts: B uint8 ground truths ``[h_b, w_b, C]`` on the same device, one C for all (3, or 4
+            composited over ``background``), each no larger than the canvas.
+        background, lambda_dssim: as :func:`fused_photometric_loss`.
+
+    Returns:
+        ``(loss, stats [B, 4], d loss / d canvas)``: each image's loss and statistics over its
+        own ``3 w_b h_b`` values (as the loss of that image alone), summed into ``loss``; the
+        gradient is zero outside the images.
+    """
+    if canvas.dim() != 4 or canvas.shape[1] != 3 or canvas.dtype != torch.float32 or canvas.device.type != "cuda":
+        raise ValueError(f"the canvas must be float32 [B, 3, H, W] on a CUDA device, not {tuple(canvas.shape)} "
+                         f"{canvas.dtype} on {canvas.device}")
+    if not gts or len(gts) != canvas.shape[0]:
+        raise ValueError(f"{len(gts)} ground truths for a canvas of {canvas.shape[0]} images")
+    height, width = canvas.shape[2:]
+    channels = gts[0].shape[-1]
+    for gt in gts:
+        if (gt.dtype != torch.uint8 or gt.dim() != 3 or gt.shape[2] != channels or channels not in (3, 4)
+                or gt.shape[0] > height or gt.shape[1] > width or gt.device != canvas.device):
+            raise ValueError(f"ground truth {tuple(gt.shape)} {gt.dtype} on {gt.device} does not fit a canvas "
+                             f"{tuple(canvas.shape)} (uint8 [h, w, 3|4], one channel count for all)")
+    # The kernels read each ground truth at its address: these references keep the (contiguous)
+    # tensors alive until the launches below are queued; later reuse of their memory is ordered
+    # after the kernels on this stream.
+    gts = [gt.contiguous() for gt in gts]
+    canvas = canvas.contiguous()
+    background = background.to(device=canvas.device, dtype=torch.float32).contiguous()
+    views = canvas_views(canvas, gts)
+    lambda_dssim = float(lambda_dssim)
+    loss, stats, ssim_partials = _loss_forward(canvas, gts[0], background, lambda_dssim, views)
+    grad = _loss_backward(canvas, gts[0], background, lambda_dssim, ssim_partials, _one(canvas.device), views)
+    return loss, stats, grad
 
 
 def accumulate_densification_stats(grad_means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int,

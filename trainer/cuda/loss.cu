@@ -11,6 +11,13 @@
 //   * L1 and SSIM are means over the 3 * H * W values of each image.
 // Images are planar: render [B, 3, H, W] float32, plane z = 3 b + channel.
 //
+// A batch of images of different sizes is drawn on one canvas (H, W the largest): image b is the
+// top-left w_b x h_b corner of its canvas plane, and `views` (nullable) holds, per image, its
+// ground truth's address (uint8 [h_b, w_b, C], its own tensor) and w_b, h_b as int64
+// [B, 3]. The rest of the canvas is not part of the image: it reads as the zero padding, takes
+// no part in the means (over 3 w_b h_b values) and gets a zero gradient. Without `views` every
+// image fills the canvas and `gt` is one [B, H, W, C] tensor.
+//
 // Gradient. With m1 = G*x, m2 = G*y, e11 = G*x^2, e12 = G*(x y) (G the window, * correlation)
 // and S(m1, m2, e11, e22, e12) the SSIM map, d mean(S) / d x(q) is
 //     (G * dS/dm1)(q) + 2 x(q) (G * dS/de11)(q) + y(q) (G * dS/de12)(q),  divided by 3 H W,
@@ -28,11 +35,32 @@
 #define SSIM_C2 (0.03f * 0.03f)
 #define FULL_MASK 0xffffffffu
 
-// Ground-truth value of plane z at (x, y), in [0, 1], as trainer/scene/images.view_image_float.
-__device__ __forceinline__ float ground_truth(const unsigned char* __restrict__ gt, int channels,
-                                              const float* __restrict__ background, int width,
-                                              int height, int b, int ch, int x, int y) {
-    const unsigned char* pixel = gt + (((long long)b * height + y) * width + x) * channels;
+// Image b's ground truth and size (see the header).
+struct View {
+    const unsigned char* gt;
+    int width, height;
+};
+
+__device__ __forceinline__ View view_of(int b, const long long* __restrict__ views,
+                                        const unsigned char* __restrict__ gt, int channels, int width,
+                                        int height) {
+    View view;
+    if (views != nullptr) {
+        view.gt = (const unsigned char*)views[3 * b];
+        view.width = (int)views[3 * b + 1];
+        view.height = (int)views[3 * b + 2];
+    } else {
+        view.gt = gt + (long long)b * height * width * channels;
+        view.width = width;
+        view.height = height;
+    }
+    return view;
+}
+
+// Ground-truth value of channel ch at (x, y), in [0, 1], as trainer/scene/images.view_image_float.
+__device__ __forceinline__ float ground_truth(const View& view, int channels, const float* __restrict__ background,
+                                              int ch, int x, int y) {
+    const unsigned char* pixel = view.gt + ((long long)y * view.width + x) * channels;
     float value = (float)pixel[ch] / 255.f;
     if (channels == 4) value = value + background[ch] * (1.f - (float)pixel[3] / 255.f);
     return value;
@@ -57,7 +85,7 @@ __device__ float block_sum(float value, float* scratch) {
 // sums of the SSIM map, |x - y| and (x - y)^2 in partials[(plane * blocks + block) * 3 + k].
 extern "C" __global__ void __launch_bounds__(THREADS) loss_forward(
     int width, int height, int channels, const float* __restrict__ image,
-    const unsigned char* __restrict__ gt, const float* __restrict__ background,
+    const unsigned char* __restrict__ gt, const long long* __restrict__ views, const float* __restrict__ background,
     const float* __restrict__ window, float* __restrict__ ssim_partials, float* __restrict__ partials) {
     __shared__ float s_x[HALO_Y][HALO_X + 1], s_y[HALO_Y][HALO_X + 1];
     __shared__ float s_h[5][HALO_Y][TILE_X];
@@ -67,12 +95,13 @@ extern "C" __global__ void __launch_bounds__(THREADS) loss_forward(
     int x0 = blockIdx.x * TILE_X - RADIUS, y0 = blockIdx.y * TILE_Y - RADIUS;
     int tid = threadIdx.y * TILE_X + threadIdx.x;
     long long plane_offset = (long long)plane * width * height;
+    const View view = view_of(b, views, gt, channels, width, height);
     if (tid < TAPS) s_w[tid] = window[tid];
     for (int i = tid; i < HALO_X * HALO_Y; i += THREADS) {
         int r = i / HALO_X, c = i % HALO_X, gx = x0 + c, gy = y0 + r;
-        bool inside = gx >= 0 && gx < width && gy >= 0 && gy < height;  // zero padding outside
+        bool inside = gx >= 0 && gx < view.width && gy >= 0 && gy < view.height;  // zero padding outside
         s_x[r][c] = inside ? clamp01(image[plane_offset + (long long)gy * width + gx]) : 0.f;
-        s_y[r][c] = inside ? ground_truth(gt, channels, background, width, height, b, ch, gx, gy) : 0.f;
+        s_y[r][c] = inside ? ground_truth(view, channels, background, ch, gx, gy) : 0.f;
     }
     __syncthreads();
     // Horizontal pass over every halo row: the five moments x, y, x^2, y^2, x y.
@@ -89,7 +118,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) loss_forward(
     __syncthreads();
     int tx = threadIdx.x, ty = threadIdx.y, px = x0 + RADIUS + tx, py = y0 + RADIUS + ty;
     float sums[3] = {0.f, 0.f, 0.f};
-    if (px < width && py < height) {
+    if (px < view.width && py < view.height) {
         float m[5] = {0.f, 0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int k = 0; k < TAPS; k++)
@@ -122,12 +151,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) loss_forward(
 // One block: per image b, the means over its 3 planes (float64 sums, fixed order, so the result
 // is deterministic), then stats[b] = (loss_b, MSE_b, L1_b, SSIM_b) and loss[0] = sum_b loss_b.
 extern "C" __global__ void __launch_bounds__(256) loss_finalize(
-    int images, int blocks, int width, int height, float lambda_dssim,
+    int images, int blocks, int width, int height, const long long* __restrict__ views, float lambda_dssim,
     const float* __restrict__ partials, float* __restrict__ stats, float* __restrict__ loss) {
     __shared__ double s_sum[256];
-    double n = 3.0 * width * height;
     float total_loss = 0.f;
     for (int b = 0; b < images; b++) {
+        double n = views != nullptr ? 3.0 * (double)views[3 * b + 1] * (double)views[3 * b + 2] : 3.0 * width * height;
         double means[3];
         for (int k = 0; k < 3; k++) {
             double sum = 0.0;
@@ -155,7 +184,7 @@ extern "C" __global__ void __launch_bounds__(256) loss_finalize(
 // d loss / d render, with grad_loss[0] = d(outer) / d loss read on the device (no host wait).
 extern "C" __global__ void __launch_bounds__(THREADS) loss_backward(
     int width, int height, int channels, float lambda_dssim, const float* __restrict__ image,
-    const unsigned char* __restrict__ gt, const float* __restrict__ background,
+    const unsigned char* __restrict__ gt, const long long* __restrict__ views, const float* __restrict__ background,
     const float* __restrict__ window, const float* __restrict__ ssim_partials,
     const float* __restrict__ grad_loss, float* __restrict__ grad_image) {
     __shared__ float s_g[3][HALO_Y][HALO_X + 1];
@@ -165,10 +194,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) loss_backward(
     int x0 = blockIdx.x * TILE_X - RADIUS, y0 = blockIdx.y * TILE_Y - RADIUS;
     int tid = threadIdx.y * TILE_X + threadIdx.x;
     long long hw = (long long)width * height, plane_offset = plane * hw;
+    const View view = view_of(b, views, gt, channels, width, height);
     if (tid < TAPS) s_w[tid] = window[tid];
     for (int i = tid; i < HALO_X * HALO_Y; i += THREADS) {
         int r = i / HALO_X, c = i % HALO_X, gx = x0 + c, gy = y0 + r;
-        bool inside = gx >= 0 && gx < width && gy >= 0 && gy < height;
+        bool inside = gx >= 0 && gx < view.width && gy >= 0 && gy < view.height;
         long long pix = (long long)gy * width + gx;
         for (int q = 0; q < 3; q++) s_g[q][r][c] = inside ? ssim_partials[3 * plane_offset + q * hw + pix] : 0.f;
     }
@@ -184,15 +214,19 @@ extern "C" __global__ void __launch_bounds__(THREADS) loss_backward(
     __syncthreads();
     int px = x0 + RADIUS + threadIdx.x, py = y0 + RADIUS + threadIdx.y;
     if (px >= width || py >= height) return;
+    long long pix = (long long)py * width + px;
+    if (px >= view.width || py >= view.height) {  // canvas outside the image: not in the loss
+        grad_image[plane_offset + pix] = 0.f;
+        return;
+    }
     float m[3] = {0.f, 0.f, 0.f};
 #pragma unroll
     for (int k = 0; k < TAPS; k++)
         for (int q = 0; q < 3; q++) m[q] += s_w[k] * s_h[q][threadIdx.y + k][threadIdx.x];
-    long long pix = (long long)py * width + px;
     float raw = image[plane_offset + pix];
     float x = clamp01(raw);
-    float y = ground_truth(gt, channels, background, width, height, b, ch, px, py);
-    float inv_n = 1.f / (3.f * (float)hw);
+    float y = ground_truth(view, channels, background, ch, px, py);
+    float inv_n = 1.f / (3.f * (float)((long long)view.width * view.height));
     float d_ssim = (m[0] + 2.f * x * m[1] + y * m[2]) * inv_n;
     float diff = x - y;
     float sign = (float)((diff > 0.f) - (diff < 0.f));  // torch's abs backward: sign(0) = 0

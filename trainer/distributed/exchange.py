@@ -47,7 +47,7 @@ from torch import Tensor
 from rasterizer.camera import Camera
 from rasterizer.capacity import GrowingCapacity
 from rasterizer.gaussians import Gaussians
-from trainer.batching import ScreenStatistics, put_views, same_size_groups, select_views, view_shares
+from trainer.batching import ScreenStatistics, canvas_size, same_size_groups, select_views, view_shares
 
 from .comm import Communicator
 
@@ -127,7 +127,10 @@ class AllToAll(torch.autograd.Function):
 class RenderedViews:
     """This rank's renders of a batch: ``images[b]`` ([3, H, W]) for its views, keyed by their
     position in the batch, and ``backward``, to call once on every rank (also one without
-    views: the exchange is collective). ``radii`` [B, n] are this rank's Gaussians' radii in
+    views: the exchange is collective). The CUDA exchange draws its views on one ``canvas``
+    [V, 3, H, W] (``trainer.cuda.batch_render``): ``canvas[j]`` holds the view of the j-th key
+    of ``images`` (in the batch's order), which is its top-left corner; its backward takes
+    d loss / d canvas. ``radii`` [B, n] are this rank's Gaussians' radii in
     every view of the batch, and ``means2d_grads()`` their screen-space gradients [B, n, 2]
     once the backward has run."""
 
@@ -135,6 +138,7 @@ class RenderedViews:
     backward: Callable
     radii: Tensor
     means2d_grads: Callable[[], Tensor]
+    canvas: Tensor | None = None
 
     def statistics(self, cameras: Sequence[Camera]) -> list[ScreenStatistics]:
         """What densification reads, one entry per image size (after the backward)."""
@@ -355,32 +359,33 @@ class CudaExchange:
         receive_splits = [len(mine) * room] * world
         received = self.comm.all_to_all(send[:views * room], send_splits, receive_splits)
         received = received.view(world, len(mine), room, PACKED_COLUMNS)
-        # 3. This rank's views, one batched render per image size; rows of rank 0 first.
-        images, renders = {}, []
-        for local in same_size_groups([cameras[b] for b in mine]):
-            rows = select_views(received, local, dim=1).transpose(0, 1).reshape(len(local), world * room,
-                                                                                PACKED_COLUMNS)
-            inputs = _unpacked(rows)
-            camera = cameras[mine[local[0]]]
-            size = (camera.width, camera.height)
-            image, _, _, state = _rasterize_forward(*inputs[:4], background, *inputs[4:], size, pair_budget)
-            for j, k in enumerate(local):
-                images[mine[k]] = image[j]
-            renders.append((local, inputs[:4], state, size))
+        # 3. This rank's views in one render, on the canvas of their sizes; rows of rank 0 first.
+        images, canvas, render = {}, None, None
+        if mine:
+            inputs = [column.reshape(len(mine), world * room, *column.shape[3:])
+                      for column in _unpacked(received.transpose(0, 1))]
+            size = canvas_size([cameras[b] for b in mine])
+            canvas, _, _, state = _rasterize_forward(*inputs[:4], background, *inputs[4:], size, pair_budget)
+            for j, b in enumerate(mine):
+                images[b] = canvas[j, :, :cameras[b].height, :cameras[b].width]
+            render = (inputs[:4], state, size)
         if differentiable:
             self._queue_agreement(sent.sum(dim=1).max(), room, pair_budget, control)
         means2d_grads = []
 
-        def backward(grad_images: dict[int, Tensor]) -> list[Tensor]:
-            """d loss / d image of each view rendered here -> the gradients of this rank's six
-            raw parameters (also keeps the screen-space gradients for densification)."""
-            back = received.new_empty(world, len(mine), room, CUDA_GRAD_COLUMNS)
-            for local, inputs, state, size in renders:
-                g_image = torch.stack([grad_images[mine[k]] for k in local])
-                grads = _rasterize_backward(*inputs, background, state, size, g_image)
+        def backward(grad_canvas: Tensor | None) -> list[Tensor]:
+            """d loss / d canvas of the views rendered here ([len(mine), 3, H, W], zero outside the
+            views; None on a rank without views) -> the gradients of this rank's six raw
+            parameters (also keeps the screen-space gradients for densification)."""
+            if render is None:
+                back = received.new_empty(0, CUDA_GRAD_COLUMNS)
+            else:
+                inputs, state, size = render
+                grads = _rasterize_backward(*inputs, background, state, size, grad_canvas)
                 rows = torch.cat([grads[0], grads[1], grads[2], grads[3][..., None]], dim=-1)
-                put_views(back, local, rows.view(len(local), world, room, CUDA_GRAD_COLUMNS).transpose(0, 1), dim=1)
-            returned = self.comm.all_to_all(back.reshape(-1, CUDA_GRAD_COLUMNS), receive_splits, send_splits)
+                back = rows.view(len(mine), world, room, CUDA_GRAD_COLUMNS).transpose(0, 1)
+                back = back.reshape(-1, CUDA_GRAD_COLUMNS)  # [world, mine, room]: each source's rows together
+            returned = self.comm.all_to_all(back, receive_splits, send_splits)
             # Each row's gradient back at its Gaussian (the spare slot: a zero row).
             returned = torch.cat([returned, returned.new_zeros(1, CUDA_GRAD_COLUMNS)])
             incoming = returned.index_select(0, slots).view(views, n, CUDA_GRAD_COLUMNS)
@@ -388,4 +393,4 @@ class CudaExchange:
             parts = [incoming[..., 0:2], incoming[..., 2:6], incoming[..., 6:9], incoming[..., 9]]
             return _project_backward(params, camera_data, radii, settings, [p.contiguous() for p in parts])
 
-        return RenderedViews(images, backward, radii, lambda: means2d_grads[-1])
+        return RenderedViews(images, backward, radii, lambda: means2d_grads[-1], canvas)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from rasterizer.gaussians import Gaussians
-from trainer.batching import ScreenStatistics, Step
+from trainer.batching import ScreenStatistics, Step, put_views
 from trainer.config import TrainConfig
 from trainer.losses import photometric_loss
 from trainer.metrics import l1_loss, psnr
@@ -163,8 +163,9 @@ class DistributedTrainer(Trainer):
 
     def _fused_step(self, step: Step, views: Sequence[View], gts: Sequence[torch.Tensor | None],
                     background: torch.Tensor) -> tuple[list[ScreenStatistics], torch.Tensor]:
-        """The CUDA step through the exchange, with explicit backwards (as one GPU's fused step)."""
-        from trainer.cuda import fused_photometric_loss_and_gradient  # noqa: PLC0415 - optional
+        """The CUDA step through the exchange, with explicit backwards (as one GPU's fused step):
+        this rank's views are one render on a canvas, and their losses one launch set."""
+        from trainer.cuda import fused_photometric_loss_on_canvas  # noqa: PLC0415 - optional
 
         opt, model = self.config.optimization, self.model
         cameras = [view.camera for view in views]
@@ -173,15 +174,16 @@ class DistributedTrainer(Trainer):
             rendered = self.exchange.render(model.gaussians(), cameras, background, model.active_sh_degree,
                                             largest_part=model.largest_part(), pair_budget=self.pair_budget,
                                             control=self._control())
-        grads = {}
-        with self.phase("loss"):
-            for b, image in rendered.images.items():
-                loss, row, grads[b] = fused_photometric_loss_and_gradient(
-                    image, gts[b].to(self.device, non_blocking=True), background, opt.lambda_dssim)
+        mine, grad_canvas = list(rendered.images), None  # in canvas order
+        if mine:
+            with self.phase("loss"):
+                truths = [gts[b].to(self.device, non_blocking=True) for b in mine]
+                loss, rows, grad_canvas = fused_photometric_loss_on_canvas(rendered.canvas, truths, background,
+                                                                           opt.lambda_dssim)
                 self._check_finite(step.first, loss)
-                stats[b] = row[0]
+                put_views(stats, mine, rows)
         with self.phase("backward"):
-            model.add_gradients(rendered.backward(grads))
+            model.add_gradients(rendered.backward(grad_canvas))
         self.comm.all_reduce(stats)  # each view's row comes from the rank that rendered it
         return rendered.statistics(cameras), stats
 
