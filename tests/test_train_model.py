@@ -11,8 +11,8 @@ import torch
 from rasterizer.gaussians import Gaussians, inverse_sigmoid
 from rasterizer.reference import quaternion_to_matrix
 from trainer.config import OptimizationParams
-from trainer.model import (ADAM_EPS, PARAM_NAMES, GaussianModel, SparseGaussianAdam,
-                           convert_reference_capture)
+from trainer.model import (ADAM_EPS, ADAM_MOMENTS, PARAM_NAMES, GaussianModel, SparseGaussianAdam,
+                           compact_rows_in_place, convert_reference_capture)
 from trainer.schedule import ExponentialLR, expon_lr, sh_degree_at
 
 EXTENT = 10.0   # percent_dense * extent = 0.1; world-size prune above 0.1 * extent = 1.0
@@ -196,6 +196,82 @@ def test_reset_opacity_caps_and_zeroes_moments():
     assert not state["exp_avg"].any() and not state["exp_avg_sq"].any()
     assert int(state["step"]) == 1  # the step count is kept, as the reference
     assert torch.equal(model.optimizer.state[model.params["scaling"]]["exp_avg"], scaling_moment)
+
+
+# ----- surgery one tensor at a time ----------------------------------------------------------------
+def test_compact_rows_in_place_is_the_gather():
+    generator = torch.Generator().manual_seed(3)
+    for rows, chunk in ((1000, 7), (1000, 64), (1000, 1 << 16), (5, 1)):
+        tensor = torch.randn(rows, 4, 3, generator=generator)
+        kept = torch.nonzero(torch.rand(rows, generator=generator) < 0.6).squeeze(1)
+        expected = tensor[kept].clone()
+        storage = tensor.data_ptr()
+        result = compact_rows_in_place(tensor, kept, chunk=chunk)
+        assert torch.equal(result, expected) and result.data_ptr() == storage  # in place: a view
+
+
+def model_contents(model: GaussianModel) -> dict[str, torch.Tensor]:
+    """Every parameter and Adam moment by name (clones), after checking that the optimiser
+    holds exactly the model's parameters and all have one row count."""
+    contents = {}
+    for group in model.optimizer.param_groups:
+        param = group["params"][0]
+        assert param is model.params[group["name"]] and param in model.optimizer.state
+        contents[group["name"]] = param.detach().clone()
+        for key in ADAM_MOMENTS:
+            contents[f"{group['name']}.{key}"] = model.optimizer.state[param][key].clone()
+    assert len({value.shape[0] for value in contents.values()}) == 1
+    assert model.grad_accum.shape[0] == model.denom.shape[0] == model.max_radii.shape[0] == len(model)
+    return contents
+
+
+def fail_at(model: GaussianModel, call: int) -> None:
+    """Make the ``call``-th tensor that the model's next surgery builds run out of memory."""
+    rebuild_all = model._rebuild
+
+    def failing(rebuild, settle):
+        count = iter(range(10**6))
+
+        def rebuild_or_fail(name, key, old):
+            if next(count) == call:
+                raise torch.OutOfMemoryError("injected")
+            return rebuild(name, key, old)
+        rebuild_all(rebuild_or_fail, settle)
+    model._rebuild = failing
+
+
+@pytest.mark.parametrize("surgery", ["append", "keep"])
+def test_a_surgery_that_runs_out_of_memory_leaves_a_whole_model(surgery):
+    """Each tensor is replaced before the next is built; running out of memory part way must
+    leave one consistent model the trainer can save: as before an append, as after a prune
+    (the tensors not yet rebuilt compacted in place). (An opacity reset allocates nothing.)"""
+    def run(model: GaussianModel) -> None:
+        if surgery == "append":
+            model.densify_and_clone(torch.tensor([True, False, True, True, False]))
+        else:
+            model.prune(torch.tensor([False, True, False, True, False]))
+
+    def fresh() -> GaussianModel:
+        model = make_model(hand_made())
+        take_a_step(model)
+        return model
+
+    before = model_contents(fresh())
+    clean = fresh()
+    run(clean)
+    after = model_contents(clean)
+    slots = len(PARAM_NAMES) * (1 + len(ADAM_MOMENTS))  # in order: a parameter, then its moments
+    expected = before if surgery == "append" else after
+    for call in range(slots):
+        model = fresh()
+        fail_at(model, call)
+        with pytest.raises(torch.OutOfMemoryError):
+            run(model)
+        contents = model_contents(model)
+        assert contents.keys() == expected.keys()
+        for name, value in expected.items():
+            assert torch.equal(contents[name], value), (surgery, call, name)
+        take_a_step(model)  # and it still trains
 
 
 # ----- sparse Adam -------------------------------------------------------------------------------

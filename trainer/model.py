@@ -37,7 +37,8 @@ from .config import OptimizationParams
 from .schedule import ExponentialLR
 
 __all__ = ["GaussianModel", "SparseGaussianAdam", "DensifyReport", "PARAM_NAMES", "ADAM_EPS",
-           "MIN_OPACITY", "SPLIT_CHILDREN", "SIZE_PRUNE_PIXELS", "convert_reference_capture"]
+           "MIN_OPACITY", "SPLIT_CHILDREN", "SIZE_PRUNE_PIXELS", "ADAM_MOMENTS", "compact_rows_in_place",
+           "convert_reference_capture"]
 
 # The reference's Adam parameter-group order; its checkpoints key optimizer state by it.
 PARAM_NAMES = ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")
@@ -49,6 +50,7 @@ SPLIT_SCALE_DIVISOR = 0.8 * SPLIT_CHILDREN   # children's scale = parent's / 1.6
 SIZE_PRUNE_PIXELS = 20     # max_radii2D threshold, used after the first opacity reset
 WORLD_SIZE_PRUNE = 0.1     # fraction of the extent above which a Gaussian is pruned
 RESET_OPACITY = 0.01
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")  # the Adam state with a row per Gaussian
 
 
 class SparseGaussianAdam(torch.optim.Adam):
@@ -265,23 +267,51 @@ class GaussianModel:
             self.add_densification_stats(grad * scale, view_radii)
 
     # ----- optimiser surgery (the reference's cat/prune/replace_tensor_to_optimizer) -----------
-    def _swap(self, new_params: dict[str, Tensor], new_moments: Callable[[str, Tensor], Tensor]) -> None:
-        """Install ``new_params`` (all names); each Adam moment ``m`` of parameter ``name`` becomes
-        ``new_moments(name, m)``. Every new tensor is built before anything is replaced, so an
-        out-of-memory error leaves the model as it was."""
-        staged = {}
-        for group in self.optimizer.param_groups:
-            name = group["name"]
-            old = group["params"][0]
-            state = self.optimizer.state.get(old, {})
-            moments = {key: new_moments(name, value) for key, value in state.items()
-                       if key in ("exp_avg", "exp_avg_sq")}
-            staged[name] = (torch.nn.Parameter(new_params[name].contiguous(), requires_grad=True), moments)
-        for group in self.optimizer.param_groups:
-            param, moments = staged[group["name"]]
-            state = self._install(group, param)
-            if state is not None:
-                state.update(moments)  # "step" carries over, as in the reference
+    def _rebuild(self, rebuild: Callable[[str, str, Tensor], Tensor],
+                 settle: Callable[[str, str, Tensor, bool], Tensor]) -> None:
+        """Replace the parameters and their Adam moments **one tensor at a time**.
+
+        ``rebuild(name, key, old)`` returns the new tensor for parameter group ``name`` (``key``
+        is ``"param"`` or a moment, ``"exp_avg"``/``"exp_avg_sq"``), or ``old`` itself to leave
+        it. Each new tensor takes its old one's place before the next is built, so the memory
+        this needs beyond the model is one new tensor (at most the SH coefficients, 180 bytes a
+        Gaussian) rather than a new model with its moments (708 bytes a Gaussian), and the old
+        gradients go with their parameters. Densification had been the peak of a run's memory.
+
+        If building fails part way (out of memory, Ctrl-C), ``settle(name, key, tensor,
+        rebuilt)`` is put in place of every tensor, those rebuilt already and those not, and
+        must return them all to one consistent model without allocating much (views, in-place
+        work); then the error propagates. So the model the trainer saves on the way out is
+        always whole. The Adam ``step`` counts carry over, as in the reference."""
+        slots = [(group, key) for group in self.optimizer.param_groups
+                 for key in ("param", *ADAM_MOMENTS) if key == "param" or key in self._state_of(group)]
+        for position, (group, key) in enumerate(slots):
+            old = self._slot(group, key)
+            try:
+                new = rebuild(group["name"], key, old)
+            except BaseException:
+                for other, (group_, key_) in enumerate(slots):
+                    current = self._slot(group_, key_)
+                    settled = settle(group_["name"], key_, current, other < position)
+                    if settled is not current:
+                        self._put(group_, key_, settled)
+                raise
+            if new is not old:
+                del old  # the old tensor's memory is free once it is out of the optimiser
+                self._put(group, key, new)
+
+    def _state_of(self, group: dict) -> dict:
+        return self.optimizer.state.get(group["params"][0], {})
+
+    def _slot(self, group: dict, key: str) -> Tensor:
+        param = group["params"][0]
+        return param.detach() if key == "param" else self.optimizer.state[param][key]
+
+    def _put(self, group: dict, key: str, tensor: Tensor) -> None:
+        if key == "param":
+            self._install(group, torch.nn.Parameter(tensor.contiguous(), requires_grad=True))
+        else:
+            self.optimizer.state[group["params"][0]][key] = tensor
 
     def _install(self, group: dict, param: torch.nn.Parameter) -> dict | None:
         """Make ``param`` the parameter of optimiser ``group`` (and of :attr:`params`), in place
@@ -295,22 +325,36 @@ class GaussianModel:
         return state
 
     def _append(self, new: dict[str, Tensor]) -> None:
-        """Append rows; their Adam moments are zero."""
-        count = new["xyz"].shape[0]
-        self._swap({k: torch.cat([self.params[k].detach(), new[k]]) for k in PARAM_NAMES},
-                   lambda name, m: torch.cat([m, m.new_zeros((count,) + m.shape[1:])]))
+        """Append rows; their Adam moments are zero. On failure the model is as before (the
+        tensors grown already are cut back to views of their old rows)."""
+        count, before = new["xyz"].shape[0], len(self)
+
+        def grown(name: str, key: str, tensor: Tensor) -> Tensor:
+            extra = new[name] if key == "param" else tensor.new_zeros((count,) + tensor.shape[1:])
+            return torch.cat([tensor, extra])
+
+        self._rebuild(grown, lambda name, key, tensor, rebuilt: tensor[:before] if rebuilt else tensor)
 
     def _keep(self, mask: Tensor) -> None:
-        """Keep only the rows where ``mask`` is True (parameters, moments and statistics)."""
-        self._swap({k: self.params[k].detach()[mask] for k in PARAM_NAMES}, lambda name, m: m[mask])
-        self.grad_accum = self.grad_accum[mask]
-        self.denom = self.denom[mask]
-        self.max_radii = self.max_radii[mask]
+        """Keep only the rows where ``mask`` is True (parameters, moments and statistics). On
+        failure the model is as after (the tensors not yet rebuilt are compacted in place, see
+        :func:`compact_rows_in_place`)."""
+        kept = torch.nonzero(mask).squeeze(1)  # one wait for the count, not one per tensor
+        if len(kept) == len(self):
+            return
+        self.grad_accum, self.denom, self.max_radii = self.grad_accum[kept], self.denom[kept], self.max_radii[kept]
+        self._rebuild(lambda name, key, tensor: tensor[kept],
+                      lambda name, key, tensor, rebuilt: tensor if rebuilt else compact_rows_in_place(tensor, kept))
 
     def _replace(self, name: str, tensor: Tensor) -> None:
-        """Replace one parameter; its Adam moments become zero."""
-        values = {k: (tensor if k == name else self.params[k].detach()) for k in PARAM_NAMES}
-        self._swap(values, lambda key, m: torch.zeros_like(m) if key == name else m)
+        """Replace one parameter; its Adam moments become zero (in place: nothing to allocate,
+        so nothing can fail half way)."""
+        group = next(group for group in self.optimizer.param_groups if group["name"] == name)
+        self._put(group, "param", tensor)
+        state = self._state_of(group)
+        for key in ADAM_MOMENTS:
+            if key in state:
+                state[key].zero_()
 
     def _zero_stats(self) -> None:
         n = len(self)
@@ -462,6 +506,17 @@ def _make_optimizer(groups: list[dict], optimizer_type: str, device: torch.devic
             return kernels.CudaAdam(groups, lr=0.0, eps=ADAM_EPS)
         return torch.optim.Adam(groups, lr=0.0, eps=ADAM_EPS, fused=True)
     return torch.optim.Adam(groups, lr=0.0, eps=ADAM_EPS, foreach=False)
+
+
+def compact_rows_in_place(tensor: Tensor, kept: Tensor, chunk: int = 1 << 16) -> Tensor:
+    """``tensor[kept]`` written over the first rows of ``tensor`` itself and returned as a view
+    of them: the memory it needs is one ``chunk`` of rows, not a copy. ``kept`` must be
+    increasing row indices, so that ``kept[i] >= i``: a chunk only reads rows at or after the
+    ones it writes, which no earlier chunk has written."""
+    for start in range(0, len(kept), chunk):
+        rows = kept[start:start + chunk]
+        tensor[start:start + len(rows)] = tensor[rows]
+    return tensor[:len(kept)]
 
 
 def split_children(parents: dict[str, Tensor], scales: Tensor) -> dict[str, Tensor]:

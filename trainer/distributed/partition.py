@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainer.model import PARAM_NAMES, SPLIT_CHILDREN, GaussianModel, _cap_candidates, split_children
+from trainer.model import ADAM_MOMENTS, PARAM_NAMES, SPLIT_CHILDREN, GaussianModel, _cap_candidates, split_children
 
 from .comm import Communicator
 
@@ -42,7 +42,6 @@ __all__ = ["PartitionedGaussianModel", "part_range", "slice_state", "ALIGNMENT"]
 # Part boundaries are multiples of this many rows: PyTorch's CPU kernels process 16 or 32
 # floats per vectorised iteration (AVX2, AVX-512); 64 covers both for every row width.
 ALIGNMENT = 64
-_MOMENTS = ("exp_avg", "exp_avg_sq")
 _STATISTICS = ("grad_accum", "denom", "max_radii")
 
 
@@ -66,7 +65,7 @@ def slice_state(state: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
         part[key] = state[key][start:stop]
     optimizer = state["optimizer"]
     part["optimizer"] = {
-        "state": {index: {key: (value[start:stop] if key in _MOMENTS else value) for key, value in entry.items()}
+        "state": {index: {key: (value[start:stop] if key in ADAM_MOMENTS else value) for key, value in entry.items()}
                   for index, entry in optimizer["state"].items()},
         "param_groups": optimizer["param_groups"]}
     return part
@@ -148,9 +147,9 @@ class PartitionedGaussianModel(GaussianModel):
         statistics = self.gathered({key: local[key] for key in _STATISTICS})
         optimizer_state = {}
         for index, entry in local["optimizer"]["state"].items():
-            moments = self.gathered({key: entry[key] for key in _MOMENTS if key in entry})
+            moments = self.gathered({key: entry[key] for key in ADAM_MOMENTS if key in entry})
             if moments is not None:
-                optimizer_state[index] = {**{key: value for key, value in entry.items() if key not in _MOMENTS},
+                optimizer_state[index] = {**{key: value for key, value in entry.items() if key not in ADAM_MOMENTS},
                                           **moments}
         if self.comm.rank != 0:
             return None
@@ -213,8 +212,8 @@ class PartitionedGaussianModel(GaussianModel):
         self._pending_keys = None
 
     def _keep(self, mask: Tensor) -> None:
+        self.keys = self.keys[mask]  # first: a failure in the parent leaves the model as after
         super()._keep(mask)
-        self.keys = self.keys[mask]
 
     def _renumber(self) -> None:
         """Dense keys again (0 .. total-1) after densification and pruning, in the same order."""
@@ -253,7 +252,7 @@ class PartitionedGaussianModel(GaussianModel):
         for group in self.optimizer.param_groups:
             param = torch.nn.Parameter(moved(group["params"][0].detach()), requires_grad=True)
             state = self._install(group, param)
-            for key in _MOMENTS:
+            for key in ADAM_MOMENTS:
                 if state is not None and key in state:
                     state[key] = moved(state[key])
         for key in _STATISTICS:
