@@ -2,6 +2,7 @@
 
     python bench/profile_train.py [--source ../shared/data/shapes] [-w] [-r 1] [--warmup 3500]
                                   [--steps 200] [--paths fast,torch] [--code DIR] [--train_args "FLAGS"]
+                                  [--memory]
 
 It trains the scene with ``splat-train``'s defaults (CUDA backend) for ``--warmup`` iterations,
 then measures, for each path, two windows of ``--steps`` iterations in steady state:
@@ -19,6 +20,8 @@ Paths: ``fast`` is the trainer as configured (fused loss and statistics, budgete
 ``torch`` turns those off (the PyTorch loss and statistics, a host wait for every sort).
 ``--code DIR`` imports the trainer from another checkout (e.g. an older commit, for a
 before/after table); a trainer without phases reports wall, GPU busy and idle only.
+``--memory`` adds the most GPU memory allocated while in each phase over the whole run
+(warm-up included), with the model's size then: where a run's memory peak comes from.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 PHASES = ("data", "render", "loss", "backward", "wait", "densify", "optimizer")
@@ -50,6 +54,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--paths", default="fast,torch", help="comma-separated: fast, torch")
     parser.add_argument("--code", default=str(REPO), help="checkout whose trainer is measured")
     parser.add_argument("--label", default="", help="name of this run in the table")
+    parser.add_argument("--memory", action="store_true",
+                        help="also report the peak GPU memory reached in each phase over the whole run")
     parser.add_argument("--kernels", type=int, default=14, help="kernels listed per path, by GPU time")
     parser.add_argument("--train_args", default="",
                         help="more splat-train flags, one string (e.g. '--densify_grad_threshold 0.0001' to "
@@ -65,22 +71,44 @@ def parse(argv=None) -> argparse.Namespace:
 
 class PhaseClock:
     """``trainer.phase`` replacement: host seconds per phase, and (when profiling) a
-    ``record_function`` range per phase so that kernels can be credited to it."""
+    ``record_function`` range per phase so that kernels can be credited to it. With
+    ``count_gaussians`` set, it also keeps, for each phase, the most GPU memory allocated while
+    in it over the whole run, with the model's size then (``peaks``: name -> (bytes, Gaussians)).
+    The allocator's peak is reset on entering a phase (host bookkeeping, no GPU wait)."""
 
     def __init__(self, torch) -> None:
         self.torch = torch
         self.host = collections.Counter()
         self.annotate = False
+        self.count_gaussians: Callable[[], int] | None = None
+        self.peaks: dict[str, tuple[int, int]] = {}
 
     @contextlib.contextmanager
     def __call__(self, name: str):
         started = time.perf_counter()
+        if self.count_gaussians is not None:
+            self.torch.cuda.reset_peak_memory_stats()
         if self.annotate:
             with self.torch.profiler.record_function(f"phase::{name}"):
                 yield
         else:
             yield
         self.host[name] += time.perf_counter() - started
+        if self.count_gaussians is not None:
+            peak = self.torch.cuda.max_memory_allocated()
+            if peak > self.peaks.get(name, (0, 0))[0]:
+                self.peaks[name] = (peak, self.count_gaussians())
+
+
+def memory_lines(setup_bytes: int, peaks: dict[str, tuple[int, int]]) -> list[str]:
+    """The ``--memory`` report: what setup left allocated (the training images and the initial
+    model), then each phase's peak, largest first."""
+    lines = [f"GPU memory after setup (images, initial model): {setup_bytes / 2**20:.0f} MiB; "
+             "most allocated while in each phase over the run:"]
+    for name, (peak, gaussians) in sorted(peaks.items(), key=lambda item: -item[1][0]):
+        lines.append(f"  {name:9s} {peak / 2**20:8.0f} MiB at {gaussians} Gaussians "
+                     f"({(peak - setup_bytes) / max(gaussians, 1):.0f} B per Gaussian above setup)")
+    return lines
 
 
 def gpu_time_by_phase(trace_path: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -193,6 +221,9 @@ def main(argv=None) -> int:
         if hasattr(trainer, "phase"):
             trainer.phase = clock
             state["fast"] = (trainer.fused_kernels, trainer.pair_budget)
+            if args.memory:
+                clock.count_gaussians = lambda: len(trainer.model)
+        setup_bytes = torch.cuda.memory_allocated()
         started = time.perf_counter()
         trainer.run()
         trainer.scene.close()
@@ -215,6 +246,8 @@ def main(argv=None) -> int:
         cells = [f"{host.get(name, 0.0):.3f}/{gpu.get(name, 0.0):.3f}" for name in names]
         print(f"| {label} {path} | {row['gaussians']} | {wall:.3f} | {busy:.3f} | {100 * (1 - busy / wall):.0f}% | "
               + " | ".join(cells) + " |", flush=True)
+    if clock.peaks:
+        print("\n".join(memory_lines(setup_bytes, clock.peaks)))
     for path, row in results.items():
         top = sorted(row.get("kernel_ms", {}).items(), key=lambda item: -item[1])[:args.kernels]
         if top:
