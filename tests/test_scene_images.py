@@ -141,6 +141,20 @@ def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
         load_scene(tmp_path / "s", data_device="cuda", quiet=True)
 
 
+def test_cpu_images_are_page_locked_where_cuda_is(tmp_path):
+    """With CUDA present, images held on the CPU are page-locked, so the trainer's copy to the
+    GPU does not hold up the host; without it they are ordinary memory."""
+    write_scene(tmp_path / "s", [(8, 8), (10, 6)])
+    scene = load_scene(tmp_path / "s", data_device="cpu", quiet=True)
+    image = scene.images.get(1)
+    assert image.device.type == "cpu" and image.shape == (6, 10, 3)
+    assert image.is_pinned() == torch.cuda.is_available()
+    if torch.cuda.is_available():
+        copied = image.to("cuda", non_blocking=True)
+        torch.cuda.synchronize()
+        assert torch.equal(copied.cpu(), image)
+
+
 @pytest.mark.parametrize("size", [(16, 12), (8, 6)])  # native size, and resized by -r 2
 def test_kept_alpha_composites_like_loading_over_that_background(tmp_path, size):
     """With keep_alpha the cache holds premultiplied RGB + alpha; compositing it over a
