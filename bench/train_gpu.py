@@ -12,9 +12,11 @@ clamped render, one random training view per step without replacement, and the r
 densification (ours: ``splat-train``'s; gsplat: ``DefaultStrategy`` with the same thresholds
 and intervals). Both start from the same initial points. At ``--snapshot`` and at the end it
 records the wall time (evaluation excluded), the number of Gaussians and the test PSNR/SSIM
-(measured the same way for both, with our metrics); peak GPU memory covers the whole run, the
-training images on the GPU included, and only what the run allocated: each run starts after a
-garbage collection and counts from the memory still allocated then (``fresh_peak_baseline``).
+(measured the same way for both, with our metrics); peak GPU memory is training's, as the
+time is: the training images on the GPU included, evaluation left out (its PyTorch SSIM on
+full-size images needs more than our training step, and splat-train's test reports compute no
+SSIM), and only what the run allocated: each run starts after a garbage collection and counts
+from the memory still allocated then (``TrainingMeter``).
 The last lines give the speed ratio (gsplat's wall time over ours) at each row.
 
 gsplat's loop here computes SSIM with ``trainer.metrics.ssim`` (PyTorch convolutions), as the
@@ -63,44 +65,49 @@ from trainer.scene import load_scene, view_image_float  # noqa: E402
 from trainer.train import Trainer, evaluate_views  # noqa: E402
 
 
-def fresh_peak_baseline() -> int:
-    """Start a run's peak-memory count: frees what earlier runs in this process left (reference
-    cycles keep their CUDA tensors until a collection: a second run measured up to 290 MB more
-    than the first), resets the peak, and returns the bytes still allocated, which the run's
-    peak does not count."""
-    gc.collect()
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    return torch.cuda.memory_allocated()
+class TrainingMeter:
+    """Wall time and peak GPU memory of one run's training; evaluation runs between ``pause()``
+    and ``resume()`` and counts in neither.
 
-
-def run_peak_mb(baseline: int) -> float:
-    """The peak memory since :func:`fresh_peak_baseline` returned ``baseline``, in MiB."""
-    return (torch.cuda.max_memory_allocated() - baseline) / 2**20
-
-
-class Stopwatch:
-    """Wall time of training only: evaluation runs between ``pause()`` and ``resume()``."""
+    Made before the run sets up: it collects garbage first (reference cycles keep earlier runs'
+    CUDA tensors until a collection: a second run measured up to 290 MB more than the first) and
+    counts memory from what is still allocated then. ``start()`` starts the clock once setup is
+    done (setup's memory counts, its time does not)."""
 
     def __init__(self) -> None:
+        gc.collect()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        self.baseline = self.peak = torch.cuda.memory_allocated()
         self.elapsed = 0.0
         self.started = time.perf_counter()
 
+    def start(self) -> None:
+        torch.cuda.synchronize()
+        self.started = time.perf_counter()
+
     def pause(self) -> float:
+        """Seconds of training so far."""
         torch.cuda.synchronize()
         self.elapsed += time.perf_counter() - self.started
+        self.peak = max(self.peak, torch.cuda.max_memory_allocated())
         return self.elapsed
 
     def resume(self) -> None:
+        torch.cuda.reset_peak_memory_stats()
         self.started = time.perf_counter()
+
+    def peak_mib(self) -> float:
+        """The most memory training allocated up to the last ``pause()``, in MiB."""
+        return (self.peak - self.baseline) / 2**20
 
 
 def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: int,
          train_args: str = "", seed: int = 0) -> list[dict]:
     rows = []
     system = f"splatview {train_args}".strip()
-    baseline = fresh_peak_baseline()
+    meter = TrainingMeter()
     with tempfile.TemporaryDirectory() as model:
         config = parse_args(["-s", source, "-m", model, "--eval", *(["-w"] if white else []), "-r", str(resolution),
                              "--iterations", str(iterations),
@@ -109,15 +116,15 @@ def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: i
                              "--seed", str(seed), *shlex.split(train_args)])
         trainer = Trainer(config)
         trainer.setup()
-        watch = Stopwatch()
+        meter.start()
 
         def record(step: int) -> None:
-            seconds = watch.pause()
+            seconds = meter.pause()
             metrics = evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views,
                                      trainer.background, "cuda", with_ssim=True)
             rows.append({"system": system, "steps": step, "seconds": seconds,
                          "gaussians": len(trainer.model), "psnr": metrics["psnr"], "ssim": metrics["ssim"]})
-            watch.resume()
+            meter.resume()
 
         def hook(_trainer, iteration: int) -> None:
             if iteration == snapshot + 1:
@@ -128,7 +135,7 @@ def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: i
         if result.status != "completed":
             raise RuntimeError(f"our training ended with {result.status}: {result.message}")
         record(iterations)
-        peak = run_peak_mb(baseline)
+        peak = meter.peak_mib()
         trainer.scene.close()
     for row in rows:
         row["peak_mb"] = peak
@@ -144,7 +151,7 @@ def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snap
         return None
     system = "gsplat 1.5.3 + opacity reset" if opacity_reset else "gsplat 1.5.3"
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
-    baseline = fresh_peak_baseline()
+    meter = TrainingMeter()
     scene = load_scene(source, resolution=resolution, white_background=white, eval=True, data_device="cuda",
                        quiet=True)
     device = torch.device("cuda")
@@ -194,8 +201,7 @@ def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snap
     # gsplat compiles its CUDA extension on first use (over a minute): not training time.
     with torch.no_grad():
         render(cameras[0], 0)
-    torch.cuda.synchronize()
-    watch = Stopwatch()
+    meter.start()
     for step in range(iterations):
         progress = min(step / 30000, 1.0)  # the position schedule spans 30k steps, as the reference
         for group in optimizers["means"].param_groups:
@@ -218,9 +224,9 @@ def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snap
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if step + 1 in (snapshot, iterations):
-            evaluate(step + 1, watch.pause())
-            watch.resume()
-    peak = run_peak_mb(baseline)
+            evaluate(step + 1, meter.pause())
+            meter.resume()
+    peak = meter.peak_mib()
     for row in rows:
         row["peak_mb"] = peak
     scene.close()
