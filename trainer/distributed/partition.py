@@ -249,12 +249,9 @@ class PartitionedGaussianModel(GaussianModel):
         def moved(rows: Tensor) -> Tensor:
             return self.comm.all_to_all(rows[by_destination], send, receive)[order]
 
-        for group in self.optimizer.param_groups:
-            param = torch.nn.Parameter(moved(group["params"][0].detach()), requires_grad=True)
-            state = self._install(group, param)
-            for key in ADAM_MOMENTS:
-                if state is not None and key in state:
-                    state[key] = moved(state[key])
+        # A collective cannot be settled half way: a failure here ends the run (torchrun stops
+        # every rank), and the files saved last stay as they were.
+        self._rebuild(lambda name, key, tensor: moved(tensor), lambda name, key, tensor, rebuilt: tensor)
         for key in _STATISTICS:
             setattr(self, key, moved(getattr(self, key)))
         self.keys = keys[order]
