@@ -3,11 +3,10 @@ and the runs of several seeds are summarised per configuration."""
 
 from __future__ import annotations
 
-import pytest
-
+import argparse
 import warnings
 
-import argparse
+import pytest
 
 from bench.train_multi_gpu import main, print_table, summarise_repeats, synchronisations_table, trainer_flags
 from trainer.config import parse_args
