@@ -202,6 +202,81 @@ def test_batch_is_one_render_with_the_summed_gradients(antialiasing):
         assert relative_error(batch_grads[name], grad) <= 1e-5, name
 
 
+def scene_with_large_gaussians(small: int, seed: int) -> Gaussians:
+    """``small`` random Gaussians and 40 large ones, which cover tens to thousands of the 16x16
+    tiles of the 640x480 views of :func:`large_views`."""
+    generator = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    large = {"means": rand(40, 3) * 0.6, "sh_dc": rand(40, 1, 3) * 0.5, "sh_rest": rand(40, 15, 3) * 0.2,
+             "opacity_logits": rand(40) * 1.5, "log_scales": torch.rand(40, 3, generator=generator) * 2.5 - 2.5,
+             "quaternions": rand(40, 4)}
+    fields = random_scene(small, 3, seed, device="cpu").tensors()
+    return Gaussians(**{name: torch.cat([fields[name], large[name]]) for name in fields}).to("cuda")
+
+
+def large_views(count: int) -> list:
+    return [Camera(640, 480, 500, 520, 320 + 7 * v, 240 - 3 * v, look_at([0.4 * v, 0.2, -3.0], [0, 0, 0]))
+            for v in range(count)]
+
+
+@cuda
+@pytest.mark.parametrize("views", [1, 3])
+def test_a_warp_walks_large_tile_rectangles_as_one_thread_does(monkeypatch, views):
+    """A tile rectangle larger than ``_COOPERATIVE_TILES`` is walked by its whole warp, 32 tiles a
+    turn: the tiles counted and the pairs written (same tiles, same slots) must be exactly those
+    of one thread walking it alone, for every threshold, in an exact and in a budgeted sort."""
+    import rasterizer.cuda as backend
+
+    gaussians = scene_with_large_gaussians(3000, seed=3)
+    device = torch.device("cuda")
+    cameras_ = large_views(views)
+    camera_data = backend.camera_blocks(cameras_, device) if views > 1 else backend.camera_block(cameras_[0], device)
+    background = torch.tensor([0.2, 0.4, 0.7], device="cuda")
+    results = {}
+    for threshold in (1 << 30, 32, 0):  # one thread each; the default; a warp for every rectangle
+        monkeypatch.setattr(backend, "_COOPERATIVE_TILES", threshold)
+        projection = backend._project_forward(backend._raw_parameters(gaussians), camera_data,
+                                              backend._settings(3, 1.0, False))
+        means2d, conic_opacity, colors, inv_depths, depths, _radii, rects, touched = projection
+        exact = backend._rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, depths, rects,
+                                           touched, (640, 480), None)
+        budget = backend.PairBudget()
+        budget.grow(int(touched.sum()) * 2)  # room to spare: the slots past the pairs get the sentinel
+        budgeted = backend._rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, depths,
+                                              rects, touched, (640, 480), budget)
+        results[threshold] = (projection, exact, budgeted)
+    rects = results[1 << 30][0][6]
+    areas = (rects[..., 2] - rects[..., 0]) * (rects[..., 3] - rects[..., 1])
+    assert int(areas.max()) > 32 * 20 and int((areas > 32).sum()) >= 10  # many turns, many shared walks
+    one_thread = results[1 << 30]
+    pairs = int(one_thread[0][7].sum())
+    for threshold in (32, 0):
+        projection, exact, budgeted = results[threshold]
+        for got, want in zip(projection, one_thread[0]):
+            assert torch.equal(got, want), threshold
+        ranges, point_list = exact[3][0], exact[3][1]
+        assert torch.equal(ranges, one_thread[1][3][0]) and torch.equal(point_list, one_thread[1][3][1])
+        assert torch.equal(exact[0], one_thread[1][0])  # the image
+        assert torch.equal(budgeted[3][0], ranges) and torch.equal(budgeted[3][1][:pairs], point_list)
+        assert torch.equal(budgeted[0], exact[0])
+
+
+@cuda
+def test_large_gaussians_match_reference():
+    """Gaussians covering up to thousands of tiles (walked by a warp) render and differentiate
+    as the reference does."""
+    gaussians = scene_with_large_gaussians(500, seed=4)
+    for camera in large_views(2):
+        ours, our_grads = render_with_grads(gaussians, camera, "cuda")
+        ref, ref_grads = render_with_grads(gaussians, camera, "reference")
+        assert_pixels_close(ours.image, ref.image)
+        assert_pixels_close(ours.alpha, ref.alpha)
+        for name, ref_grad in ref_grads.items():
+            if ref_grad is None or ref_grad.norm() == 0:
+                continue
+            assert relative_error(our_grads[name], ref_grad) <= 1e-3, name
+
+
 @cuda
 def test_batch_keys_switch_to_32_bits_past_32767_tiles():
     """Keys count the tiles of every view: eleven 1024x768 views (33792 tiles) need 32-bit keys,

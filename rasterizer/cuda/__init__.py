@@ -47,6 +47,9 @@ __all__ = ["is_available", "render_cuda", "render_for_training", "TrainingRender
 
 _SOURCE = "splat.cu"
 _THREADS = 256
+# A Gaussian whose tile rectangle has more tiles than this is walked by its whole warp (see
+# splat.cu, count_tiles / write_pairs); smaller ones by their own thread.
+_COOPERATIVE_TILES = 32
 # Tile indices 0..32766 fit a 16-bit key below splat.cu's sentinel (32767), which marks the
 # unused slots of a budgeted sort.
 _MAX_TILES_16 = 32767
@@ -189,7 +192,7 @@ def _project_forward(params: tuple, camera_data: torch.Tensor, settings: tuple) 
     _module(device).launch("project_forward", (*_grid(n), _views(camera_data)), (_THREADS,), [
         (n, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT), _ptr(camera_data),
         *map(_ptr, params), _ptr(means2d), _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(depths),
-        _ptr(radii), _ptr(rects), _ptr(touched)])
+        _ptr(radii), _ptr(rects), _ptr(touched), (_COOPERATIVE_TILES, INT)])
     return means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched
 
 
@@ -247,7 +250,7 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
     module.launch(f"duplicate_with_keys{bits}", _grid(n), (_THREADS,), [
         (n, INT), (tiles_x, INT), (rows_per_view, INT), (tiles_x * tiles_y, INT), (capacity, LONGLONG),
         _ptr(depth_order), _ptr(means2d), _ptr(conic_opacity), _ptr(rects), _ptr(offsets), _ptr(touched),
-        _ptr(keys), _ptr(values)])
+        _ptr(keys), _ptr(values), (_COOPERATIVE_TILES, INT)])
     sorted_tiles, order = torch.sort(keys, stable=True)
     point_list = values[order].contiguous()
     ranges = torch.zeros(views * tiles_x * tiles_y, 2, dtype=torch.int32, device=device)

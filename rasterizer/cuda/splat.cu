@@ -179,6 +179,16 @@ __device__ void project_one(const CameraBlock& cam, const float* p, const float*
 __device__ __forceinline__ int tile_floor(float v) { return (int)floorf(fminf(fmaxf(v, -1e8f), 1e8f)); }
 __device__ __forceinline__ int tile_ceil(float v) { return (int)ceilf(fminf(fmaxf(v, -1e8f), 1e8f)); }
 
+// A x^2 + 2 B x y + C y^2, rounded the same way wherever it is inlined: __fmul_rn/__fadd_rn are
+// never contracted into FMAs, so the projection's tile count and the pair writer's tiles agree
+// (and so do a warp's shared walk and a thread's own).
+__device__ __forceinline__ float quadratic(float A, float B, float C, float x, float y) {
+    float xx = __fmul_rn(__fmul_rn(A, x), x);
+    float xy = __fmul_rn(__fmul_rn(__fmul_rn(2.f, B), x), y);
+    float yy = __fmul_rn(__fmul_rn(C, y), y);
+    return __fadd_rn(__fadd_rn(xx, xy), yy);
+}
+
 // Does a Gaussian (centre px, py; conic A, B, C; opacity o) reach alpha >= 1/255 anywhere in the
 // box of pixel centres [x0, x0+15] x [y0, y0+15]? Minimum of the convex q over the box.
 __device__ bool tile_reached(float px, float py, float A, float B, float C, float threshold_q,
@@ -191,29 +201,92 @@ __device__ bool tile_reached(float px, float py, float A, float B, float C, floa
     for (int e = 0; e < 2; e++) {
         float x = xs[e];
         float y = fminf(fmaxf(-B * x / C, lo_y), hi_y);
-        best = fminf(best, A * x * x + 2.f * B * x * y + C * y * y);
+        best = fminf(best, quadratic(A, B, C, x, y));
         float y2 = ys[e];
         float x2 = fminf(fmaxf(-B * y2 / A, lo_x), hi_x);
-        best = fminf(best, C * y2 * y2 + 2.f * B * x2 * y2 + A * x2 * x2);
+        best = fminf(best, quadratic(A, B, C, x2, y2));
     }
     return best <= threshold_q;
 }
 
-extern "C" __global__ void project_forward(
-    int N, int k_rest, int degree, float scale_mod, int antialiasing,
+// The tiles a Gaussian's pairs go to: its rectangle [x0, x1) x [y0, y1), each tile tested with
+// tile_reached. Walking a large rectangle in one thread left the whole launch waiting for the
+// few Gaussians that cover much of the image (a background Gaussian can cover thousands of
+// tiles), so a rectangle of more than `cooperative_from` tiles is walked by its whole warp,
+// 32 tiles a turn in the same row-major order (the pairs land exactly where one thread puts
+// them).
+struct TileTest {
+    float px, py, A, B, C, threshold_q;
+    int x0, y0, x1, y1;
+};
+
+__device__ __forceinline__ int tile_area(const TileTest& t) { return (t.x1 - t.x0) * (t.y1 - t.y0); }
+
+__device__ __forceinline__ bool tile_hit(const TileTest& t, int k) {  // k: row-major index in the rectangle
+    int w = t.x1 - t.x0;
+    int tx = t.x0 + k % w, ty = t.y0 + k / w;
+    return tile_reached(t.px, t.py, t.A, t.B, t.C, t.threshold_q, (float)(tx * TILE), (float)(ty * TILE));
+}
+
+__device__ __forceinline__ int tile_key(const TileTest& t, int k, int tiles_x) {
+    int w = t.x1 - t.x0;
+    return (t.y0 + k / w) * tiles_x + t.x0 + k % w;
+}
+
+// Lane `leader`'s test, in every lane of the warp.
+__device__ TileTest broadcast(const TileTest& t, int leader) {
+    TileTest out;
+    out.px = __shfl_sync(FULL_MASK, t.px, leader);
+    out.py = __shfl_sync(FULL_MASK, t.py, leader);
+    out.A = __shfl_sync(FULL_MASK, t.A, leader);
+    out.B = __shfl_sync(FULL_MASK, t.B, leader);
+    out.C = __shfl_sync(FULL_MASK, t.C, leader);
+    out.threshold_q = __shfl_sync(FULL_MASK, t.threshold_q, leader);
+    out.x0 = __shfl_sync(FULL_MASK, t.x0, leader);
+    out.y0 = __shfl_sync(FULL_MASK, t.y0, leader);
+    out.x1 = __shfl_sync(FULL_MASK, t.x1, leader);
+    out.y1 = __shfl_sync(FULL_MASK, t.y1, leader);
+    return out;
+}
+
+__device__ __forceinline__ int warp_sum_int(int value) {
+    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(FULL_MASK, value, offset);
+    return value;
+}
+
+// How many tiles of its rectangle each lane's Gaussian reaches (0 where `active` is false).
+// Every lane of the warp must call it.
+__device__ int count_tiles(bool active, const TileTest& t, int cooperative_from) {
+    int lane = threadIdx.x & 31;
+    bool shared = active && tile_area(t) > cooperative_from;
+    int count = 0;
+    if (active && !shared)
+        for (int k = 0; k < tile_area(t); k++) count += tile_hit(t, k);
+    for (unsigned pending = __ballot_sync(FULL_MASK, shared); pending; pending &= pending - 1) {
+        int leader = __ffs(pending) - 1;
+        TileTest big = broadcast(t, leader);
+        int part = 0;
+        for (int k = lane; k < tile_area(big); k += 32) part += tile_hit(big, k);
+        part = warp_sum_int(part);
+        if (lane == leader) count = part;
+    }
+    return count;
+}
+
+// Projects Gaussian idx into `view` and writes its outputs there (zeros where it is culled).
+// Returns whether it may touch tiles; then `test` holds its tile rectangle and conic, and the
+// caller counts the tiles and writes rects and tiles_touched.
+__device__ bool project_gaussian(
+    int idx, int N, int view, int k_rest, int degree, float scale_mod, int antialiasing,
     const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
     const float* __restrict__ quaternions, const float* __restrict__ opacity_logits,
-    const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, float* __restrict__ means2d, float* __restrict__ conic_opacity, float* __restrict__ colors,
-    float* __restrict__ inv_depths, float* __restrict__ depths, int* __restrict__ radii,
-    int* __restrict__ rects, int* __restrict__ tiles_touched) {
-    int idx = blockIdx.x * blockDim.x + threadIdx.x;   // the Gaussian
-    if (idx >= N) return;
-    int view = blockIdx.y;
+    const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, float* __restrict__ means2d,
+    float* __restrict__ conic_opacity, float* __restrict__ colors, float* __restrict__ inv_depths,
+    float* __restrict__ depths, int* __restrict__ radii, TileTest& test) {
     long long o = (long long)view * N + idx;            // its row in the view's outputs
     radii[o] = 0;
-    tiles_touched[o] = 0;
     means2d[2 * o] = 0.f; means2d[2 * o + 1] = 0.f;
-    for (int i = 0; i < 4; i++) { conic_opacity[4 * o + i] = 0.f; rects[4 * o + i] = 0; }
+    for (int i = 0; i < 4; i++) conic_opacity[4 * o + i] = 0.f;
     for (int i = 0; i < 3; i++) colors[3 * o + i] = 0.f;
     inv_depths[o] = 0.f;
     depths[o] = 0.f;
@@ -222,7 +295,7 @@ extern "C" __global__ void project_forward(
     Projected pr;
     Activated act = activate(idx, log_scales, quaternions, opacity_logits);
     project_one(cam, means + 3 * idx, act.scale, act.rotation, scale_mod, pr);
-    if (pr.z <= NEAR_PLANE || pr.det == 0.f) return;
+    if (pr.z <= NEAR_PLANE || pr.det == 0.f) return false;
 
     float opacity = act.opacity;
     if (antialiasing) {
@@ -241,7 +314,7 @@ extern "C" __global__ void project_forward(
     int y0 = min(cam.tiles_y, max(0, tile_floor((py - radius) / TILE)));
     int x1 = min(cam.tiles_x, max(0, tile_floor((px + radius + TILE - 1) / TILE)));
     int y1 = min(cam.tiles_y, max(0, tile_floor((py + radius + TILE - 1) / TILE)));
-    if ((x1 - x0) * (y1 - y0) == 0) return;
+    if ((x1 - x0) * (y1 - y0) == 0) return false;
 
     radii[o] = (int)fminf(radius, 1073741824.f);  // saturate as the reference backend does
     means2d[2 * o] = px; means2d[2 * o + 1] = py;
@@ -266,19 +339,37 @@ extern "C" __global__ void project_forward(
     // Opacity-aware tiles: alpha >= 1/255 needs q <= 2 ln(o / (1/255)). Its bounding box
     // (half-widths sqrt(t * cov_xx), sqrt(t * cov_yy)) narrows the rectangle; each remaining
     // tile is then tested exactly against its pixel-centre box.
-    if (opacity < ALPHA_MIN_TILE) return;
+    if (opacity < ALPHA_MIN_TILE) return false;
     float threshold_q = 2.f * logf(opacity / ALPHA_MIN_TILE);
     float ex = sqrtf(threshold_q * pr.a), ey = sqrtf(threshold_q * pr.c);
     x0 = max(x0, tile_ceil((px - ex - (TILE - 1)) / TILE));
     y0 = max(y0, tile_ceil((py - ey - (TILE - 1)) / TILE));
     x1 = max(x0, min(x1, tile_floor((px + ex) / TILE) + 1));
     y1 = max(y0, min(y1, tile_floor((py + ey) / TILE) + 1));
-    int touched = 0;
-    for (int ty = y0; ty < y1; ty++)
-        for (int tx = x0; tx < x1; tx++)
-            touched += tile_reached(px, py, A, B, C, threshold_q, (float)(tx * TILE), (float)(ty * TILE));
-    rects[4 * o] = x0; rects[4 * o + 1] = y0; rects[4 * o + 2] = x1; rects[4 * o + 3] = y1;
-    tiles_touched[o] = touched;
+    test = {px, py, A, B, C, threshold_q, x0, y0, x1, y1};
+    return true;
+}
+
+extern "C" __global__ void project_forward(
+    int N, int k_rest, int degree, float scale_mod, int antialiasing,
+    const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
+    const float* __restrict__ quaternions, const float* __restrict__ opacity_logits,
+    const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, float* __restrict__ means2d, float* __restrict__ conic_opacity, float* __restrict__ colors,
+    float* __restrict__ inv_depths, float* __restrict__ depths, int* __restrict__ radii,
+    int* __restrict__ rects, int* __restrict__ tiles_touched, int cooperative_from) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;   // the Gaussian
+    int view = blockIdx.y;
+    // Every lane takes part in the warp's tile count at the end, so none returns early.
+    TileTest test = {};
+    bool counting = idx < N && project_gaussian(idx, N, view, k_rest, degree, scale_mod, antialiasing, camera, means,
+                                                log_scales, quaternions, opacity_logits, sh_dc, sh_rest, means2d,
+                                                conic_opacity, colors, inv_depths, depths, radii, test);
+    int touched = count_tiles(counting, test, cooperative_from);
+    if (idx < N) {  // a culled Gaussian has an empty rectangle and no tiles
+        long long o = (long long)view * N + idx;
+        rects[4 * o] = test.x0; rects[4 * o + 1] = test.y0; rects[4 * o + 2] = test.x1; rects[4 * o + 3] = test.y1;
+        tiles_touched[o] = touched;
+    }
 }
 
 // One (tile key, Gaussian row) pair per touched tile, written in depth order: thread i handles
@@ -295,29 +386,60 @@ __device__ void write_pairs(int count, int tiles_x, int rows_per_view, int tiles
                             const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
                             const int* __restrict__ rects, const long long* __restrict__ offsets,
                             const int* __restrict__ tiles_touched, Key* __restrict__ keys,
-                            int* __restrict__ values) {
+                            int* __restrict__ values, int cooperative_from) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= count) return;
-    for (long long slot = offsets[count - 1] + i; slot < capacity; slot += count) keys[slot] = sentinel;
-    int idx = depth_order[i];
-    if (tiles_touched[idx] == 0) return;
-    long long offset = i == 0 ? 0 : offsets[i - 1];
-    // This Gaussian's slots end at offsets[i]. The tile test below is the projection's, but
-    // the compiler may contract its arithmetic differently in the two kernels: never write past
+    int lane = threadIdx.x & 31;
+    // Every lane takes part in its warp's shared walks below, so none returns early.
+    bool active = i < count;
+    if (active)
+        for (long long slot = offsets[count - 1] + i; slot < capacity; slot += count) keys[slot] = sentinel;
+    int idx = active ? depth_order[i] : 0;
+    active = active && tiles_touched[idx] != 0;
+    // This Gaussian's slots are [offset, limit). The tile test is the projection's, but the
+    // compiler may contract its arithmetic differently in the two kernels: never write past
     // the slots, and never leave one unwritten (a stale slot would hold a garbage Gaussian id).
-    long long limit = min(offsets[i], capacity);
-    float px = means2d[2 * idx], py = means2d[2 * idx + 1];
-    float A = conic_opacity[4 * idx], B = conic_opacity[4 * idx + 1], C = conic_opacity[4 * idx + 2];
-    float threshold_q = 2.f * logf(conic_opacity[4 * idx + 3] / ALPHA_MIN_TILE);
+    long long offset = 0, limit = 0;
+    TileTest t = {};
+    if (active) {
+        offset = i == 0 ? 0 : offsets[i - 1];
+        limit = min(offsets[i], capacity);
+        t = {means2d[2 * idx], means2d[2 * idx + 1], conic_opacity[4 * idx], conic_opacity[4 * idx + 1],
+             conic_opacity[4 * idx + 2], 2.f * logf(conic_opacity[4 * idx + 3] / ALPHA_MIN_TILE),
+             rects[4 * idx], rects[4 * idx + 1], rects[4 * idx + 2], rects[4 * idx + 3]};
+    }
     int first_key = (idx / rows_per_view) * tiles_per_view;
-    for (int ty = rects[4 * idx + 1]; ty < rects[4 * idx + 3]; ty++)
-        for (int tx = rects[4 * idx]; tx < rects[4 * idx + 2] && offset < limit; tx++)
-            if (tile_reached(px, py, A, B, C, threshold_q, (float)(tx * TILE), (float)(ty * TILE))) {
-                keys[offset] = (Key)(first_key + ty * tiles_x + tx);
+    bool shared = active && tile_area(t) > cooperative_from;
+    if (active && !shared) {
+        for (int k = 0; k < tile_area(t) && offset < limit; k++)
+            if (tile_hit(t, k)) {
+                keys[offset] = (Key)(first_key + tile_key(t, k, tiles_x));
                 values[offset] = idx;
                 offset++;
             }
-    for (; offset < limit; offset++) keys[offset] = sentinel;
+        for (; offset < limit; offset++) keys[offset] = sentinel;
+    }
+    // A large rectangle: the warp tests 32 tiles a turn; the hits of a turn are written in
+    // lane order after those of earlier turns, which is the order of the single-thread walk.
+    for (unsigned pending = __ballot_sync(FULL_MASK, shared); pending; pending &= pending - 1) {
+        int leader = __ffs(pending) - 1;
+        TileTest big = broadcast(t, leader);
+        long long slot = __shfl_sync(FULL_MASK, offset, leader);
+        long long end = __shfl_sync(FULL_MASK, limit, leader);
+        int key_base = __shfl_sync(FULL_MASK, first_key, leader);
+        int id = __shfl_sync(FULL_MASK, idx, leader);
+        for (int turn = 0; turn < tile_area(big) && slot < end; turn += 32) {
+            int k = turn + lane;
+            bool hit = k < tile_area(big) && tile_hit(big, k);
+            unsigned hits = __ballot_sync(FULL_MASK, hit);
+            long long mine = slot + __popc(hits & ((1u << lane) - 1u));
+            if (hit && mine < end) {
+                keys[mine] = (Key)(key_base + tile_key(big, k, tiles_x));
+                values[mine] = id;
+            }
+            slot += __popc(hits);
+        }
+        for (long long rest = slot + lane; rest < end; rest += 32) keys[rest] = sentinel;
+    }
 }
 
 // 16-bit keys (up to 32767 tiles over the batch: a 4K image) halve the radix passes of the
@@ -325,17 +447,17 @@ __device__ void write_pairs(int count, int tiles_x, int rows_per_view, int tiles
 extern "C" __global__ void duplicate_with_keys16(
     int count, int tiles_x, int rows_per_view, int tiles_per_view, long long capacity, const int* depth_order,
     const float* means2d, const float* conic_opacity, const int* rects, const long long* offsets,
-    const int* tiles_touched, short* keys, int* values) {
+    const int* tiles_touched, short* keys, int* values, int cooperative_from) {
     write_pairs<short>(count, tiles_x, rows_per_view, tiles_per_view, capacity, (short)32767, depth_order, means2d,
-                       conic_opacity, rects, offsets, tiles_touched, keys, values);
+                       conic_opacity, rects, offsets, tiles_touched, keys, values, cooperative_from);
 }
 
 extern "C" __global__ void duplicate_with_keys32(
     int count, int tiles_x, int rows_per_view, int tiles_per_view, long long capacity, const int* depth_order,
     const float* means2d, const float* conic_opacity, const int* rects, const long long* offsets,
-    const int* tiles_touched, int* keys, int* values) {
+    const int* tiles_touched, int* keys, int* values, int cooperative_from) {
     write_pairs<int>(count, tiles_x, rows_per_view, tiles_per_view, capacity, 2147483647, depth_order, means2d,
-                     conic_opacity, rects, offsets, tiles_touched, keys, values);
+                     conic_opacity, rects, offsets, tiles_touched, keys, values, cooperative_from);
 }
 
 // ranges[2 * tile] = first, ranges[2 * tile + 1] = one past the last sorted pair of the tile.
