@@ -220,6 +220,22 @@ def test_rank_zero_hooks_see_the_whole_model_and_stop_every_rank(tmp_path):
 
 
 # ----- the CUDA exchange's tensor code, on the CPU ---------------------------------------------------
+def test_packed_parameter_rows_unpack_to_the_same_tensors():
+    """A parameter group's rows travel as one [rows, columns] tensor; taken apart they are the
+    tensors they were, shapes and bits, with rows or without."""
+    from trainer.distributed.partition import pack_rows, unpack_rows
+
+    for rows in (5, 0):
+        tensors = [torch.randn(rows, 15, 3), torch.randn(rows, 1, 3), torch.randn(rows), torch.randn(rows, 4)]
+        packed = pack_rows(tensors)
+        assert packed.shape == (rows, 45 + 3 + 1 + 4)
+        for got, want in zip(unpack_rows(packed, tensors), tensors):
+            assert got.shape == want.shape and torch.equal(got, want)
+    like = [torch.zeros(0, 15, 3), torch.zeros(0)]  # the shapes of a part that sent nothing
+    arrived = unpack_rows(torch.arange(2 * 46.0).reshape(2, 46), like)
+    assert arrived[0].shape == (2, 15, 3) and arrived[1].tolist() == [45.0, 91.0]
+
+
 def test_compaction_slots_put_each_views_sent_rows_first_in_order():
     from trainer.distributed.exchange import compaction_slots
 

@@ -28,6 +28,7 @@ dense [N] vectors, 4 bytes a Gaussian, and the rows that move) happen only when 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -69,6 +70,20 @@ def slice_state(state: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
                   for index, entry in optimizer["state"].items()},
         "param_groups": optimizer["param_groups"]}
     return part
+
+
+def pack_rows(tensors: list[Tensor]) -> Tensor:
+    """Tensors with the same rows (and dtype) side by side as one ``[rows, columns]`` tensor, so
+    that one collective moves them all; :func:`unpack_rows` takes them apart again."""
+    rows = tensors[0].shape[0]
+    return torch.cat([tensor.reshape(rows, math.prod(tensor.shape[1:])) for tensor in tensors], dim=1)
+
+
+def unpack_rows(packed: Tensor, like: list[Tensor]) -> list[Tensor]:
+    """:func:`pack_rows`'s inverse for the rows of ``packed``: views shaped as ``like``'s rows."""
+    widths = [math.prod(tensor.shape[1:]) for tensor in like]
+    pieces = torch.split(packed, widths, dim=1)
+    return [piece.reshape(packed.shape[0], *tensor.shape[1:]) for piece, tensor in zip(pieces, like)]
 
 
 class PartitionedGaussianModel(GaussianModel):
@@ -198,9 +213,9 @@ class PartitionedGaussianModel(GaussianModel):
         random draw as one process), and keeps its own parents' children. They are keyed after
         the clones: first children in key order, then second children."""
         ranks, count = self._ranks_among(selected)
-        parents = {name: self._whole(self.params[name].detach()[selected], ranks, count) for name in PARAM_NAMES}
-        scales = self._whole(self.scales[selected], ranks, count)
-        children = split_children(parents, scales)
+        mine = [self.params[name].detach()[selected] for name in PARAM_NAMES] + [self.scales[selected]]
+        *values, scales = unpack_rows(self._whole(pack_rows(mine), ranks, count), mine)  # one all-reduce
+        children = split_children(dict(zip(PARAM_NAMES, values)), scales)
         rows = torch.cat([ranks + copy * count for copy in range(SPLIT_CHILDREN)])
         self._pending_keys = self.total + rows
         self.total += SPLIT_CHILDREN * count  # a bound on the keys until _renumber
@@ -230,29 +245,48 @@ class PartitionedGaussianModel(GaussianModel):
         with their Adam moments and statistics. Returns how many rows this rank sent away. A
         collective.
 
-        The tensors move one at a time (an ``all_to_all`` each), each replacing its old self
-        before the next moves: the memory this takes is a few copies of the widest tensor (the
-        SH coefficients or one of their moments), not of the whole part. (Moving every value as
-        one [rows, 180] tensor needed five copies of the part at once, and a two-GPU run near its
-        memory limit ran out here, below one GPU's largest model.)"""
-        world = self.comm.world
+        Only the rows that change rank travel, a parameter with its two Adam moments in one
+        ``all_to_all`` (eight in all, with the keys and the statistics; one per tensor over the
+        whole part had been 22, each a point where the ranks wait for one another). The memory
+        this takes is the travelling rows of one parameter group and then one new tensor at a
+        time (:meth:`GaussianModel._rebuild`), not a copy of the part: moving every value of the
+        part as one [rows, 180] tensor once needed five copies of the part, and a two-GPU run
+        near its memory limit ran out here, below one GPU's largest model."""
+        world, rank = self.comm.world, self.comm.rank
         bounds = torch.tensor([part_range(self.total, world, r)[0] for r in range(1, world)],
                               dtype=torch.int64, device=self.device)
         destination = torch.bucketize(self.keys, bounds, right=True)
-        by_destination = torch.argsort(destination, stable=True)
-        send = torch.bincount(destination, minlength=world).cpu()
-        receive = self.comm.gather_counts(send)[:, self.comm.rank].tolist()
+        staying = torch.nonzero(destination == rank).squeeze(1)
+        leaving = torch.nonzero(destination != rank).squeeze(1)
+        leaving = leaving[torch.argsort(destination[leaving], stable=True)]  # by rank, in key order
+        send = torch.bincount(destination[leaving], minlength=world).cpu()
+        counts = self.comm.gather_counts(send)  # [from, to], the same on every rank
+        if not counts.any():
+            return 0  # every part holds its range already, in key order
+        receive = counts[:, rank].tolist()
         send = send.tolist()
-        keys = self.comm.all_to_all(self.keys[by_destination], send, receive)
-        order = torch.argsort(keys)
 
-        def moved(rows: Tensor) -> Tensor:
-            return self.comm.all_to_all(rows[by_destination], send, receive)[order]
+        def travel(tensors: list[Tensor]) -> list[Tensor]:
+            """The rows of ``tensors`` that arrive here (one ``all_to_all``)."""
+            return unpack_rows(self.comm.all_to_all(pack_rows([t[leaving] for t in tensors]), send, receive), tensors)
+
+        arrived_keys = self.comm.all_to_all(self.keys[leaving], send, receive)
+        order = torch.argsort(torch.cat([self.keys[staying], arrived_keys]))
+        arrived = {}
+        for group in self.optimizer.param_groups:
+            keys = ["param", *(key for key in ADAM_MOMENTS if key in self._state_of(group))]
+            tensors = [self._slot(group, key) for key in keys]
+            arrived.update(zip(((group["name"], key) for key in keys), travel(tensors)))
+        statistics = travel([getattr(self, key) for key in _STATISTICS])
+
+        def placed(tensor: Tensor, arriving: Tensor) -> Tensor:
+            return torch.cat([tensor[staying], arriving])[order]
 
         # A collective cannot be settled half way: a failure here ends the run (torchrun stops
         # every rank), and the files saved last stay as they were.
-        self._rebuild(lambda name, key, tensor: moved(tensor), lambda name, key, tensor, rebuilt: tensor)
-        for key in _STATISTICS:
-            setattr(self, key, moved(getattr(self, key)))
-        self.keys = keys[order]
-        return len(destination) - send[self.comm.rank]
+        self._rebuild(lambda name, key, tensor: placed(tensor, arrived.pop((name, key))),
+                      lambda name, key, tensor, rebuilt: tensor)
+        for key, arriving in zip(_STATISTICS, statistics):
+            setattr(self, key, placed(getattr(self, key), arriving))
+        self.keys = placed(self.keys, arrived_keys)
+        return len(leaving)
