@@ -274,9 +274,9 @@ class PartitionedGaussianModel(GaussianModel):
         order = torch.argsort(torch.cat([self.keys[staying], arrived_keys]))
         arrived = {}
         for group in self.optimizer.param_groups:
-            keys = ["param", *(key for key in ADAM_MOMENTS if key in self._state_of(group))]
-            tensors = [self._slot(group, key) for key in keys]
-            arrived.update(zip(((group["name"], key) for key in keys), travel(tensors)))
+            slots = ["param", *(key for key in ADAM_MOMENTS if key in self._state_of(group))]
+            tensors = [self._slot(group, slot) for slot in slots]
+            arrived.update(zip(((group["name"], slot) for slot in slots), travel(tensors)))
         statistics = travel([getattr(self, key) for key in _STATISTICS])
 
         def placed(tensor: Tensor, arriving: Tensor) -> Tensor:
