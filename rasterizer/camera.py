@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-__all__ = ["Camera", "focal_to_fov", "fov_to_focal", "look_at"]
+__all__ = ["Camera", "canvas_size", "focal_to_fov", "fov_to_focal", "look_at"]
 
 
 def fov_to_focal(fov: float, pixels: float) -> float:
@@ -141,3 +141,10 @@ def look_at(eye, target, up=(0.0, 1.0, 0.0)) -> torch.Tensor:
     matrix[:3, :3] = rotation
     matrix[:3, 3] = -rotation @ eye_t
     return matrix
+
+
+def canvas_size(cameras) -> tuple[int, int]:
+    """(width, height) of the smallest canvas that holds each camera's image in its top-left
+    corner: the largest width and the largest height. A batch of views of several sizes is
+    drawn on it in one render (``rasterizer.cuda.render_for_training``, the multi-GPU exchange)."""
+    return max(camera.width for camera in cameras), max(camera.height for camera in cameras)

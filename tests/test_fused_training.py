@@ -364,13 +364,12 @@ def test_batched_training_render_matches_separate_renders():
 @needs_fast_path
 @pytest.mark.cuda
 def test_a_batch_of_mixed_image_sizes_renders_as_its_cameras_alone():
-    """BatchRender (one projection and one blending for cameras of three sizes, on a canvas of
-    the largest width and height; one projection backward) gives each view, in its corner of
+    """render_for_training of cameras of three sizes (one projection and one blending, on a canvas
+    of the largest width and height; one projection backward) gives each view, in its corner of
     the canvas, the image, radii and means2d gradient of its camera rendered alone, and the
     parameters' gradients summed over the views."""
     from rasterizer import Camera, Gaussians, look_at
     from rasterizer.cuda import render_for_training
-    from trainer.cuda.batch_render import BatchRender
 
     generator = torch.Generator().manual_seed(29)
     n = 3000
@@ -381,7 +380,7 @@ def test_a_batch_of_mixed_image_sizes_renders_as_its_cameras_alone():
     cameras = [Camera(w, h, 90, 90, w / 2 + v, h / 2 - v, look_at([0.3 * v - 0.6, 0.2, -3.0], [0, 0, 0]))
                for v, (w, h) in enumerate(sizes)]
     background = torch.tensor([0.2, 0.5, 0.9], device="cuda")
-    batch = BatchRender(raw, cameras, background, 3, False)  # exact pair counts
+    batch = render_for_training(raw, cameras, background, 3, False)  # exact pair counts
     assert batch.output.image.shape == (5, 3, 72, 101)
     grad_views = [torch.linspace(-1.0 - v, 1.0 + v, 3 * h * w, device="cuda").reshape(3, h, w)
                   for v, (w, h) in enumerate(sizes)]

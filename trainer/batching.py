@@ -39,7 +39,7 @@ from typing import Container, Iterator, NamedTuple, Sequence
 import torch
 
 __all__ = ["Step", "batch_steps", "learning_rate_scale", "batch_betas", "view_shares", "same_size_groups",
-           "canvas_size", "in_view_order", "ScreenStatistics"]
+           "in_view_order", "ScreenStatistics"]
 
 
 class Step(NamedTuple):
@@ -130,12 +130,6 @@ def same_size_groups(cameras: Sequence) -> list[list[int]]:
     for position, camera in enumerate(cameras):
         groups.setdefault((camera.width, camera.height), []).append(position)
     return list(groups.values())
-
-
-def canvas_size(cameras: Sequence) -> tuple[int, int]:
-    """(width, height) of the canvas a batch of ``cameras`` is drawn on in one render (the CUDA
-    training path, ``trainer.cuda.batch_render``): the largest width and the largest height."""
-    return max(camera.width for camera in cameras), max(camera.height for camera in cameras)
 
 
 def positions_on(positions: Sequence[int], device: torch.device) -> torch.Tensor:

@@ -674,21 +674,16 @@ class Trainer:
         """The same step on the CUDA backend without autograd: the rasterizer's and the loss's
         kernels with their backward called directly (autograd's engine costs ~1 ms of host
         time a step, which the GPU would wait for). A batch of views of any sizes is one set of
-        launches, on a canvas (:class:`trainer.cuda.batch_render.BatchRender`)."""
+        launches, on a canvas (see :func:`rasterizer.cuda.render_for_training`)."""
         from rasterizer.cuda import render_for_training  # noqa: PLC0415 - optional backend
         from trainer.cuda import fused_photometric_loss_and_gradient, fused_photometric_loss_on_canvas  # noqa: PLC0415
-        from trainer.cuda.batch_render import BatchRender  # noqa: PLC0415
 
         opt, model = self.config.optimization, self.model
         cameras = [view.camera for view in views]
         truths = [gt.to(self.device, non_blocking=True) for gt in gts]
         with self.phase("render"):
-            if len(views) == 1:
-                rendered = render_for_training(model.gaussians(), cameras[0], background, model.active_sh_degree,
-                                               self.config.pipeline.antialiasing, self.pair_budget)
-            else:
-                rendered = BatchRender(model.gaussians(), cameras, background, model.active_sh_degree,
-                                       self.config.pipeline.antialiasing, self.pair_budget)
+            rendered = render_for_training(model.gaussians(), cameras[0] if len(views) == 1 else cameras, background,
+                                           model.active_sh_degree, self.config.pipeline.antialiasing, self.pair_budget)
         out = rendered.output
         with self.phase("loss"):
             if len(views) == 1:

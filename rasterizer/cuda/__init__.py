@@ -20,7 +20,7 @@ stage functions below take ``camera_data`` [25] (one camera: [N, ...] rows, [3, 
 cameras of any image sizes (each camera's block holds its tile grid, so a view's Gaussians reach
 only its own tiles); the blending stage takes one size per launch, so a caller with mixed sizes
 blends them at the largest width and height, each view in the top-left corner of its image,
-its own pixels as if rendered alone (``trainer.cuda.batch_render``'s canvas).
+its own pixels as if rendered alone (:func:`render_for_training`'s canvas).
 
 Sizing the sort. The number of (tile, Gaussian) pairs is known only on the GPU. Without a
 :class:`PairBudget` the host reads it (one synchronisation per camera: right for single
@@ -36,7 +36,7 @@ import functools
 
 import torch
 
-from ..camera import Camera
+from ..camera import Camera, canvas_size
 from ..capacity import GrowingCapacity
 from ..gaussians import Gaussians
 from ..reference import FRUSTUM_GUARD, TILE_SIZE
@@ -403,23 +403,28 @@ def render_for_training(gaussians: Gaussians, camera: Camera | list[Camera], bac
     results, with the backward called explicitly (``TrainingRender.backward``). Training spends
     ~1 ms of host time a step in autograd's engine otherwise; the loss's gradient w.r.t. the
     image is all the backward needs. The inverse-depth and alpha outputs get no gradient.
-    ``camera`` may be a list of cameras of one image size: a batch in one set of launches, with
-    [V, ...] outputs as ``render`` gives for a list."""
+    ``camera`` may be a list of cameras, of any image sizes: a batch in one set of launches,
+    with [V, ...] outputs as ``render`` gives for a list, drawn on a **canvas** of
+    :func:`rasterizer.camera.canvas_size` (the largest width and height; the cameras' own size
+    when they share one). View b's image is the top-left ``width x height`` corner of
+    ``output.image[b]``, its pixels those of rendering it alone (each camera block holds its
+    tile grid, so a view's Gaussians reach only its own tiles); the rest of the canvas is not
+    part of the image and must get a zero gradient (the canvas loss,
+    ``trainer.cuda.fused_photometric_loss_on_canvas``, gives it one). Real captures often have a
+    size per photo (COLMAP's undistortion crops each: beer has 38 sizes among 71 photos); the
+    canvas costs the pixels outside the views (at most 6 % on beer) and saves a set of launches
+    per image size, which a host-bound step pays for."""
     params = _raw_parameters(gaussians)
     device = gaussians.device
     background = background.to(device=device, dtype=torch.float32).contiguous()
     if isinstance(camera, Camera):
-        camera_data = camera_block(camera, device)
+        camera_data, size = camera_block(camera, device), (camera.width, camera.height)
     else:
-        if len({(c.width, c.height) for c in camera}) != 1:
-            raise ValueError("a batch of cameras must share one image size")
-        camera_data = camera_blocks(list(camera), device)
-        camera = camera[0]
+        camera_data, size = camera_blocks(list(camera), device), canvas_size(camera)
     settings = _settings(sh_degree, 1.0, antialiasing)
     with torch.no_grad():
         projection = _project_forward(params, camera_data, settings)
         means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched = projection
-        size = (camera.width, camera.height)
         image, alpha, inv_depth, state = _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background,
                                                             depths, rects, touched, size, pair_budget)
     output = RenderOutput(image, alpha, inv_depth, radii, means2d)

@@ -44,10 +44,10 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from rasterizer.camera import Camera
+from rasterizer.camera import Camera, canvas_size
 from rasterizer.capacity import GrowingCapacity
 from rasterizer.gaussians import Gaussians
-from trainer.batching import ScreenStatistics, canvas_size, same_size_groups, select_views, view_shares
+from trainer.batching import ScreenStatistics, same_size_groups, select_views, view_shares
 
 from .comm import Communicator
 
@@ -128,7 +128,7 @@ class RenderedViews:
     """This rank's renders of a batch: ``images[b]`` ([3, H, W]) for its views, keyed by their
     position in the batch, and ``backward``, to call once on every rank (also one without
     views: the exchange is collective). The CUDA exchange draws its views on one ``canvas``
-    [V, 3, H, W] (``trainer.cuda.batch_render``): ``canvas[j]`` holds the view of the j-th key
+    [V, 3, H, W] (as ``rasterizer.cuda.render_for_training``): ``canvas[j]`` holds the view of the j-th key
     of ``images`` (in the batch's order), which is its top-left corner; its backward takes
     d loss / d canvas. ``radii`` [B, n] are this rank's Gaussians' radii in
     every view of the batch, and ``means2d_grads()`` their screen-space gradients [B, n, 2]
