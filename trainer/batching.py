@@ -132,15 +132,15 @@ def same_size_groups(cameras: Sequence) -> list[list[int]]:
     return list(groups.values())
 
 
-def positions_on(positions: Sequence[int], device: torch.device) -> torch.Tensor:
-    """``positions`` as an int64 index tensor on ``device``, copied without waiting for the GPU.
-    (Indexing a CUDA tensor with a Python list, or ``torch.tensor(list, device="cuda")``, copies
-    from pageable memory and then waits for the whole stream: a step would stop the host
-    queueing work each time.)"""
-    index = torch.tensor(list(positions), dtype=torch.int64)
+def ints_on(values: Sequence, device: torch.device) -> torch.Tensor:
+    """``values`` (ints, or rows of ints) as an int64 tensor on ``device``, copied without
+    waiting for the GPU. (Indexing a CUDA tensor with a Python list, or ``torch.tensor(list,
+    device="cuda")``, copies from pageable memory and then waits for the whole stream: a step
+    would stop the host queueing work each time.)"""
+    host = torch.tensor(list(values), dtype=torch.int64)
     if torch.device(device).type != "cuda":
-        return index
-    return index.pin_memory().to(device, non_blocking=True)
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def _run_start(positions: Sequence[int]) -> int | None:
@@ -155,7 +155,7 @@ def select_views(tensor: torch.Tensor, positions: Sequence[int], dim: int = 0) -
     first = _run_start(positions)
     if first is not None:
         return tensor.narrow(dim, first, len(positions))
-    return tensor.index_select(dim, positions_on(positions, tensor.device))
+    return tensor.index_select(dim, ints_on(positions, tensor.device))
 
 
 def put_views(target: torch.Tensor, positions: Sequence[int], values: torch.Tensor, dim: int = 0) -> None:
@@ -164,7 +164,7 @@ def put_views(target: torch.Tensor, positions: Sequence[int], values: torch.Tens
     if first is not None:
         target.narrow(dim, first, len(positions)).copy_(values)
     else:
-        target.index_copy_(dim, positions_on(positions, target.device), values)
+        target.index_copy_(dim, ints_on(positions, target.device), values)
 
 
 def in_view_order(rows: Sequence[torch.Tensor], groups: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -176,4 +176,4 @@ def in_view_order(rows: Sequence[torch.Tensor], groups: Sequence[Sequence[int]])
     inverse = [0] * len(order)
     for row, position in enumerate(order):
         inverse[position] = row
-    return stacked.index_select(0, positions_on(inverse, stacked.device))
+    return stacked.index_select(0, ints_on(inverse, stacked.device))

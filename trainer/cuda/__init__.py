@@ -24,6 +24,7 @@ import torch
 
 from rasterizer.cuda import is_available
 from rasterizer.cuda.compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, load_module
+from trainer.batching import ints_on
 
 __all__ = ["is_available", "fused_photometric_loss", "fused_photometric_loss_and_gradient",
            "fused_photometric_loss_on_canvas", "canvas_views",
@@ -166,8 +167,7 @@ def canvas_views(canvas: torch.Tensor, gts: list[torch.Tensor]) -> torch.Tensor:
     """loss.cu's table of images drawn on one canvas: int64 [B, 3] = (address of ``gts[b]``, its
     width, its height), on the canvas's device (copied without waiting for the GPU). The ground
     truths must stay alive until the loss's kernels have run (the caller holds them)."""
-    rows = [[gt.data_ptr(), gt.shape[1], gt.shape[0]] for gt in gts]
-    return torch.tensor(rows, dtype=torch.int64).pin_memory().to(canvas.device, non_blocking=True)
+    return ints_on([[gt.data_ptr(), gt.shape[1], gt.shape[0]] for gt in gts], canvas.device)
 
 
 def fused_photometric_loss_on_canvas(canvas: torch.Tensor, gts: list[torch.Tensor], background: torch.Tensor,
