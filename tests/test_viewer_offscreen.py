@@ -117,8 +117,8 @@ INTEROP_SCRIPT = textwrap.dedent("""
     import numpy as np, torch
     from viewer.window.egl_context import require_egl_platform
     require_egl_platform()
-    from OpenGL import GL
-    from viewer.window.surfaces import OffscreenSurface
+    from viewer.window.surfaces import OffscreenSurface, require_opengl_library
+    require_opengl_library(offscreen=True)
     from viewer.backends.cuda_view import CudaSplatRenderer, interop_devices
     from viewer.backends.gl_splats import read_framebuffer
     sys.path.insert(0, "tests")

@@ -95,15 +95,29 @@ def _dispatch(argv: list[str]) -> int:
     if args.connect:
         if args.model_path or args.path:
             parser.error("--connect shows the trainer's model: give no model folder or model file")
-        from .network.view import run_connected  # noqa: PLC0415
-
-        return run_connected(args)
+        return connect(args)
     target = args.model_path or args.path
     if not target or (args.model_path and args.path):
         parser.error("give one model folder (-m MODEL) or one model file")
     if args.offscreen and args.frames is None:
         parser.error("--offscreen needs --frames K (there is no window to close)")
     return view_model(args, target)
+
+
+def connect(args: argparse.Namespace) -> int:
+    """``splat-view --connect HOST:PORT`` once the flags are fine; returns the exit code."""
+    from .network.client import parse_address  # noqa: PLC0415
+    from .window.surfaces import SurfaceError, require_opengl_library  # noqa: PLC0415
+
+    try:
+        address = parse_address(args.connect)
+        require_opengl_library(offscreen=False)
+    except (ValueError, SurfaceError) as error:
+        print(f"splat-view: error: {error}", file=sys.stderr)
+        return 1
+    from .network.view import run_connected  # noqa: PLC0415 - imports OpenGL
+
+    return run_connected(args, address)
 
 
 def view_model(args: argparse.Namespace, target: str) -> int:
@@ -114,7 +128,7 @@ def view_model(args: argparse.Namespace, target: str) -> int:
         require_egl_platform()   # before anything imports OpenGL
     from rasterizer.files import FileFormatError  # noqa: PLC0415 - torch: after the flags are read
 
-    from .launch import choose_backend, open_panel, usable_backends  # noqa: PLC0415
+    from .launch import choose_backend, load_viewer_app, open_panel, usable_backends  # noqa: PLC0415
     from .scene_source import load_viewer_input  # noqa: PLC0415
     from .state import ViewerState  # noqa: PLC0415
 
@@ -133,8 +147,7 @@ def view_model(args: argparse.Namespace, target: str) -> int:
                                               navigation=args.navigation)
         if args.rendering_size:
             state.width, state.height = args.rendering_size
-        from .app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
-
+        ViewerApp = load_viewer_app(args.offscreen)  # noqa: N806 - GLFW/OpenGL only once the inputs are fine
         app = ViewerApp(viewer_input, state, visible=interactive, offscreen=args.offscreen, device=device,
                         interop=not args.no_interop, interactive=interactive,
                         fixed_size=args.rendering_size is not None, with_panel=not args.hide_panel)

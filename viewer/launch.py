@@ -58,6 +58,18 @@ def open_panel(app: "ViewerApp", stats_source=None, sections: Sequence = ()):
         return None
 
 
+def load_viewer_app(offscreen: bool = False) -> "type[ViewerApp]":
+    """The ``ViewerApp`` class, imported once PyOpenGL has found an OpenGL library; raises
+    ``SurfaceError`` (a RuntimeError, one line for the user) when it has not. ``offscreen``: the
+    EGL platform is selected."""
+    from .window.surfaces import require_opengl_library  # noqa: PLC0415
+
+    require_opengl_library(offscreen)
+    from .app import ViewerApp  # noqa: PLC0415 - imports OpenGL
+
+    return ViewerApp
+
+
 def choose_backend(requested: str, device_index: int):
     """(backend name, CUDA device or None) for ``--backend`` and ``--device``; raises ValueError
     when ``cuda`` was asked for and cannot be used."""

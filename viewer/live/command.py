@@ -135,8 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         session.setup()
         viewer_input, state = viewer_setup(session, args)
-        from ..app import ViewerApp  # noqa: PLC0415 - GLFW/OpenGL only once the inputs are fine
+        from ..launch import load_viewer_app  # noqa: PLC0415
 
+        ViewerApp = load_viewer_app()  # noqa: N806 - GLFW/OpenGL only once the inputs are fine
         interactive = args.frames is None
         app = ViewerApp(viewer_input, state, visible=interactive, interactive=interactive,
                         fixed_size=args.rendering_size is not None, with_panel=not args.hide_panel)

@@ -29,7 +29,7 @@ from rasterizer.gaussians import Gaussians
 
 from ..scene_source import ViewerInput, framing_camera, scene_frame
 from ..state import ViewerState
-from .client import RemoteClient, RemoteState, parse_address
+from .client import RemoteClient, RemoteState
 
 __all__ = ["RemoteView", "run_connected"]
 
@@ -182,13 +182,14 @@ class RemoteView:
         return lines
 
 
-def run_connected(args) -> int:
-    """``splat-view --connect HOST:PORT`` (arguments from ``viewer.cli``); returns the exit code."""
+def run_connected(args, address: tuple[str, int]) -> int:
+    """``splat-view --connect HOST:PORT`` (arguments from ``viewer.cli``, ``address`` the parsed
+    ``--connect``); returns the exit code."""
     from ..app import ViewerApp, ViewerError  # noqa: PLC0415
     from ..launch import choose_backend, open_panel, usable_backends  # noqa: PLC0415
 
+    host, port = address
     try:
-        host, port = parse_address(args.connect)
         backend, device = choose_backend(args.backend, args.device)   # for snapshots drawn here
     except ValueError as error:
         print(f"splat-view: error: {error}", file=sys.stderr)

@@ -11,11 +11,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["WindowSurface", "OffscreenSurface", "SurfaceError", "work_area"]
+__all__ = ["WindowSurface", "OffscreenSurface", "SurfaceError", "require_opengl_library", "work_area"]
 
 
 class SurfaceError(RuntimeError):
     """The window or the GL context could not be created (message for the user)."""
+
+
+def require_opengl_library(offscreen: bool) -> None:
+    """Raise SurfaceError (one line for the user) when PyOpenGL finds no OpenGL library.
+
+    Call it before anything imports ``OpenGL.GL``: without a library (a headless GPU server
+    with the driver's EGL but no libOpenGL or libGL, say) that import fails with an
+    AttributeError deep inside PyOpenGL. ``offscreen``: the EGL platform is selected (the
+    message then starts like every other "no offscreen OpenGL context" failure).
+    """
+    try:
+        from OpenGL import platform  # noqa: PLC0415
+
+        library = platform.PLATFORM.GL
+    except (ImportError, OSError, AttributeError) as error:
+        library, reason = None, f" ({error})"
+    else:
+        reason = ""
+    if library is None:
+        what = "no offscreen OpenGL context" if offscreen else "no OpenGL library"
+        raise SurfaceError(f"{what}: PyOpenGL found no libOpenGL.so.0 or libGL.so.1{reason}; install the GPU "
+                           "driver's OpenGL library or Mesa (e.g. apt install libopengl0 libgl1)")
 
 
 def _init_glfw():
@@ -143,6 +165,7 @@ class OffscreenSurface:
     def __init__(self, width: int, height: int, cuda_device: int | None = None) -> None:
         from .egl_context import EglContext  # noqa: PLC0415
 
+        require_opengl_library(offscreen=True)
         try:
             self.context = EglContext(cuda_device)
         except Exception as error:  # noqa: BLE001 - any EGL failure is one message for the user
