@@ -584,6 +584,9 @@ __device__ __forceinline__ float warp_sum8_scattered(const float* g, int lane) {
 // (instead of one per pixel): atomics no longer serialise on popular Gaussians. Eight of the
 // values share one scattered reduction (warp_sum8_scattered), which takes a fifth of the
 // shuffles of one butterfly per value.
+// One pixel a thread: two (half the reductions and atomics a pixel) measured slower on an H200,
+// 0.98 against 0.84 ms a training step on beer, with 80 registers a thread instead of 52 and so
+// fewer warps to hide the shared-memory and shuffle latency.
 // DEPTH: whether the inverse-depth output has a gradient. Training uses the image alone, and
 // leaving the depth channel out saves a reduction and an atomic per Gaussian and warp.
 #define BLEND_BACKWARD_ARGS \
