@@ -12,7 +12,7 @@ Groups:
 * :class:`OptimizationParams`: learning rates, loss weight, densification schedule.
 * :class:`ScriptParams`: the flags ``train.py`` adds itself, then splatview's additions
   (``--backend``, ``--max_gaussians``, ``--cache_budget``, ``--seed``, ``--random_init_points``,
-  ``--fix_densification_quirks``, ``--overwrite``, ``--batch_size``, ``--gpus``).
+  ``--fix_densification_quirks``, ``--overwrite``, ``--batch_size``, ``--fast``, ``--gpus``).
 
 Every numeric flag is range-checked while parsing (``trainer.arg_types``): a bad value is
 argparse's one-line error with exit status 2.
@@ -164,6 +164,9 @@ class ScriptParams:
                             help="training views rendered per optimiser step (1 = the reference); "
                                  "--iterations and every schedule still count views, learning rates "
                                  "are multiplied by sqrt(B) and Adam's betas raised to the power B")
+    fast: bool = _flag(False, help="not the reference: render smaller views while the model is coarse "
+                                   "(a resolution schedule from the photos' spectra, full size from "
+                                   "--densify_until_iter or half of --iterations on; see the README)")
     gpus: int | None = _flag(None, type=int_range(1), metavar="N",
                              help="train one model on N GPUs of this machine (starts N processes "
                                   "through torch.distributed.run; see the README for torchrun and "

@@ -62,6 +62,7 @@ from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
 from .output_guard import (describe_os_error, is_write_failure, prepare_model_folder, refuse_trained_model,
                            rescue_folders, save_size_estimate)
 from .progress import RunningStats
+from .resolution_schedule import SAMPLED_PHOTOS, ResolutionSchedule, at_factor
 from .schedule import SH_DEGREE_INTERVAL
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainingHook", "CameraSampler", "check_supported",
@@ -421,6 +422,8 @@ class Trainer:
 
             self.pair_budget = PairBudget()
         self.sampler = CameraSampler(len(self.scene.train_views), len(self.scene.test_views), cfg.script.seed)
+        self.resolution_schedule = self._resolution_schedule() if cfg.script.fast else None
+        self._factor = 1
         if cfg.script.start_checkpoint:
             self._restore(cfg.script.start_checkpoint)
         else:
@@ -431,6 +434,18 @@ class Trainer:
                              log=self.log)
         self._write_cfg_args()
         self._write_scene_files()
+
+    def _resolution_schedule(self) -> ResolutionSchedule:
+        """``--fast``'s schedule, from up to SAMPLED_PHOTOS training photos spread over the views."""
+        views = self.scene.train_views
+        picked = sorted({round(k * (len(views) - 1) / max(SAMPLED_PHOTOS - 1, 1)) for k in range(SAMPLED_PHOTOS)})
+        photos = [self.scene.images.get(views[i].index) for i in picked if i < len(views)]
+        # Full size from --densify_until_iter (15000 of the reference's 30000, as DashGaussian),
+        # or halfway through a shorter run, so that every run ends with full-size training.
+        end = min(self.config.optimization.densify_until_iter, self.config.optimization.iterations // 2)
+        schedule = ResolutionSchedule.from_photos(photos, end)
+        self.log(f"--fast (not the reference): {schedule.describe()}")
+        return schedule
 
     def _write_cfg_args(self) -> None:
         write_cfg_args(self.model_path, self.config.cfg_args_values())
@@ -562,6 +577,8 @@ class Trainer:
             upcoming = self.sampler.upcoming(max(PREFETCH_VIEWS, 2 * step.size))
             self.scene.images.prefetch(self.scene.train_views[i].index for i in upcoming)
             gts = self._ground_truths(views)
+            if self.resolution_schedule is not None:
+                views, gts = self._scheduled_size(it, views, gts)
         if step.holds(cfg.script.debug_from + 1):
             cfg.pipeline.debug = True
         background = torch.rand(3, device=self.device) if opt.random_background else self.background
@@ -592,6 +609,16 @@ class Trainer:
             if step.hits(self._events["checkpoint"]):
                 self.log(f"\n[ITER {step.last}] Saving Checkpoint")
                 self._save_checkpoint(step.last)
+
+    def _scheduled_size(self, it: int, views: Sequence[View], gts: Sequence[torch.Tensor | None]
+                        ) -> tuple[Sequence[View], Sequence[torch.Tensor | None]]:
+        """The step's views and photos at ``--fast``'s size for iteration ``it``."""
+        factor = self.resolution_schedule.factor(it)
+        if factor != self._factor:
+            self._factor = factor
+            size = f"1/{factor} of full resolution" if factor > 1 else "full resolution"
+            self.log(f"\n[ITER {it}] --fast: training at {size}")
+        return at_factor(views, gts, factor) if factor > 1 else (views, gts)
 
     def _before_step(self, it: int) -> None:
         """Stop here if asked to (before or by the hooks), else call the hooks."""
