@@ -83,3 +83,18 @@ def test_capacity_runs_pass_the_model_cap_to_the_trainer():
     capped = config(capacity=True, max_gaussians=1_000_000)
     assert capped.script.max_gaussians == 1_000_000 and capped.optimization.densify_until_iter == 7001
     assert config(capacity=True).script.max_gaussians is None
+
+
+def test_nerf_synthetic_scenes_train_on_white(tmp_path):
+    """shapes (transforms_train.json) is composited on white, as its README says; COLMAP scenes
+    keep their black background."""
+    def config(source):
+        args = argparse.Namespace(source=str(source), model="out", resolution=1, views=700, batch=1, backend="cuda",
+                                  seed=0, capacity=False, max_gaussians=0)
+        return parse_args(trainer_flags(args))
+
+    (tmp_path / "synthetic").mkdir()
+    (tmp_path / "synthetic" / "transforms_train.json").write_text("{}")
+    (tmp_path / "colmap").mkdir()
+    assert config(tmp_path / "synthetic").model.white_background is True
+    assert config(tmp_path / "colmap").model.white_background is False
