@@ -308,21 +308,17 @@ class GaussianModel:
         return param.detach() if key == "param" else self.optimizer.state[param][key]
 
     def _put(self, group: dict, key: str, tensor: Tensor) -> None:
-        if key == "param":
-            self._install(group, torch.nn.Parameter(tensor.contiguous(), requires_grad=True))
-        else:
+        """``tensor`` in slot ``key`` of optimiser ``group``. A new parameter also becomes
+        :attr:`params`' entry, and its old one's Adam state moves over to it unchanged."""
+        if key != "param":
             self.optimizer.state[group["params"][0]][key] = tensor
-
-    def _install(self, group: dict, param: torch.nn.Parameter) -> dict | None:
-        """Make ``param`` the parameter of optimiser ``group`` (and of :attr:`params`), in place
-        of the old one; its Adam state moves over unchanged and is returned (None without one)
-        for the caller to replace the moments."""
+            return
+        param = torch.nn.Parameter(tensor.contiguous(), requires_grad=True)
         state = self.optimizer.state.pop(group["params"][0], None)
         if state is not None:
             self.optimizer.state[param] = state
         group["params"][0] = param
         self.params[group["name"]] = param
-        return state
 
     def _append(self, new: dict[str, Tensor]) -> None:
         """Append rows; their Adam moments are zero. On failure the model is as before (the
