@@ -39,7 +39,7 @@ from typing import Container, Iterator, NamedTuple, Sequence
 import torch
 
 __all__ = ["Step", "batch_steps", "learning_rate_scale", "batch_betas", "view_shares", "same_size_groups",
-           "in_view_order", "ScreenStatistics"]
+           "in_view_order", "ScreenStatistics", "screen_statistics"]
 
 
 class Step(NamedTuple):
@@ -165,6 +165,15 @@ def put_views(target: torch.Tensor, positions: Sequence[int], values: torch.Tens
         target.narrow(dim, first, len(positions)).copy_(values)
     else:
         target.index_copy_(dim, ints_on(positions, target.device), values)
+
+
+def screen_statistics(means2d_grad: torch.Tensor, radii: torch.Tensor, cameras: Sequence) -> list[ScreenStatistics]:
+    """What densification reads from a batch render: ``means2d_grad`` [B, N, 2] and ``radii``
+    [B, N] of the views of ``cameras``, one entry per image size (the statistics normalise by
+    it)."""
+    return [ScreenStatistics(select_views(means2d_grad, group), select_views(radii, group),
+                             cameras[group[0]].width, cameras[group[0]].height)
+            for group in same_size_groups(cameras)]
 
 
 def in_view_order(rows: Sequence[torch.Tensor], groups: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -55,7 +55,7 @@ from rasterizer.render import available_backends, render, resolve_backend
 from trainer.metrics import l1_loss, psnr, ssim
 from trainer.scene import Scene, View, load_scene, random_point_cloud, view_image_float
 
-from .batching import ScreenStatistics, Step, batch_steps, in_view_order, same_size_groups, select_views
+from .batching import ScreenStatistics, Step, batch_steps, in_view_order, same_size_groups, screen_statistics
 from .config import ConfigError, TrainConfig
 from .losses import fused_loss_available, photometric_loss
 from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
@@ -724,9 +724,7 @@ class Trainer:
             model.add_gradients(rendered.backward(grad_image))
         if len(views) == 1:
             return [ScreenStatistics(out.means2d.grad, out.radii, cameras[0].width, cameras[0].height)], stats
-        return [ScreenStatistics(select_views(out.means2d.grad, group), select_views(out.radii, group),
-                                 cameras[group[0]].width, cameras[group[0]].height)
-                for group in same_size_groups(cameras)], stats
+        return screen_statistics(out.means2d.grad, out.radii, cameras), stats
 
     def _check_finite(self, it: int, loss: torch.Tensor) -> None:
         if self.config.pipeline.debug and not torch.isfinite(loss):

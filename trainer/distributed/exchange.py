@@ -47,7 +47,7 @@ from torch import Tensor
 from rasterizer.camera import Camera, canvas_size
 from rasterizer.capacity import GrowingCapacity
 from rasterizer.gaussians import Gaussians
-from trainer.batching import ScreenStatistics, same_size_groups, select_views, view_shares
+from trainer.batching import ScreenStatistics, screen_statistics, view_shares
 
 from .comm import Communicator
 
@@ -142,12 +142,7 @@ class RenderedViews:
 
     def statistics(self, cameras: Sequence[Camera]) -> list[ScreenStatistics]:
         """What densification reads, one entry per image size (after the backward)."""
-        grads = self.means2d_grads()
-        result = []
-        for group in same_size_groups(cameras):
-            result.append(ScreenStatistics(select_views(grads, group), select_views(self.radii, group),
-                                           cameras[group[0]].width, cameras[group[0]].height))
-        return result
+        return screen_statistics(self.means2d_grads(), self.radii, cameras)
 
 
 def _visible_rows(radii: Tensor) -> tuple[Tensor, Tensor]:
