@@ -41,6 +41,7 @@ MAX_FACTOR = 8          # never render more than 8 times smaller per side
 MIN_SIDE = 32           # nor below 32 pixels a side
 START_ENERGY = 0.25     # the start scale keeps a quarter of every sampled photo's energy
 SAMPLED_PHOTOS = 16     # photos whose spectra are measured (evenly spaced over the training views)
+_GRID_STEPS = 64        # E(s) is measured at 65 scales from 1 to the limit, linear in between
 
 
 def _window_sums(table: torch.Tensor, half_h: int, half_w: int) -> torch.Tensor:
@@ -108,12 +109,12 @@ class ResolutionSchedule:
             return cls(1.0, (), max(end, 0))
         smallest_side = min(min(p.shape[0], p.shape[1]) for p in photos)
         limit = max(1.0, min(float(MAX_FACTOR), smallest_side / MIN_SIDE))
-        grid = [1.0 + (limit - 1.0) * k / 64 for k in range(65)]
+        grid = [1.0 + (limit - 1.0) * k / _GRID_STEPS for k in range(_GRID_STEPS + 1)]
         curves = [energy_kept(photo, grid) for photo in photos]
 
         def interpolated(values: list[float], s: float) -> float:
-            position = 0.0 if limit == 1.0 else (s - 1.0) / (limit - 1.0) * 64
-            k = min(int(position), 63)
+            position = 0.0 if limit == 1.0 else (s - 1.0) / (limit - 1.0) * _GRID_STEPS
+            k = min(int(position), _GRID_STEPS - 1)
             return values[k] + (values[k + 1] - values[k]) * (position - k)
 
         start = min(_start_scale(lambda s, c=c: interpolated(c, s), limit) for c in curves)

@@ -438,8 +438,8 @@ class Trainer:
     def _resolution_schedule(self) -> ResolutionSchedule:
         """``--fast``'s schedule, from up to SAMPLED_PHOTOS training photos spread over the views."""
         views = self.scene.train_views
-        picked = sorted({round(k * (len(views) - 1) / max(SAMPLED_PHOTOS - 1, 1)) for k in range(SAMPLED_PHOTOS)})
-        photos = [self.scene.images.get(views[i].index) for i in picked if i < len(views)]
+        picked = sorted({round(k * (len(views) - 1) / (SAMPLED_PHOTOS - 1)) for k in range(SAMPLED_PHOTOS)})
+        photos = [self.scene.images.get(views[i].index) for i in picked]
         # Full size from --densify_until_iter (15000 of the reference's 30000, as DashGaussian),
         # or halfway through a shorter run, so that every run ends with full-size training.
         end = min(self.config.optimization.densify_until_iter, self.config.optimization.iterations // 2)

@@ -165,7 +165,6 @@ class OffscreenSurface:
     def __init__(self, width: int, height: int, cuda_device: int | None = None) -> None:
         from .egl_context import EglContext  # noqa: PLC0415
 
-        require_opengl_library(offscreen=True)
         try:
             self.context = EglContext(cuda_device)
         except Exception as error:  # noqa: BLE001 - any EGL failure is one message for the user
