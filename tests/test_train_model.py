@@ -198,6 +198,26 @@ def test_reset_opacity_caps_and_zeroes_moments():
     assert torch.equal(model.optimizer.state[model.params["scaling"]]["exp_avg"], scaling_moment)
 
 
+def test_reset_opacity_replaces_only_the_opacity_parameter():
+    """The reference's replace_tensor_to_optimizer swaps the opacity parameter alone: in a step
+    where the opacity reset comes without densification (white background, at
+    densify_from_iter), the other parameters keep their gradients and Adam still updates them
+    (only the new opacity has none)."""
+    model = make_model(hand_made())
+    take_a_step(model)
+    before = {name: model.params[name] for name in PARAM_NAMES}
+    loss = sum(param.square().sum() for param in model.params.values())
+    loss.backward()
+    model.reset_opacity()
+    assert model.params["opacity"] is not before["opacity"] and model.params["opacity"].grad is None
+    for name in PARAM_NAMES:
+        if name != "opacity":
+            assert model.params[name] is before[name] and model.params[name].grad is not None, name
+    xyz = model.params["xyz"].detach().clone()
+    model.step()
+    assert not torch.equal(model.params["xyz"].detach(), xyz)
+
+
 # ----- surgery one tensor at a time ----------------------------------------------------------------
 def test_compact_rows_in_place_is_the_gather():
     generator = torch.Generator().manual_seed(3)
