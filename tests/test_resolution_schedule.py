@@ -11,7 +11,7 @@ import torch
 
 from rasterizer import Camera, render
 from test_train_support import known_gaussians, orbit_camera, tiny_config, write_tiny_scene
-from trainer.resolution_schedule import (MAX_FACTOR, ResolutionSchedule, at_factor, downscaled_photo,
+from trainer.resolution_schedule import (MAX_FACTOR, ResolutionSchedule, SmallViews, at_factor, downscaled_photo,
                                          energy_kept)
 from trainer.train import train
 
@@ -114,12 +114,31 @@ class _View:
     """A stand-in for trainer.scene.View (a dataclass with a camera)."""
 
     camera: Camera
+    index: int = 0
 
 
 def test_at_factor_keeps_photos_another_process_renders():
     camera = orbit_camera(0.1).resized(64, 40)
     views, photos = at_factor([_View(camera)], [None], 4)
     assert photos == [None] and (views[0].camera.width, views[0].camera.height) == (16, 10)
+
+
+def test_small_views_are_made_once_per_factor():
+    """The same view at the same factor is the same camera object (the CUDA backend's upload
+    cache is keyed by it) and the same photo; a new factor makes new ones."""
+    views = [_View(orbit_camera(0.1).resized(64, 40), index=3), _View(orbit_camera(0.7).resized(64, 40), index=5)]
+    photos = [torch.full((40, 64, 3), 100, dtype=torch.uint8), torch.full((40, 64, 3), 200, dtype=torch.uint8)]
+    small = SmallViews()
+    first_views, first_photos = small.at(views, photos, 2)
+    again_views, again_photos = small.at(views[::-1], photos[::-1], 2)
+    assert again_views[1] is first_views[0] and again_photos[1] is first_photos[0]
+    assert (first_views[1].camera.width, first_photos[1].shape) == (32, (20, 32, 3))
+    assert int(first_photos[1][0, 0, 0]) == 200
+    remote_views, remote_photos = small.at(views[:1], [None], 2)   # another process's photo
+    assert remote_photos == [None] and remote_views[0].camera.width == 32
+    quarter_views, _ = small.at(views, photos, 4)
+    assert quarter_views[0].camera.width == 16 and small.at(views, photos, 4)[0][0] is quarter_views[0]
+    assert small.at(views, photos, 1) == (views, photos)
 
 
 def test_fast_training_renders_small_views_first_then_full_size(tmp_path, monkeypatch, capsys):

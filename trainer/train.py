@@ -62,7 +62,7 @@ from .model import MIN_OPACITY, GaussianModel, convert_reference_capture
 from .output_guard import (describe_os_error, is_write_failure, prepare_model_folder, refuse_trained_model,
                            rescue_folders, save_size_estimate)
 from .progress import RunningStats
-from .resolution_schedule import SAMPLED_PHOTOS, ResolutionSchedule, at_factor
+from .resolution_schedule import SAMPLED_PHOTOS, ResolutionSchedule, SmallViews
 from .schedule import SH_DEGREE_INTERVAL
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainingHook", "CameraSampler", "check_supported",
@@ -423,7 +423,7 @@ class Trainer:
             self.pair_budget = PairBudget()
         self.sampler = CameraSampler(len(self.scene.train_views), len(self.scene.test_views), cfg.script.seed)
         self.resolution_schedule = self._resolution_schedule() if cfg.script.fast else None
-        self._factor = 1
+        self._small_views = SmallViews()
         if cfg.script.start_checkpoint:
             self._restore(cfg.script.start_checkpoint)
         else:
@@ -614,11 +614,10 @@ class Trainer:
                         ) -> tuple[Sequence[View], Sequence[torch.Tensor | None]]:
         """The step's views and photos at ``--fast``'s size for iteration ``it``."""
         factor = self.resolution_schedule.factor(it)
-        if factor != self._factor:
-            self._factor = factor
+        if factor != self._small_views.factor:
             size = f"1/{factor} of full resolution" if factor > 1 else "full resolution"
             self.log(f"\n[ITER {it}] --fast: training at {size}")
-        return at_factor(views, gts, factor) if factor > 1 else (views, gts)
+        return self._small_views.at(views, gts, factor)
 
     def _before_step(self, it: int) -> None:
         """Stop here if asked to (before or by the hooks), else call the hooks."""
