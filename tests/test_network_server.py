@@ -82,11 +82,16 @@ def nothing_more(sock: socket.socket, seconds: float = 0.3) -> bool:
     except socket.timeout:
         return True
     finally:
-        sock.settimeout(10.0)
+        sock.settimeout(REPLY_TIMEOUT)
+
+
+# The first reply comes after the trainer's first step, which on a fresh GPU machine compiles
+# the CUDA kernels (NVRTC): over 10 s with fourteen test processes beside it (seen on an H200).
+REPLY_TIMEOUT = 60.0
 
 
 def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=REPLY_TIMEOUT)
     return sock
 
 
