@@ -593,7 +593,9 @@ __device__ __forceinline__ float warp_sum8_scattered(const float* g, int lane) {
 // shuffles of one butterfly per value.
 // One pixel a thread: two (half the reductions and atomics a pixel) measured slower on an H200,
 // 0.98 against 0.84 ms a training step on beer, with 80 registers a thread instead of 52 and so
-// fewer warps to hide the shared-memory and shuffle latency.
+// fewer warps to hide the shared-memory and shuffle latency. A warp skipping, all lanes
+// together, the Gaussians that reach none of its 2x16 pixels (and those behind all its pixels'
+// last contributors) also measured slower there: 0.97 against 0.84 ms (bench/RESULTS.md).
 // DEPTH: whether the inverse-depth output has a gradient. Training uses the image alone, and
 // leaving the depth channel out saves a reduction and an atomic per Gaussian and warp.
 #define BLEND_BACKWARD_ARGS \
