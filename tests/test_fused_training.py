@@ -507,27 +507,35 @@ def test_cuda_adam_matches_torch_adam():
     assert float(state["state"][0]["step"]) == 5.0
 
 
+# Seeds each path trains with. With one run of each, the 0.1 dB bound failed once (33.16 against
+# 33.31 dB on an H200) and held in the other runs: the spread between runs (float atomics add in
+# any order) is near the bound, and the mean of three runs cuts it by sqrt(3).
+QUALITY_SEEDS = (0, 1, 2)
+
+
 @needs_fast_path
 @pytest.mark.cuda
 @pytest.mark.slow
 def test_fast_path_trains_to_the_same_quality(tmp_path, shared_data):
     """2k steps on shapes (200x200): the fast path (fused loss and statistics, budgeted sort)
-    reaches the test PSNR of the PyTorch path within 0.1 dB."""
+    reaches the test PSNR of the PyTorch path within 0.1 dB (mean over QUALITY_SEEDS)."""
     from trainer.config import parse_args
     from trainer.train import Trainer, evaluate_views
 
     source = shared_data("shapes")
-    psnrs = {}
-    for fast in (False, True):
-        config = parse_args(["-s", str(source), "-m", str(tmp_path / f"m{fast}"), "-r", "2", "-w", "--eval",
-                             "--iterations", "2000", "--test_iterations", "-1", "--save_iterations", "-1",
-                             "--quiet", "--disable_viewer", "--backend", "cuda"])
-        trainer = Trainer(config)
-        trainer.setup()
-        if not fast:
-            trainer.fused_kernels, trainer.pair_budget = False, None
-        trainer.run()
-        psnrs[fast] = evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views, trainer.background,
-                                     "cuda")["psnr"]
-        trainer.scene.close()
-    assert abs(psnrs[True] - psnrs[False]) <= 0.1, psnrs
+    psnrs: dict[bool, list[float]] = {False: [], True: []}
+    for seed in QUALITY_SEEDS:
+        for fast in (False, True):
+            config = parse_args(["-s", str(source), "-m", str(tmp_path / f"m{fast}{seed}"), "-r", "2", "-w", "--eval",
+                                 "--iterations", "2000", "--test_iterations", "-1", "--save_iterations", "-1",
+                                 "--quiet", "--disable_viewer", "--backend", "cuda", "--seed", str(seed)])
+            trainer = Trainer(config)
+            trainer.setup()
+            if not fast:
+                trainer.fused_kernels, trainer.pair_budget = False, None
+            trainer.run()
+            psnrs[fast].append(evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views,
+                                              trainer.background, "cuda")["psnr"])
+            trainer.scene.close()
+    means = {fast: sum(values) / len(values) for fast, values in psnrs.items()}
+    assert abs(means[True] - means[False]) <= 0.1, psnrs
