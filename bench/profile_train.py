@@ -20,6 +20,8 @@ Paths: ``fast`` is the trainer as configured (fused loss and statistics, budgete
 ``torch`` turns those off (the PyTorch loss and statistics, a host wait for every sort).
 ``--code DIR`` imports the trainer from another checkout (e.g. an older commit, for a
 before/after table); a trainer without phases reports wall, GPU busy and idle only.
+``--train_args "--iterations N"`` sets the run's length (what its schedules scale to, e.g.
+``--fast``'s resolution schedule) without measuring more: the run stops after the last window.
 ``--memory`` adds the most GPU memory allocated while in each phase over the whole run
 (warm-up included), with the model's size then: where a run's memory peak comes from.
 """
@@ -208,6 +210,8 @@ def main(argv=None) -> int:
         if index < len(windows):
             open_window(trainer, index)
             state["window"] = index
+        elif trainer.config.optimization.iterations > total:
+            trainer.request_stop()   # a longer run (--train_args "--iterations N"): the rest is not measured
 
     with tempfile.TemporaryDirectory() as model:
         flags = ["-s", args.source, "-m", model, "-r", args.resolution, "--iterations", str(total),
