@@ -15,7 +15,8 @@ from trainer.batching import (ScreenStatistics, Step, batch_betas, batch_steps, 
                               put_views, select_views, view_shares)
 from trainer.config import OptimizationParams
 from trainer.model import GaussianModel
-from trainer.train import Trainer, load_checkpoint, train
+from trainer.run_state import load_checkpoint
+from trainer.train import Trainer, train
 from rasterizer import Gaussians
 
 

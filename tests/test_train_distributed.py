@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from trainer.cli.train import main
-from trainer.train import load_checkpoint
+from trainer.run_state import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 ITERATIONS, HALF = 120, 60

@@ -16,7 +16,8 @@ from rasterizer.model_folder import read_cameras_json, read_cfg_args
 from rasterizer.render import available_backends
 from test_train_support import tiny_config, write_tiny_scene
 from trainer.config import ConfigError
-from trainer.train import Trainer, load_checkpoint, train
+from trainer.run_state import load_checkpoint
+from trainer.train import Trainer, train
 
 # Densification and opacity reset early so that short runs exercise them.
 QUICK = ["--densify_from_iter", "20", "--densification_interval", "20", "--opacity_reset_interval", "60",

@@ -21,7 +21,8 @@ from test_train_support import tiny_config, write_tiny_scene
 from trainer import output_guard
 from trainer import train as train_module
 from trainer.cli import train as cli
-from trainer.train import load_checkpoint, train
+from trainer.run_state import load_checkpoint
+from trainer.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 QUIET = ["--quiet", "--disable_viewer", "--data_device", "cpu", "--backend", "reference"]
