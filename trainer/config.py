@@ -166,7 +166,8 @@ class ScriptParams:
                                  "are multiplied by sqrt(B) and Adam's betas raised to the power B")
     fast: bool = _flag(False, help="not the reference: render smaller views while the model is coarse "
                                    "(a resolution schedule from the photos' spectra, full size from "
-                                   "--densify_until_iter or half of --iterations on; see the README)")
+                                   "--densify_until_iter or half of --iterations on). Pays with the "
+                                   "reference (CPU) backend; with CUDA it measured slower (README)")
     gpus: int | None = _flag(None, type=int_range(1), metavar="N",
                              help="train one model on N GPUs of this machine (starts N processes "
                                   "through torch.distributed.run; see the README for torchrun and "
