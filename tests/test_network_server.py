@@ -86,7 +86,7 @@ def nothing_more(sock: socket.socket, seconds: float = 0.3) -> bool:
 
 
 # The first reply comes after the trainer's first step, which on a fresh GPU machine compiles
-# the CUDA kernels (NVRTC): over 10 s with fourteen test processes beside it (seen on an H200).
+# the CUDA kernels (NVRTC): over 10 s with thirteen other test processes beside it (on an H200).
 REPLY_TIMEOUT = 60.0
 
 
