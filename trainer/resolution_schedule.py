@@ -63,7 +63,9 @@ def energy_kept(photo: torch.Tensor, scales: Sequence[float]) -> list[float]:
     if grey.dim() == 3:
         grey = grey[..., :3].mean(dim=-1)
     spectrum = torch.fft.fftshift(torch.fft.fft2(grey)).abs()
-    table = F.pad(spectrum.cumsum(0).cumsum(1), (1, 0, 1, 0))
+    # On the host: each window sum below is read as a Python float, which from a GPU tensor is
+    # a wait for the GPU, one a scale (ResolutionSchedule.from_photos asks 65 scales a photo).
+    table = F.pad(spectrum.cumsum(0).cumsum(1), (1, 0, 1, 0)).cpu()
     total = float(table[-1, -1])
     if total <= 0.0:
         return [1.0 for _ in scales]
