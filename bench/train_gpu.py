@@ -2,7 +2,7 @@
 
     python bench/train_gpu.py [--source ../shared/data/shapes] [-w] [-r N] [--iterations 30000]
                               [--snapshot 7000] [--skip_gsplat] [--train_args "FLAGS"]
-                              [--gsplat_opacity_reset] [--repeats K]
+                              [--gsplat_opacity_reset] [--gsplat_white_reset] [--repeats K]
 
 Both train the same scene (default ``shapes``, NeRF-synthetic, 400x400; ``-w`` for a white
 background, as NeRF-synthetic scenes are evaluated; ``-r`` as splat-train's) with ``--eval``
@@ -29,7 +29,10 @@ which is never true. The reference resets them every 3000 steps until densificat
 at 7k its model is 1000 steps past a reset and gsplat's is not. ``--gsplat_opacity_reset`` does
 the reset that the strategy means to do (``gsplat.strategy.ops.reset_opa`` to twice
 ``prune_opa``, every ``reset_every`` steps before ``refine_stop_iter``) for a like-for-like
-comparison; ``--train_args`` passes more ``splat-train`` flags to ours (e.g.
+comparison. With a white background (``-w``) the reference also resets opacities once when
+densification starts (iteration ``densify_from_iter``, 500), which neither the strategy nor
+``--gsplat_opacity_reset`` does: ``--gsplat_white_reset`` adds that reset to gsplat's loop (at
+step ``refine_start_iter``), so that both follow the reference's reset schedule. ``--train_args`` passes more ``splat-train`` flags to ours (e.g.
 ``--opacity_reset_interval 100000`` for no reset; the rows then name them).
 
 ``--repeats K`` trains each system K times, alternating, with seeds 0 .. K-1 (ours: ``--seed``;
@@ -143,13 +146,13 @@ def ours(source: str, white: bool, resolution: int, iterations: int, snapshot: i
 
 
 def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snapshot: int,
-                opacity_reset: bool = False, seed: int = 0) -> list[dict] | None:
+                opacity_reset: bool = False, seed: int = 0, white_reset: bool = False) -> list[dict] | None:
     try:
         from gsplat import DefaultStrategy, rasterization  # noqa: PLC0415
         from gsplat.strategy.ops import reset_opa  # noqa: PLC0415
     except ImportError:
         return None
-    system = "gsplat 1.5.3 + opacity reset" if opacity_reset else "gsplat 1.5.3"
+    system = "gsplat 1.5.3" + (" + opacity reset" if opacity_reset else "") + (" + white reset" if white_reset else "")
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     meter = TrainingMeter()
     scene = load_scene(source, resolution=resolution, white_background=white, eval=True, data_device="cuda",
@@ -218,7 +221,8 @@ def gsplat_rows(source: str, white: bool, resolution: int, iterations: int, snap
         loss = 0.8 * l1_loss(image, gt) + 0.2 * (1.0 - ssim(image, gt))
         loss.backward()
         strategy.step_post_backward(params, optimizers, state, step, info, packed=True)
-        if opacity_reset and 0 < step < strategy.refine_stop_iter and step % strategy.reset_every == 0:
+        if (opacity_reset and 0 < step < strategy.refine_stop_iter and step % strategy.reset_every == 0
+                or white_reset and step == strategy.refine_start_iter):
             reset_opa(params=params, optimizers=optimizers, state=state, value=strategy.prune_opa * 2.0)
         for optimizer in optimizers.values():
             optimizer.step()
@@ -267,10 +271,14 @@ def main(argv=None) -> int:
     parser.add_argument("--train_args", default="", help="more splat-train flags for ours, one string")
     parser.add_argument("--gsplat_opacity_reset", action="store_true",
                         help="reset gsplat's opacities as DefaultStrategy means to (1.5.3 never does; see above)")
+    parser.add_argument("--gsplat_white_reset", action="store_true",
+                        help="with -w, also reset gsplat's opacities when densification starts, as the reference does")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each system, seeds 0 .. K-1")
     args = parser.parse_args(argv)
     if not 0 < args.snapshot < args.iterations:
         parser.error("--snapshot must be between 0 and --iterations")
+    if args.gsplat_white_reset and not args.white_background:
+        parser.error("--gsplat_white_reset: the reference resets at densify_from_iter only with -w")
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: takes a positive number of runs")
     if not torch.cuda.is_available():
@@ -291,7 +299,7 @@ def main(argv=None) -> int:
         print_rows(mine[-1])
         if not args.skip_gsplat:
             rows = gsplat_rows(args.source, args.white_background, args.resolution, args.iterations, args.snapshot,
-                               args.gsplat_opacity_reset, seed)
+                               args.gsplat_opacity_reset, seed, args.gsplat_white_reset)
             if rows is None:
                 print("gsplat not importable: ours only")
                 args.skip_gsplat = True

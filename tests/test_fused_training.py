@@ -11,6 +11,7 @@ The kernels compile anywhere (cuda-bindings + NVRTC); everything else needs an N
 """
 
 import math
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -507,9 +508,38 @@ def test_cuda_adam_matches_torch_adam():
     assert float(state["state"][0]["step"]) == 5.0
 
 
-# Seeds each path trains with. With one run of each, the 0.1 dB bound failed once (33.16 against
-# 33.31 dB on an H200) and held in the other runs: the spread between runs (float atomics add in
-# any order) is near the bound, and the mean of three runs cuts it by sqrt(3).
+def train_and_evaluate(source, model_path, seed: int, fast: bool, more_args: Sequence[str] = ()) -> tuple[float, int]:
+    """Test PSNR (dB) and Gaussian count after 2k steps on ``source`` at -r 2 with a white
+    background: the fast path (fused loss and statistics, budgeted sort) or the PyTorch path."""
+    from trainer.config import parse_args
+    from trainer.train import Trainer, evaluate_views
+
+    config = parse_args(["-s", str(source), "-m", str(model_path), "-r", "2", "-w", "--eval",
+                         "--iterations", "2000", "--test_iterations", "-1", "--save_iterations", "-1",
+                         "--quiet", "--disable_viewer", "--backend", "cuda", "--seed", str(seed), *more_args])
+    trainer = Trainer(config)
+    trainer.setup()
+    if not fast:
+        trainer.fused_kernels, trainer.pair_budget = False, None
+    try:
+        trainer.run()
+        psnr = evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views, trainer.background, "cuda")["psnr"]
+        return psnr, len(trainer.model)
+    finally:
+        trainer.scene.close()
+
+
+# Densification decides per Gaussian on a threshold, so two runs that differ in float rounding
+# (the two paths; also two runs of one path, whose atomics add in any order) clone and split
+# different Gaussians from the first densification on and end on different models. Measured on
+# an H200 (2026-12-01), shapes, 2k steps, seed 2: twelve runs of the PyTorch path, the fast path
+# and each half of it gave 32.74 to 33.19 dB (the PyTorch path alone 32.87 to 33.19); seeds 0
+# and 1 agreed within 0.05 dB. Without densification decisions the two paths gave 34.502 and
+# 34.478 dB (seed 0; the PyTorch path again 34.471) and 34.455 and 34.429 dB (seed 1). So the
+# 0.1 dB comparison is made with the statistics gathered but no decision taken, where the two
+# runs differ in rounding only; the densifying runs are compared, over three seeds, against the
+# spread above.
+NO_DENSIFICATION = ("--densify_from_iter", "100000")  # statistics still gathered to 2000
 QUALITY_SEEDS = (0, 1, 2)
 
 
@@ -517,25 +547,26 @@ QUALITY_SEEDS = (0, 1, 2)
 @pytest.mark.cuda
 @pytest.mark.slow
 def test_fast_path_trains_to_the_same_quality(tmp_path, shared_data):
-    """2k steps on shapes (200x200): the fast path (fused loss and statistics, budgeted sort)
-    reaches the test PSNR of the PyTorch path within 0.1 dB (mean over QUALITY_SEEDS)."""
-    from trainer.config import parse_args
-    from trainer.train import Trainer, evaluate_views
-
+    """2k steps on shapes (200x200, fixed Gaussians): the fast path reaches the test PSNR of the
+    PyTorch path within 0.1 dB."""
     source = shared_data("shapes")
-    psnrs: dict[bool, list[float]] = {False: [], True: []}
-    for seed in QUALITY_SEEDS:
-        for fast in (False, True):
-            config = parse_args(["-s", str(source), "-m", str(tmp_path / f"m{fast}{seed}"), "-r", "2", "-w", "--eval",
-                                 "--iterations", "2000", "--test_iterations", "-1", "--save_iterations", "-1",
-                                 "--quiet", "--disable_viewer", "--backend", "cuda", "--seed", str(seed)])
-            trainer = Trainer(config)
-            trainer.setup()
-            if not fast:
-                trainer.fused_kernels, trainer.pair_budget = False, None
-            trainer.run()
-            psnrs[fast].append(evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views,
-                                              trainer.background, "cuda")["psnr"])
-            trainer.scene.close()
-    means = {fast: sum(values) / len(values) for fast, values in psnrs.items()}
-    assert abs(means[True] - means[False]) <= 0.1, psnrs
+    (reference, count), (fast, fast_count) = (
+        train_and_evaluate(source, tmp_path / f"m{fast}", 0, fast, NO_DENSIFICATION) for fast in (False, True))
+    assert count == fast_count
+    assert abs(fast - reference) <= 0.1, (reference, fast)
+
+
+@needs_fast_path
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_fast_path_densifies_like_the_pytorch_path(tmp_path, shared_data):
+    """2k steps on shapes with densification, three seeds a path: the mean test PSNRs within
+    0.3 dB and the mean Gaussian counts within 5% (bounds above the spread between runs, see
+    NO_DENSIFICATION; a wrong statistic, e.g. a missing per-view normalisation, moves both by far more)."""
+    source = shared_data("shapes")
+    runs = {fast: [train_and_evaluate(source, tmp_path / f"m{fast}{seed}", seed, fast) for seed in QUALITY_SEEDS]
+            for fast in (False, True)}
+    psnr = {fast: sum(p for p, _ in values) / len(values) for fast, values in runs.items()}
+    count = {fast: sum(n for _, n in values) / len(values) for fast, values in runs.items()}
+    assert abs(psnr[True] - psnr[False]) <= 0.3, runs
+    assert abs(count[True] / count[False] - 1) <= 0.05, runs
