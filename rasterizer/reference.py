@@ -18,6 +18,11 @@ Stages, per camera:
 Blending rule per pixel (reference): power = -0.5 (a dx^2 + c dy^2) - b dx dy, skipped if
 > 0; alpha = min(0.99, o e^power), skipped if < 1/255; the pixel stops *before* a Gaussian
 that would bring T (1 - alpha) below 1e-4; colour C + T * background.
+
+Gradients are autograd's, with the reference's one exception: the 0.99 clamp of alpha passes
+its gradient straight through (d alpha / d(o e^power) = 1 above 0.99 too), as the reference's
+backward does. Elsewhere a clamp has zero gradient where it clamps (the SH colour at 0, the
+frustum clamp of the Jacobian, the antialiasing factor's floor), as there.
 """
 
 from __future__ import annotations
@@ -235,7 +240,11 @@ def _alpha(features: torch.Tensor, present: torch.Tensor, tile_origins: torch.Te
     along_y = -0.5 * c * dy * dy                                        # [T, K, 16(y)]
     power = (along_y[..., :, None] + along_x[..., None, :]
              - (b * dy)[..., :, None] * dx[..., None, :]).flatten(-2)   # [T, K, 256]
-    alpha = torch.clamp_max(features[:, :, _OPACITY, None] * torch.exp(power), ALPHA_MAX)
+    raw_alpha = features[:, :, _OPACITY, None] * torch.exp(power)
+    # min(0.99, raw) whose gradient passes the clamp as if it were not there, as the reference's
+    # backward computes it (``dL_dG = o dL_dalpha`` for every blended pair): a saturated
+    # Gaussian still learns from the pixels at its centre.
+    alpha = raw_alpha - torch.clamp_min(raw_alpha - ALPHA_MAX, 0.0).detach()
     counts = (power <= 0) & (alpha >= ALPHA_MIN) & present[:, :, None]
     return torch.where(counts, alpha, torch.zeros_like(alpha))
 

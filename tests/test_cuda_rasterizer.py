@@ -119,6 +119,23 @@ def test_matches_reference(n, degree, antialiasing):
 
 
 @cuda
+def test_saturated_alpha_gradients_match_reference():
+    """Most Gaussians nearly opaque (o > 0.99 for most), so many pairs blend at the 0.99 clamp:
+    both backends pass the gradient straight through it, as the reference's backward."""
+    gaussians = random_scene(300, 1, seed=3)
+    gaussians.opacity_logits.add_(6.0)
+    assert (torch.sigmoid(gaussians.opacity_logits) > 0.99).float().mean() > 0.5
+    for camera in cameras():
+        ours, our_grads = render_with_grads(gaussians, camera, "cuda")
+        ref, ref_grads = render_with_grads(gaussians, camera, "reference")
+        assert_pixels_close(ours.image, ref.image)
+        for name, ref_grad in ref_grads.items():
+            if ref_grad is None or ref_grad.norm() == 0:
+                continue
+            assert relative_error(our_grads[name], ref_grad) <= 1e-3, name
+
+
+@cuda
 def test_batch_equals_separate_renders():
     gaussians = random_scene(2000, 3, seed=7)
     batch = render(gaussians, cameras(), backend="cuda")

@@ -418,11 +418,41 @@ def gradcheck_scene(seed: int) -> tuple[Gaussians, Camera]:
     big nearly opaque ones in front make some pixels stop early; the others show beside them."""
     g = random_gaussians(6, seed=seed, spread=0.25, log_scale=-1.6, opacity_shift=0.0, rest_scale=0.1)
     with torch.no_grad():
-        g.opacity_logits[:3] = 4.5   # 0.989: below the 0.99 clamp, so they keep a gradient
+        # 0.989: below the 0.99 clamp, whose gradient passes straight through (as the
+        # reference's) and so differs from finite differences where it clamps.
+        g.opacity_logits[:3] = 4.5
         g.log_scales[:3] = -0.8
         g.means[:3] = torch.tensor([[0.5, 0.35, -0.6], [0.4, 0.4, -0.5], [0.45, 0.3, -0.4]], dtype=F64)
     cam = Camera(20, 18, 21.0, 19.0, 10.6, 8.2, look_at([0.1, 0.2, -2.5], [0, 0, 0]))
     return g, cam
+
+
+def test_the_alpha_clamp_passes_its_gradient_straight_through(monkeypatch):
+    """The reference's backward takes d alpha / d(o G) = 1 also where alpha = min(0.99, o G)
+    clamps. One Gaussian over the background makes each pixel linear in its alpha
+    (bg + alpha (c - bg)), so the gradients reaching the opacity, mean, scales and rotation
+    through alpha are those of the same render without the clamp."""
+    cam = Camera(24, 20, 30.0, 30.0, 11.7, 10.2, IDENTITY)
+    g = placed([[0.05, -0.03, 2.0]], [math.log(0.4), math.log(0.3), math.log(0.35)], math.log(0.999 / 0.001),
+               seed=5, sh_degree=0)
+    through_alpha = ("opacity_logits", "means", "log_scales", "quaternions")
+    weights = torch.rand(3, cam.height, cam.width, generator=torch.Generator().manual_seed(1), dtype=F64)
+
+    def gradients():
+        leaves = {name: t.detach().clone().requires_grad_(True) for name, t in g.tensors().items()}
+        out = render(Gaussians(**leaves), cam, background=torch.tensor(BACKGROUND, dtype=F64))
+        (out.image * weights).sum().backward()
+        return out, {name: leaves[name].grad for name in through_alpha}
+
+    clamped, straight = gradients()
+    assert clamped.alpha.max().item() == pytest.approx(0.99, abs=1e-12)   # the centre is clamped
+    assert int((clamped.alpha >= 0.99 - 1e-12).sum()) >= 2
+    monkeypatch.setattr(reference, "ALPHA_MAX", 1.0)
+    unclamped, exact = gradients()
+    assert unclamped.alpha.max().item() > 0.99
+    for name in through_alpha:
+        assert straight[name].abs().max() > 0, name
+        torch.testing.assert_close(straight[name], exact[name], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("antialiasing", [False, True])

@@ -10,8 +10,9 @@
 //   * raw parameters as stored: quaternions (w, x, y, z), unnormalised; log-scales; opacity
 //     logits; the kernels apply normalise / exp / sigmoid and their derivatives;
 //   * SH coefficients [N, K, 3], K stored per Gaussian, `degree` bands evaluated.
-// Gradients are the true derivatives of the forward pass (as autograd gives them for the
-// reference backend), e.g. zero through the 0.99 opacity clamp.
+// Gradients are those of the reference backend: the derivatives of the forward pass, except
+// at the 0.99 clamp of alpha, which passes its gradient straight through as the reference's
+// backward does.
 //
 // Batches: V cameras of one image size are rendered by the same launches. Per-view arrays are
 // [V, N, ...] (row v * N + g for Gaussian g seen by view v), images [V, C, H, W]; the pair keys
@@ -675,8 +676,7 @@ __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
                 float4 co = s_conic_opacity[j];
                 float power = -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
                 float G = blend_exp(power);
-                float raw_alpha = co.w * G;
-                float alpha = fminf(ALPHA_MAX, raw_alpha);
+                float alpha = fminf(ALPHA_MAX, co.w * G);
                 if (power <= 0.f && alpha >= ALPHA_MIN) {
                     contributes = true;
                     float inv_keep = __frcp_rn(1.f - alpha);   // 1 / (1 - alpha), used twice
@@ -694,16 +694,16 @@ __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
                     last_alpha = alpha;
                     // The background and the alpha output see T_final, which holds (1 - alpha).
                     grad_alpha_j += -T_final * inv_keep * bg_dot;
-                    if (raw_alpha <= ALPHA_MAX) {  // the clamp at 0.99 has zero gradient
-                        float grad_G = co.w * grad_alpha_j;
-                        float gdx = G * dx, gdy = G * dy;
-                        g[0] = grad_G * (-gdx * co.x - gdy * co.y);          // d/d mean2d.x
-                        g[1] = grad_G * (-gdy * co.z - gdx * co.y);          // d/d mean2d.y
-                        g[2] = grad_G * (-0.5f * gdx * dx);                  // d/dA
-                        g[3] = grad_G * (-gdx * dy);                         // d/dB
-                        g[4] = grad_G * (-0.5f * gdy * dy);                  // d/dC
-                        g[5] = G * grad_alpha_j;                             // d/d opacity
-                    }
+                    // Straight through the clamp at 0.99, as the reference: alpha's gradient
+                    // reaches G and the opacity even where o G > 0.99.
+                    float grad_G = co.w * grad_alpha_j;
+                    float gdx = G * dx, gdy = G * dy;
+                    g[0] = grad_G * (-gdx * co.x - gdy * co.y);          // d/d mean2d.x
+                    g[1] = grad_G * (-gdy * co.z - gdx * co.y);          // d/d mean2d.y
+                    g[2] = grad_G * (-0.5f * gdx * dx);                  // d/dA
+                    g[3] = grad_G * (-gdx * dy);                         // d/dB
+                    g[4] = grad_G * (-0.5f * gdy * dy);                  // d/dC
+                    g[5] = G * grad_alpha_j;                             // d/d opacity
                 }
             }
             if (__any_sync(FULL_MASK, contributes)) {
