@@ -551,7 +551,7 @@ def test_fast_path_trains_to_the_same_quality(tmp_path, shared_data):
     PyTorch path within 0.1 dB."""
     source = shared_data("shapes")
     (reference, count), (fast, fast_count) = (
-        train_and_evaluate(source, tmp_path / f"m{fast}", 0, fast, NO_DENSIFICATION) for fast in (False, True))
+        train_and_evaluate(source, tmp_path / f"m{fused}", 0, fused, NO_DENSIFICATION) for fused in (False, True))
     assert count == fast_count
     assert abs(fast - reference) <= 0.1, (reference, fast)
 

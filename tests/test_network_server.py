@@ -29,6 +29,9 @@ W, H = 48, 32                       # non-square, so a width/height swap shows
 FOV_Y = 0.9
 FOV_X = 2.0 * math.atan(math.tan(FOV_Y / 2.0) * W / H)   # as SIBR derives it
 EYE = (0.0, 0.0, 3.0)               # on +z, looking at the origin, world +y up
+# The first reply comes after the trainer's first step, which on a fresh GPU machine compiles
+# the CUDA kernels (NVRTC): over 10 s with thirteen other test processes beside it (on an H200).
+REPLY_TIMEOUT = 60.0
 
 
 # ----- the spec's client ----------------------------------------------------------------------------
@@ -83,11 +86,6 @@ def nothing_more(sock: socket.socket, seconds: float = 0.3) -> bool:
         return True
     finally:
         sock.settimeout(REPLY_TIMEOUT)
-
-
-# The first reply comes after the trainer's first step, which on a fresh GPU machine compiles
-# the CUDA kernels (NVRTC): over 10 s with thirteen other test processes beside it (on an H200).
-REPLY_TIMEOUT = 60.0
 
 
 def connect(port: int) -> socket.socket:

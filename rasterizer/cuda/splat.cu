@@ -476,14 +476,14 @@ __device__ void find_ranges(long long P, const Key* __restrict__ tiles, int* __r
 extern "C" __global__ void tile_ranges16(long long P, const short* tiles, int* ranges) { find_ranges<short>(P, tiles, ranges, 32767); }
 extern "C" __global__ void tile_ranges32(long long P, const int* tiles, int* ranges) { find_ranges<int>(P, tiles, ranges, 2147483647); }
 
-// Copy Gaussian ``id``'s blending inputs into the block's shared-memory batch at ``slot``.
 // exp(power) for power <= 0 in the blending loops, forward and backward alike (the backward
 // recomputes each alpha and must get the forward's): the hardware's ex2.approx, as gsplat's
 // __expf, within 2 + 1.16 |power| ulp (CUDA's bound: a relative 4e-6 at power -30), where
-// expf's range reduction costs several instructions more in the loops' hottest line. The tile culling's ALPHA_MIN_TILE keeps
-// a 1e-3 margin, far above that.
+// expf's range reduction costs several instructions more in the loops' hottest line. The tile
+// culling's ALPHA_MIN_TILE keeps a 1e-3 margin, far above that.
 __device__ __forceinline__ float blend_exp(float power) { return __expf(power); }
 
+// Copy Gaussian ``id``'s blending inputs into the block's shared-memory batch at ``slot``.
 __device__ __forceinline__ void stage_gaussian(int slot, int id, const float* __restrict__ means2d,
                                                const float* __restrict__ conic_opacity,
                                                const float* __restrict__ colors,
