@@ -17,7 +17,7 @@ from rasterizer.render import available_backends
 from test_train_support import tiny_config, write_tiny_scene
 from trainer.config import ConfigError
 from trainer.run_state import load_checkpoint
-from trainer.train import Trainer, train
+from trainer.train import Trainer, at_report_points, train
 
 # Densification and opacity reset early so that short runs exercise them.
 QUICK = ["--densify_from_iter", "20", "--densification_interval", "20", "--opacity_reset_interval", "60",
@@ -189,6 +189,37 @@ def test_sh_degree_rises_every_1000_iterations(tiny_scene, tmp_path):
     trainer.scene.close()
     assert result.steps == 3 and degrees == {999: 0, 1000: 0, 1001: 1}  # raised at the start of 1000
     assert trainer.model.active_sh_degree == 1
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_report_points_see_the_model_before_the_steps_densification(tiny_scene, tmp_path, batch):
+    """``at_report_points`` calls back once per view, at the start of the step that holds it:
+    the model the reference's test report and ``--save_iterations`` see there, before that
+    step's densification (at 40 here, which changes the count)."""
+    counts: dict[str, dict[int, int]] = {"step": {}, "report": {}}
+    firsts: list[int] = []
+
+    def each_step(trainer, first: int) -> None:
+        firsts.append(first)
+        counts["step"][first] = len(trainer.model)
+
+    def report(trainer, view: int) -> None:
+        assert firsts[-1] <= view < firsts[-1] + batch  # called in the step that holds the view
+        assert view not in counts["report"]
+        counts["report"][view] = len(trainer.model)
+
+    model = tmp_path / "m"
+    config = tiny_config(tiny_scene, model, "--iterations", "48", "--batch_size", str(batch), "--save_iterations",
+                         "40", "--test_iterations", "-1", *QUICK)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("torch.cuda.is_available", lambda: False)
+        result = train(config, hooks=[each_step, at_report_points([40, 41, 1, 7], report)])
+    assert result.status == "completed"
+    assert sorted(counts["report"]) == [1, 7, 40, 41]
+    saved = len(read_ply(model / "point_cloud" / "iteration_40" / "point_cloud.ply"))
+    assert counts["report"][40] == saved
+    after = min(first for first in counts["step"] if first > 40)   # the next step's start
+    assert counts["step"][after] != saved, "densification at 40 should change the count (else the test is void)"
 
 
 def test_resume_from_a_graphdeco_checkpoint(tiny_scene, tmp_path):
