@@ -9,10 +9,12 @@ with batches of 1, 2 and 4 views and for two GPUs (issue 13).
 
 A configuration ``GxB`` trains on G GPUs with ``--batch_size B`` (G > 1: G processes under
 torchrun, the Gaussians split across them, as ``splat-train --gpus G`` does). Every run trains
-``--views`` views with the CUDA backend (``--eval``, the images on the GPU), then measures the
-test PSNR; the speed counts the training steps after a warm-up (kernel compilation and the
-first densifications excluded), evaluation and saving excluded. ``beer`` is undistorted first
-(``splat-convert --undistort_only``, cached under ``--work``); a NeRF-synthetic scene
+``--views`` views with the CUDA backend (``--eval``, the images on the GPU) and measures the
+test PSNR at the start of the step that holds the last view (the model the reference's test
+report sees there, before that step's densification: ``trainer.train.at_report_points``); the
+speed counts the training steps after a warm-up (kernel compilation and the first
+densifications excluded) up to that point, evaluation and saving excluded. ``beer`` is
+undistorted first (``splat-convert --undistort_only``, cached under ``--work``); a NeRF-synthetic scene
 (``transforms_train.json``, e.g. ``shapes``) trains on white (``-w``), as its photos are meant to
 be composited. Synthetic scenes vary less between runs than the photographed ones: ``shapes``
 with ``--repeats`` is where a PSNR difference of 0.1 dB has a chance of being resolved.
@@ -98,7 +100,7 @@ def worker(args: argparse.Namespace) -> int:
 
     from trainer.config import parse_args  # noqa: PLC0415
     from trainer.distributed import DistributedFailure, DistributedTrainer, launched_by_torchrun, start_worker  # noqa: PLC0415
-    from trainer.train import Trainer, evaluate_views  # noqa: PLC0415
+    from trainer.train import Trainer, at_report_points, evaluate_views  # noqa: PLC0415
 
     gpu = args.backend == "cuda"
     sync = torch.cuda.synchronize if gpu else (lambda: None)
@@ -123,10 +125,22 @@ def worker(args: argparse.Namespace) -> int:
         if args.profile and rank == 0:
             profile_window(trainer, iteration, args.profile_from or warmup, args, clock)
 
+    def evaluate(trainer, _view: int) -> None:
+        """At the start of the step that holds the last view, on every rank (a collective with
+        several): the clock stops, then the test PSNR of the model the reference's test report
+        sees there (``at_report_points``), the same point for every configuration."""
+        sync()
+        clock["end"], clock["end_view"] = time.perf_counter(), clock["view"]
+        metrics = (trainer._evaluate(trainer.scene.test_views) if comm is not None else
+                   evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views, trainer.background,
+                                  args.backend))
+        clock["psnr"] = metrics["psnr"]
+
     row = {"rank": rank, "gpus": comm.world if comm is not None else 1, "batch": args.batch}
     try:
         trainer.setup()
-        trainer.hooks.append(hook)
+        trainer.hooks.append(hook)   # first: it sets clock["view"], which evaluate reads
+        trainer.hooks.append(at_report_points([args.views], evaluate))
         clock["began"] = time.perf_counter()
         if gpu:
             torch.cuda.reset_peak_memory_stats()
@@ -134,15 +148,12 @@ def worker(args: argparse.Namespace) -> int:
         sync()
         row.update(status="stopped" if result.status == "interrupted" else result.status,
                    gaussians=trainer.gaussian_count(), largest=max(clock["largest"], trainer.gaussian_count()))
-        if "start" in clock:
+        if "end" in clock:      # the views trained between the warm-up and the last step
+            row.update(views=clock["end_view"] - clock["first_view"], seconds=clock["end"] - clock["start"])
+        elif "start" in clock:
             row.update(views=args.views - clock["first_view"] + 1, seconds=time.perf_counter() - clock["start"])
         if result.status == "completed":
-            if comm is not None:
-                metrics = trainer._evaluate(trainer.scene.test_views)
-            else:
-                metrics = evaluate_views(trainer.model, trainer.scene, trainer.scene.test_views, trainer.background,
-                                         args.backend)
-            row["psnr"] = metrics["psnr"]
+            row["psnr"] = clock["psnr"]
     except DistributedFailure as error:
         row.update(status="out_of_memory" if "out of memory" in str(error) else "failed", largest=clock["largest"],
                    message=str(error))
