@@ -3,6 +3,7 @@
     python bench/train_gpu.py [--source ../shared/data/shapes] [-w] [-r N] [--iterations 30000]
                               [--snapshot 7000] [--skip_gsplat] [--train_args "FLAGS"]
                               [--gsplat_opacity_reset] [--gsplat_white_reset] [--repeats K]
+                              [--first_seed S]
 
 Both train the same scene (default ``shapes``, NeRF-synthetic, 400x400; ``-w`` for a white
 background, as NeRF-synthetic scenes are evaluated; ``-r`` as splat-train's) with ``--eval``
@@ -40,9 +41,11 @@ densification starts (iteration ``densify_from_iter``, 500), which neither the s
 step ``refine_start_iter``), so that both follow the reference's reset schedule. ``--train_args`` passes more ``splat-train`` flags to ours (e.g.
 ``--opacity_reset_interval 100000`` for no reset; the rows then name them).
 
-``--repeats K`` trains each system K times, alternating, with seeds 0 .. K-1 (ours: ``--seed``;
-gsplat: Python, NumPy and torch), and ends with each snapshot's medians and mean test PSNR with
-its standard deviation: a single run's PSNR moves by up to a dB on real scenes.
+``--repeats K`` trains each system K times, alternating, with seeds S .. S+K-1 (``--first_seed
+S``, 0 by default; ours: ``--seed``; gsplat: Python, NumPy and torch), and ends with each
+snapshot's medians and mean test PSNR with its standard deviation: a single run's PSNR moves by
+up to a dB on real scenes. ``--first_seed`` lets runs too long for one sitting (beer to 30k:
+about five minutes a seed for both systems) be split, seed by seed.
 """
 
 from __future__ import annotations
@@ -275,7 +278,9 @@ def main(argv=None) -> int:
                         help="reset gsplat's opacities as DefaultStrategy means to (1.5.3 never does; see above)")
     parser.add_argument("--gsplat_white_reset", action="store_true",
                         help="with -w, also reset gsplat's opacities when densification starts, as the reference does")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each system, seeds 0 .. K-1")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each system, seeds S .. S+K-1")
+    parser.add_argument("--first_seed", type=int, default=0, metavar="S",
+                        help="the first run's seed (0): long runs can be split across calls")
     args = parser.parse_args(argv)
     if not 0 < args.snapshot < args.iterations:
         parser.error("--snapshot must be between 0 and --iterations")
@@ -283,6 +288,8 @@ def main(argv=None) -> int:
         parser.error("--gsplat_white_reset: the reference resets at densify_from_iter only with -w")
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: takes a positive number of runs")
+    if args.first_seed < 0:
+        parser.error(f"--first_seed {args.first_seed}: takes a seed of 0 or more")
     if not torch.cuda.is_available():
         print("bench/train_gpu.py needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -292,7 +299,7 @@ def main(argv=None) -> int:
     print("| system | steps | train wall s | ms/step | peak GPU MB | Gaussians | test PSNR | test SSIM |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     mine, theirs = [], []   # one list of rows per run
-    for seed in range(args.repeats):
+    for seed in range(args.first_seed, args.first_seed + args.repeats):
         try:
             mine.append(ours(args.source, args.white_background, args.resolution, args.iterations, args.snapshot,
                              args.train_args, seed))

@@ -59,3 +59,17 @@ def test_time_leaves_out_what_runs_while_paused(allocator, monkeypatch):
     assert meter.pause() == 2.0     # 13
     meter.resume()                  # 20: 7 s of evaluation left out
     assert meter.pause() == 3.0     # 21
+
+
+@pytest.mark.parametrize("flags, text", [
+    (["--first_seed", "-1"], "--first_seed -1: takes a seed of 0 or more"),
+    (["--repeats", "0"], "--repeats 0: takes a positive number of runs"),
+])
+def test_bad_flags_are_one_line_errors(flags, text, capsys):
+    """Checked before anything starts (no GPU needed to be told)."""
+    from bench.train_gpu import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(flags)
+    assert exit_info.value.code == 2
+    assert text in capsys.readouterr().err
