@@ -381,6 +381,8 @@ class TrainingRender:
 
     def __init__(self, output: RenderOutput, params: tuple, camera_data: torch.Tensor, settings: tuple,
                  projection: tuple, background: torch.Tensor, state: tuple, size: tuple[int, int]):
+        """``projection``: (means2d, conic_opacity, colors, inv_depths, radii), what the backward
+        reads of the projection's outputs."""
         self.output = output
         self._saved = (params, camera_data, settings, projection, background, state, size)
 
@@ -389,11 +391,11 @@ class TrainingRender:
         d loss / d image ([3, H, W], or [V, 3, H, W] for a batch: the gradients are summed over
         its views); call it once."""
         params, camera_data, settings, projection, background, state, size = self._saved
-        means2d, conic_opacity, colors, inv_depths = projection[:4]
+        means2d, conic_opacity, colors, inv_depths, radii = projection
         incoming = _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, state, size,
                                        grad_image)
         self.output.means2d.grad = incoming[0]
-        return _project_backward(params, camera_data, projection[5], settings, incoming)
+        return _project_backward(params, camera_data, radii, settings, incoming)
 
 
 def render_for_training(gaussians: Gaussians, camera: Camera | list[Camera], background: torch.Tensor,
@@ -428,4 +430,7 @@ def render_for_training(gaussians: Gaussians, camera: Camera | list[Camera], bac
         image, alpha, inv_depth, state = _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background,
                                                             depths, rects, touched, size, pair_budget)
     output = RenderOutput(image, alpha, inv_depth, radii, means2d)
-    return TrainingRender(output, params, camera_data, settings, projection, background, state, size)
+    # Depths, tile rectangles and tile counts (24 bytes a Gaussian) are not kept for the backward,
+    # the step's memory peak.
+    kept = (means2d, conic_opacity, colors, inv_depths, radii)
+    return TrainingRender(output, params, camera_data, settings, kept, background, state, size)
