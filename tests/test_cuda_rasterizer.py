@@ -15,9 +15,9 @@ nvrtc = pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-bindings (splatv
 
 
 def test_kernels_compile_for_hopper_without_a_gpu():
-    from rasterizer.cuda.compiler import compile_cubin, read_source
+    from rasterizer.cuda.compiler import compile_source
 
-    cubin = compile_cubin(read_source("splat.cu"), "splat.cu", "sm_90")
+    cubin = compile_source("splat.cu", "sm_90")
     assert cubin[:4] == b"\x7fELF"
     for kernel in ("project_forward", "project_backward", "duplicate_with_keys16", "duplicate_with_keys32",
                    "tile_ranges16", "tile_ranges32",
@@ -30,6 +30,24 @@ def test_compile_errors_name_the_file():
 
     with pytest.raises(KernelError, match="broken.cu"):
         compile_cubin("extern \"C\" __global__ void k() { undefined_thing(); }", "broken.cu", "sm_90")
+
+
+def test_included_headers_are_found_and_a_missing_one_is_named(tmp_path):
+    from rasterizer.cuda.compiler import KernelError, compile_source, include_headers
+
+    (tmp_path / "local.cuh").write_text('#include "adam.cuh"\n__device__ float twice(float x) { return 2.f * x; }\n')
+    source = tmp_path / "uses.cu"
+    source.write_text('#include "local.cuh"\n'
+                      'extern "C" __global__ void k(float* p, float* m, float* v) {\n'
+                      '    AdamSettings s = {0.9f, 0.999f, 1e-15f, 0.1f, 1.f};\n'
+                      '    adam_update(s, twice(1.f), p, m, v);\n}\n')
+    headers = include_headers(source)
+    assert sorted(headers) == ["adam.cuh", "local.cuh"]  # beside the source, then rasterizer/cuda
+    assert "adam_update" in headers["adam.cuh"]
+    assert compile_source(source, "sm_90")[:4] == b"\x7fELF"
+    source.write_text('#include "missing.cuh"\n')
+    with pytest.raises(KernelError, match="uses.cu includes 'missing.cuh'"):
+        include_headers(source)
 
 
 def test_disk_cache_reuses_the_cubin(tmp_path, monkeypatch):

@@ -36,12 +36,12 @@ needs_fast_path = pytest.mark.skipif(not torch.cuda.is_available() or not fast_p
 
 def test_trainer_kernels_compile_for_hopper_without_a_gpu():
     pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-bindings (splatview[cuda]) not installed")
-    from rasterizer.cuda.compiler import compile_cubin, read_source
-    from trainer.cuda import DENSIFY_SOURCE, LOSS_SOURCE
+    from rasterizer.cuda.compiler import compile_source
+    from trainer.cuda import ADAM_SOURCE, DENSIFY_SOURCE, LOSS_SOURCE
 
     for source, kernels in ((LOSS_SOURCE, ("loss_forward", "loss_finalize", "loss_backward")),
-                            (DENSIFY_SOURCE, ("densify_stats",))):
-        cubin = compile_cubin(read_source(source), source.name, "sm_90")
+                            (DENSIFY_SOURCE, ("densify_stats",)), (ADAM_SOURCE, ("adam_step",))):
+        cubin = compile_source(source, "sm_90")
         assert cubin[:4] == b"\x7fELF"
         for kernel in kernels:
             assert kernel.encode() in cubin

@@ -2,8 +2,10 @@
 
 No nvcc and no C++ compiler are involved: ``.cu`` sources shipped in this package are compiled
 by NVRTC (from the ``nvidia-cuda-nvrtc`` wheel, through ``cuda-bindings``) into a cubin for the
-GPU's own architecture, then loaded with the driver API. Cubins are cached on disk under a key
-made of the source hash, the architecture and the NVRTC version:
+GPU's own architecture, then loaded with the driver API. A source may ``#include "name.cuh"``
+headers shipped beside it or in ``rasterizer/cuda`` (code shared between kernels, such as
+``adam.cuh``); NVRTC gets them by name (:func:`include_headers`). Cubins are cached on disk under
+a key made of the source and header text, the architecture and the NVRTC version:
 
 * ``$SPLATVIEW_KERNEL_CACHE`` if set, else ``$XDG_CACHE_HOME/splatview/kernels``
   (``~/.cache/splatview/kernels``).
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import struct
 import threading
 from dataclasses import dataclass
@@ -24,8 +27,8 @@ from typing import Sequence
 
 from rasterizer.files import atomic_write_bytes
 
-__all__ = ["KernelError", "compile_cubin", "nvrtc_version", "kernel_cache_dir", "CudaModule",
-           "load_module", "read_source", "source_path"]
+__all__ = ["KernelError", "compile_cubin", "compile_source", "nvrtc_version", "kernel_cache_dir", "CudaModule",
+           "include_headers", "load_module", "read_source", "source_path"]
 
 _SOURCE_DIR = Path(__file__).parent
 _INSTALL_HINT = ('install matching NVIDIA wheels: pip install "splatview[cuda]" '
@@ -73,10 +76,37 @@ def read_source(source: str | Path) -> str:
     return source_path(source).read_text(encoding="utf-8")
 
 
-def compile_cubin(source: str, name: str, arch: str, defines: Sequence[str] = ()) -> bytes:
-    """Compile CUDA C++ ``source`` to a cubin for ``arch`` (e.g. ``"sm_90"``); needs no GPU."""
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+def include_headers(source: str | Path) -> dict[str, str]:
+    """The headers a kernel source includes with ``#include "name"`` (and those they include),
+    name -> text, found beside the source or in ``rasterizer/cuda``."""
+    path = source_path(source)
+    folders = (path.parent, _SOURCE_DIR)
+    headers: dict[str, str] = {}
+    pending = _INCLUDE.findall(path.read_text(encoding="utf-8"))
+    while pending:
+        name = pending.pop()
+        if name in headers:
+            continue
+        found = next((folder / name for folder in folders if (folder / name).is_file()), None)
+        if found is None:
+            raise KernelError(f"{path.name} includes {name!r}, which is neither in {path.parent} nor in {_SOURCE_DIR}")
+        headers[name] = found.read_text(encoding="utf-8")
+        pending.extend(_INCLUDE.findall(headers[name]))
+    return headers
+
+
+def compile_cubin(source: str, name: str, arch: str, defines: Sequence[str] = (),
+                  headers: dict[str, str] | None = None) -> bytes:
+    """Compile CUDA C++ ``source`` to a cubin for ``arch`` (e.g. ``"sm_90"``); needs no GPU.
+    ``headers``: name -> text of the files it includes (:func:`include_headers`)."""
     nvrtc = _nvrtc()
-    program = _check(nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], []),
+    headers = headers or {}
+    program = _check(nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), len(headers),
+                                              [text.encode() for text in headers.values()],
+                                              [header.encode() for header in headers]),
                      "nvrtcCreateProgram")
     options = [f"--gpu-architecture={arch}".encode(), b"-std=c++17",
                b"-default-device"] + [f"-D{d}".encode() for d in defines]
@@ -96,6 +126,12 @@ def compile_cubin(source: str, name: str, arch: str, defines: Sequence[str] = ()
         nvrtc.nvrtcDestroyProgram(program)
 
 
+def compile_source(source: str | Path, arch: str, defines: Sequence[str] = ()) -> bytes:
+    """:func:`compile_cubin` of a kernel source file (see :func:`source_path`) with its headers."""
+    path = source_path(source)
+    return compile_cubin(read_source(path), path.name, arch, defines, include_headers(path))
+
+
 def kernel_cache_dir() -> Path:
     """Where compiled cubins are kept (see the module docstring)."""
     override = os.environ.get("SPLATVIEW_KERNEL_CACHE")
@@ -105,14 +141,16 @@ def kernel_cache_dir() -> Path:
     return Path(base) / "splatview" / "kernels"
 
 
-def cached_cubin(source: str, name: str, arch: str, defines: Sequence[str] = ()) -> bytes:
+def cached_cubin(source: str, name: str, arch: str, defines: Sequence[str] = (),
+                 headers: dict[str, str] | None = None) -> bytes:
     """``compile_cubin`` through the disk cache."""
     major, minor = nvrtc_version()
-    key = hashlib.sha256("\0".join([source, arch, f"{major}.{minor}", *defines]).encode()).hexdigest()[:24]
+    included = [part for header in sorted(headers or {}) for part in (header, headers[header])]
+    key = hashlib.sha256("\0".join([source, arch, f"{major}.{minor}", *defines, *included]).encode()).hexdigest()[:24]
     path = kernel_cache_dir() / f"{Path(name).stem}-{arch}-nvrtc{major}.{minor}-{key}.cubin"
     if path.is_file():
         return path.read_bytes()
-    cubin = compile_cubin(source, name, arch, defines)
+    cubin = compile_cubin(source, name, arch, defines, headers)
     try:
         atomic_write_bytes(path, cubin)
     except OSError:
@@ -207,7 +245,7 @@ def load_module(source: str | Path, device_index: int, defines: Sequence[str] = 
         text = read_source(path)
         arch = device_arch(device_index)
         _ensure_context(device_index)
-        cubin = cached_cubin(text, path.name, arch, defines)
+        cubin = cached_cubin(text, path.name, arch, defines, include_headers(path))
         try:
             handle = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
         except KernelError as error:
