@@ -508,6 +508,132 @@ def test_cuda_adam_matches_torch_adam():
     assert float(state["state"][0]["step"]) == 5.0
 
 
+@needs_fast_path
+@pytest.mark.cuda
+@pytest.mark.parametrize("views", [1, 3])
+def test_fused_sh_rest_step_is_the_optimisers_step(views):
+    """The projection backward's fused Adam step of sh_rest (adam.cuh) against CudaAdam.step on
+    the gradient the same kernel writes without it: same parameters and moments over two
+    steps (one view, and a batch whose gradient is summed over its views first); the other
+    gradients are unchanged; a render that overflowed its pair budget moves nothing."""
+    from rasterizer import Camera, Gaussians, look_at
+    from rasterizer.cuda import (_project_backward, _project_forward, _raw_parameters, _settings, camera_block,
+                                 camera_blocks)
+    from trainer.cuda import CudaAdam
+
+    generator = torch.Generator().manual_seed(31)
+    n = 2000
+    raw = Gaussians(torch.randn(n, 3, generator=generator) * 0.8, torch.randn(n, 1, 3, generator=generator) * 0.5,
+                    torch.randn(n, 15, 3, generator=generator) * 0.2, torch.randn(n, generator=generator),
+                    torch.randn(n, 3, generator=generator) * 0.4 - 3.0, torch.randn(n, 4, generator=generator)).to("cuda")
+    raw.means[:50] = torch.tensor([0.0, 0.0, -10.0], device="cuda")  # behind every camera: culled
+    cameras = [Camera(96, 72, 90, 90, 48, 36, look_at([0.3 * v, 0.2, -3.0], [0, 0, 0])) for v in range(views)]
+    device = torch.device("cuda")
+    camera_data = camera_blocks(cameras, device) if views > 1 else camera_block(cameras[0], device)
+    settings = _settings(3, 1.0, False)
+    params = _raw_parameters(raw)
+    radii = _project_forward(params, camera_data, settings)[5]
+    assert (radii > 0).any() and (radii == 0).any()  # culled rows take the step too (zero gradient)
+    incoming_steps = [[torch.randn(views, n, width, generator=generator).cuda().squeeze(0) for width in (2, 4, 3)]
+                      + [torch.randn(views, n, generator=generator).cuda().squeeze(0)] for _ in range(2)]
+
+    def optimiser(sh_rest):
+        return CudaAdam([{"params": [sh_rest], "lr": 0.0025 / 20, "name": "f_rest"}], lr=0.0, eps=1e-15)
+
+    plain_rest, fused_rest = params[5].clone(), params[5].clone()
+    plain, fused = optimiser(plain_rest), optimiser(fused_rest)
+    for incoming in incoming_steps:
+        grads = _project_backward((*params[:5], plain_rest), camera_data, radii, settings, incoming)
+        plain_rest.grad = grads[5]
+        plain.step()
+        fused_grads = _project_backward((*params[:5], fused_rest), camera_data, radii, settings, incoming,
+                                        fused.fused_step(fused_rest))
+        assert fused_grads[5] is None
+        for got, want in zip(fused_grads[:5], grads[:5]):
+            assert torch.equal(got, want)
+    torch.testing.assert_close(fused_rest, plain_rest, rtol=1e-6, atol=1e-7)
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(fused.state[fused_rest][key], plain.state[plain_rest][key], rtol=1e-6, atol=1e-12)
+    assert float(fused.state[fused_rest]["step"]) == float(plain.state[plain_rest]["step"]) == 2.0
+    assert not torch.equal(fused_rest, params[5])
+
+    # Overflowed (7 pairs counted, room for 6): the kernel leaves everything as it was.
+    before = [fused_rest.clone(), fused.state[fused_rest]["exp_avg"].clone(), fused.state[fused_rest]["exp_avg_sq"].clone()]
+    count = torch.tensor([7], dtype=torch.int64, device="cuda")
+    _project_backward((*params[:5], fused_rest), camera_data, radii, settings, incoming_steps[0],
+                      fused.fused_step(fused_rest), (count, 6))
+    fused.undo_fused_step(fused_rest)
+    after = [fused_rest, fused.state[fused_rest]["exp_avg"], fused.state[fused_rest]["exp_avg_sq"]]
+    assert all(torch.equal(a, b) for a, b in zip(after, before))
+    assert float(fused.state[fused_rest]["step"]) == 2.0
+
+
+@needs_fast_path
+@pytest.mark.cuda
+def test_training_fuses_the_sh_rest_step_only_where_the_reference_allows(tmp_path, shared_data, monkeypatch):
+    """In a training run the rasterizer's backward takes the sh_rest step except at densification
+    iterations (the parameters are replaced and take no step), test and save iterations (the
+    model is read before the step) and the last iteration; sh_rest's step count ends equal to
+    the positions'. A step whose render outgrew the pair budget is redone with the same result as
+    an unfused step."""
+    from rasterizer.cuda import PairBudget
+    from trainer.batching import Step
+    from trainer.config import parse_args
+    from trainer.cuda import CudaAdam
+    from trainer.train import Trainer
+
+    fused_at: list[int] = []
+    original = Trainer._sh_rest_step
+
+    def spy(self, step):
+        result = original(self, step)
+        if result is not None:
+            fused_at.append(step.first)
+        return result
+
+    monkeypatch.setattr(Trainer, "_sh_rest_step", spy)
+    config = parse_args(["-s", str(shared_data("shapes")), "-m", str(tmp_path / "m"), "-r", "4", "-w",
+                         "--iterations", "120", "--densify_from_iter", "20", "--densification_interval", "30",
+                         "--test_iterations", "50", "--save_iterations", "70", "--quiet", "--disable_viewer",
+                         "--random_init_points", "3000", "--backend", "cuda"])
+    trainer = Trainer(config)
+    trainer.setup()
+    assert trainer.run().status == "completed"
+    assert isinstance(trainer.model.optimizer, CudaAdam)
+    assert sorted(set(range(1, 121)) - set(fused_at)) == [30, 50, 60, 70, 90, 120]
+    optimizer, params = trainer.model.optimizer, trainer.model.params
+    assert float(optimizer.state[params["f_rest"]]["step"]) == float(optimizer.state[params["xyz"]]["step"])
+
+    # Step 121 (of now 1000), once unfused with an exact sort, once fused through a budget too
+    # small for it: the redo takes the step once, as the unfused one did.
+    trainer.config.optimization.iterations = 1000
+    view = trainer.scene.train_views[3]
+    gt = trainer.scene.images.get(view.index)
+    start = {name: (p.detach().clone(), {k: v.clone() for k, v in optimizer.state[p].items()})
+             for name, p in params.items()}
+    results = []
+    for fuse, budget in ((False, None), (True, PairBudget(headroom=1.0, minimum=1))):
+        for name, (value, state) in start.items():
+            params[name].data.copy_(value)
+            for key, tensor in state.items():
+                optimizer.state[params[name]][key].copy_(tensor)
+        if budget is not None:
+            budget.grow(1)  # room for one pair: the render overflows
+        trainer.fuse_sh_rest_step, trainer.pair_budget = fuse, budget
+        optimizer.zero_grad(set_to_none=True)
+        trainer._forward_backward(Step(121, 121), [view], [gt], trainer.background)
+        assert (params["f_rest"].grad is None) == fuse
+        trainer.model.step()
+        results.append({name: (p.detach().clone(), float(optimizer.state[p]["step"])) for name, p in params.items()})
+    trainer.scene.close()
+    assert budget.overflows == 1
+    for name, (value, step) in results[0].items():
+        value2, step2 = results[1][name]
+        assert step2 == step == float(start[name][1]["step"]) + 1, name
+        moved, moved2 = value - start[name][0], value2 - start[name][0]
+        assert ((moved2 - moved).norm() / moved.norm().clamp_min(1e-20)).item() <= 1e-3, name
+
+
 def train_and_evaluate(source, model_path, seed: int, fast: bool, more_args: Sequence[str] = ()) -> tuple[float, int]:
     """Test PSNR (dB) and Gaussian count of 2k steps on ``source`` at -r 2 with a white
     background, the fast path (fused loss and statistics, budgeted sort) or the PyTorch path,

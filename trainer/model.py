@@ -239,10 +239,13 @@ class GaussianModel:
         self.denom.add_(visible.to(self.denom.dtype))
 
     @torch.no_grad()
-    def add_gradients(self, grads: Sequence[Tensor]) -> None:
+    def add_gradients(self, grads: Sequence[Tensor | None]) -> None:
         """Add gradients computed outside autograd, in :class:`Gaussians` field order (means,
-        log_scales, quaternions, opacity_logits, sh_dc, sh_rest), to the parameters' ``.grad``."""
+        log_scales, quaternions, opacity_logits, sh_dc, sh_rest), to the parameters' ``.grad``; a
+        None is no gradient (a parameter whose step the rasterizer's backward took)."""
         for name, grad in zip(("xyz", "scaling", "rotation", "opacity", "f_dc", "f_rest"), grads):
+            if grad is None:
+                continue
             param = self.params[name]
             if param.grad is None:
                 param.grad = grad

@@ -236,6 +236,12 @@ class Trainer:
         # statistics, and a PairBudget that sizes the rasterizer's sort without a host wait.
         self.fused_kernels = False
         self.pair_budget = None
+        # With the fused kernels, the higher SH coefficients take their Adam step in the
+        # rasterizer's backward where it can (see _sh_rest_step): the same update, and their
+        # gradient (the largest, 180 bytes a Gaussian) never stored at the step's memory peak.
+        self.fuse_sh_rest_step = True
+        self._fused_param: torch.Tensor | None = None   # the parameter whose step this try took
+        self._events: dict[str, set[int]] = {"test": set(), "save": set(), "checkpoint": set()}  # set by run()
         #: ``phase(name)`` wraps each part of a step (data, render, loss, backward, wait,
         #: densify, optimizer); a profiler may replace it with ``torch.profiler.record_function``.
         self.phase: Callable[[str], contextlib.AbstractContextManager] = _no_phase
@@ -522,6 +528,8 @@ class Trainer:
                 if not overflowed:
                     return result
                 self.model.optimizer.zero_grad(set_to_none=True)
+                if self._fused_param is not None:  # the kernel skipped the step: take its count back
+                    self.model.optimizer.undo_fused_step(self._fused_param)
         except (KeyboardInterrupt, _Stop):
             raise
         except Exception as error:
@@ -594,11 +602,31 @@ class Trainer:
                 loss, stats, grad_image = fused_photometric_loss_on_canvas(out.image, truths, background,
                                                                            opt.lambda_dssim)
             self._check_finite(step.first, loss)
+        sh_rest_step = self._sh_rest_step(step)
+        self._fused_param = None if sh_rest_step is None else sh_rest_step.param
         with self.phase("backward"):
-            model.add_gradients(rendered.backward(grad_image))
+            if sh_rest_step is not None:
+                self.mutating = True  # the model changes from here to the end of the step
+            model.add_gradients(rendered.backward(grad_image, sh_rest_step))
         if len(views) == 1:
             return [ScreenStatistics(out.means2d.grad, out.radii, cameras[0].width, cameras[0].height)], stats
         return screen_statistics(out.means2d.grad, out.radii, cameras), stats
+
+    def _sh_rest_step(self, step: Step):
+        """The Adam step of the higher SH coefficients for the rasterizer's backward to take
+        (``CudaAdam.fused_step``), or None where the step must be the optimiser's: where the
+        model is read between the backward and the optimiser (a test or save iteration), where
+        densification replaces the parameters (they then take no step, as in the reference), at
+        the last iteration (no step), or with another optimiser."""
+        from trainer.cuda import CudaAdam  # noqa: PLC0415 - optional (cuda-bindings)
+
+        param = self.model.params["f_rest"]
+        optimizer = self.model.optimizer
+        if (not self.fuse_sh_rest_step or not isinstance(optimizer, CudaAdam) or param.numel() == 0
+                or not optimizer.can_fuse(param) or step.last >= self.config.optimization.iterations
+                or self._densify_views(step) or step.hits(self._events["test"]) or step.hits(self._events["save"])):
+            return None
+        return optimizer.fused_step(param)
 
     def _check_finite(self, it: int, loss: torch.Tensor) -> None:
         if self.config.pipeline.debug and not torch.isfinite(loss):
@@ -613,7 +641,7 @@ class Trainer:
                 model.add_render_statistics(screen.means2d_grad, screen.radii, screen.width, screen.height,
                                             fused=self.fused_kernels)
         views = [v for v in step.views() if v < opt.densify_until_iter]
-        densify_at = [v for v in views if v > opt.densify_from_iter and v % opt.densification_interval == 0]
+        densify_at = self._densify_views(step)
         if densify_at:
             size_threshold = SIZE_THRESHOLD if densify_at[-1] > opt.opacity_reset_interval else None
             report = model.densify_and_prune(opt.densify_grad_threshold, MIN_OPACITY, self.scene.extent,
@@ -626,6 +654,12 @@ class Trainer:
         if any(v % opt.opacity_reset_interval == 0 or (self.config.model.white_background and v == opt.densify_from_iter)
                for v in views):
             model.reset_opacity()
+
+    def _densify_views(self, step: Step) -> list[int]:
+        """The views of the step at which the reference densifies and prunes."""
+        opt = self.config.optimization
+        return [v for v in step.views() if opt.densify_from_iter < v < opt.densify_until_iter
+                and v % opt.densification_interval == 0]
 
     # ----- progress, evaluation -----------------------------------------------------------------------
     @contextlib.contextmanager

@@ -33,6 +33,7 @@ CPU queues the next step while the GPU still runs this one.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
@@ -43,7 +44,8 @@ from ..reference import FRUSTUM_GUARD, TILE_SIZE
 from ..render import RenderOutput
 from .compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, KernelError, load_module
 
-__all__ = ["is_available", "render_cuda", "render_for_training", "TrainingRender", "KernelError", "PairBudget"]
+__all__ = ["is_available", "render_cuda", "render_for_training", "TrainingRender", "KernelError", "PairBudget",
+           "FusedAdamStep"]
 
 _SOURCE = "splat.cu"
 _THREADS = 256
@@ -137,6 +139,41 @@ def _ptr(tensor: torch.Tensor) -> tuple:
     return (tensor.data_ptr(), POINTER)
 
 
+def _ptr_or_null(tensor: torch.Tensor | None) -> tuple:
+    return (tensor.data_ptr(), POINTER) if tensor is not None else (0, POINTER)
+
+
+@dataclass(frozen=True)
+class FusedAdamStep:
+    """One Adam step for the higher SH coefficients (``sh_rest``), taken by the projection's
+    backward where it computes their gradient (``adam.cuh``), so that the gradient is never
+    stored (180 of a Gaussian's 236 gradient bytes, at the training step's memory peak).
+
+    ``param`` must be the very tensor rendered (updated in place); ``exp_avg`` and
+    ``exp_avg_sq`` are its Adam moments (same shape, contiguous, float32); the scalars are those
+    of ``torch.optim.Adam``'s step: ``step_size = lr / (1 - beta1^step)`` and
+    ``bias_correction2_sqrt = sqrt(1 - beta2^step)`` for the step count after this step.
+    ``trainer.cuda.CudaAdam.fused_step`` makes one."""
+
+    param: torch.Tensor
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    beta1: float
+    beta2: float
+    eps: float
+    step_size: float
+    bias_correction2_sqrt: float
+
+    def arguments(self) -> list[tuple]:
+        """The kernel arguments after ``grad_sh_rest``, as ``project_backward`` takes them."""
+        return [_ptr(self.exp_avg), _ptr(self.exp_avg_sq), (self.beta1, FLOAT), (self.beta2, FLOAT),
+                (self.eps, FLOAT), (self.step_size, FLOAT), (self.bias_correction2_sqrt, FLOAT)]
+
+
+# project_backward's fused-update arguments when there is no update.
+_NO_ADAM_STEP = [(0, POINTER), (0, POINTER)] + [(0.0, FLOAT)] * 5
+
+
 @functools.lru_cache(maxsize=1024)
 def camera_block(camera: Camera, device: torch.device) -> torch.Tensor:
     """float32[25] as ``splat.cu``'s ``CameraBlock``: R, t, centre, fx, fy, cx, cy, ratio clamps,
@@ -197,27 +234,40 @@ def _project_forward(params: tuple, camera_data: torch.Tensor, settings: tuple) 
 
 
 def _project_backward(params: tuple, camera_data: torch.Tensor, radii: torch.Tensor, settings: tuple,
-                      incoming: list) -> list[torch.Tensor]:
+                      incoming: list, sh_rest_step: FusedAdamStep | None = None,
+                      pairs: tuple[torch.Tensor, int] | None = None) -> list[torch.Tensor | None]:
     """Gradients of the six raw parameters from those of (means2d, conic_opacity, colors,
-    inv_depths), summed over the views of a batch; a ``None`` in ``incoming`` is a zero gradient."""
+    inv_depths), summed over the views of a batch; a ``None`` in ``incoming`` is a zero gradient.
+    With ``sh_rest_step``, ``sh_rest`` takes that Adam step instead and its gradient (the last
+    entry) is None; ``pairs`` (the render's device pair count and the capacity it was given, see
+    :func:`_rasterize_forward`) then skips the step on the GPU when the render overflowed."""
     degree, scale_mod, antialiasing = settings
     means, sh_rest = params[0], params[5]
     n, k_rest = means.shape[0], sh_rest.shape[1]
     views = _views(camera_data)
     # Written in full by the kernel (zeros for culled Gaussians): no zero-fill needed.
-    grads = [torch.empty_like(t) for t in params]
+    grads: list[torch.Tensor | None] = [torch.empty_like(t) for t in params[:5]]
+    grads.append(torch.empty_like(sh_rest) if sh_rest_step is None or views > 1 else None)
     incoming = [g.contiguous() if g is not None else torch.zeros(views * n * width, device=means.device)
                 for g, width in zip(incoming, (2, 4, 3, 1))]
+    fused = _NO_ADAM_STEP if sh_rest_step is None else sh_rest_step.arguments()
+    count, capacity = pairs if sh_rest_step is not None and pairs is not None else (None, 0)
     _module(means.device).launch("project_backward", _grid(n), (_THREADS,), [
         (n, INT), (views, INT), (k_rest, INT), (degree, INT), (scale_mod, FLOAT), (int(antialiasing), INT),
-        _ptr(camera_data), *map(_ptr, params), _ptr(radii), *map(_ptr, incoming), *map(_ptr, grads)])
+        _ptr(camera_data), *map(_ptr, params), _ptr(radii), *map(_ptr, incoming), *map(_ptr_or_null, grads),
+        *fused, _ptr_or_null(count), (capacity, LONGLONG)])
+    if sh_rest_step is not None:
+        grads[5] = None
     return grads
 
 
 def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, depths, rects, touched,
                        size: tuple[int, int], budget: "PairBudget | None"):
     """Screen-space Gaussians ([N, ...] rows, or [V, N, ...] for a batch of V views) -> (image
-    [3, H, W] or [V, 3, H, W], alpha, inv_depth, state for the backward)."""
+    [3, H, W] or [V, 3, H, W], alpha, inv_depth, state for the backward, pairs). ``pairs`` is
+    (the pair count as a device int64 [1], the capacity the render was given) for a render
+    through a budget, which overflowed when the count exceeds the capacity; None when the
+    capacity was the exact count."""
     width, height = size
     device = means2d.device
     tiles_x, tiles_y = _tile_grid(width, height)
@@ -235,6 +285,7 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
     offsets = torch.cumsum(touched.reshape(-1)[depth_order], 0, dtype=torch.int64)
     bits = 16 if views * tiles_x * tiles_y <= _MAX_TILES_16 else 32
     key_type = torch.int16 if bits == 16 else torch.int32
+    pairs = None
     if n == 0:
         capacity = 0
     elif budget is None or budget.capacity == 0:
@@ -243,6 +294,7 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
             budget.grow(capacity)  # the first render through the budget: read synchronously
     else:
         capacity = budget.reserve(offsets[-1:])
+        pairs = (offsets[-1:], capacity)
     # Slots past the last pair (a budgeted render's spare room) get a sentinel key, written
     # by the kernel, that sorts after every tile.
     keys = torch.empty(capacity, dtype=key_type, device=device)
@@ -265,7 +317,7 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
         (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
         _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(image),
         _ptr(transmittance), _ptr(alpha), _ptr(inv_depth), _ptr(last)])
-    return image, alpha, inv_depth, (ranges, point_list, transmittance, last)
+    return image, alpha, inv_depth, (ranges, point_list, transmittance, last), pairs
 
 
 def _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, state, size: tuple[int, int],
@@ -319,8 +371,8 @@ class _Project(torch.autograd.Function):
 class _Rasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conic_opacity, colors, inv_depths, background, depths, rects, touched, size, budget):
-        image, alpha, inv_depth, state = _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background,
-                                                            depths, rects, touched, size, budget)
+        image, alpha, inv_depth, state, _ = _rasterize_forward(means2d, conic_opacity, colors, inv_depths,
+                                                               background, depths, rects, touched, size, budget)
         ctx.save_for_backward(means2d, conic_opacity, colors, inv_depths, background, *state)
         ctx.size = size
         return image, alpha, inv_depth
@@ -380,22 +432,30 @@ class TrainingRender:
     :meth:`backward` fills ``output.means2d.grad`` and returns the raw parameters' gradients."""
 
     def __init__(self, output: RenderOutput, params: tuple, camera_data: torch.Tensor, settings: tuple,
-                 projection: tuple, background: torch.Tensor, state: tuple, size: tuple[int, int]):
+                 projection: tuple, background: torch.Tensor, state: tuple, size: tuple[int, int],
+                 pairs: tuple[torch.Tensor, int] | None = None):
         """``projection``: (means2d, conic_opacity, colors, inv_depths, radii), what the backward
-        reads of the projection's outputs."""
+        reads of the projection's outputs; ``state`` and ``pairs`` as :func:`_rasterize_forward`
+        returns them."""
         self.output = output
-        self._saved = (params, camera_data, settings, projection, background, state, size)
+        self._saved = (params, camera_data, settings, projection, background, state, size, pairs)
 
-    def backward(self, grad_image: torch.Tensor) -> list[torch.Tensor]:
+    def backward(self, grad_image: torch.Tensor, sh_rest_step: FusedAdamStep | None = None
+                 ) -> list[torch.Tensor | None]:
         """Gradients of (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest) from
         d loss / d image ([3, H, W], or [V, 3, H, W] for a batch: the gradients are summed over
-        its views); call it once."""
-        params, camera_data, settings, projection, background, state, size = self._saved
+        its views); call it once. With ``sh_rest_step``, the rendered ``sh_rest`` takes that Adam
+        step on the GPU instead (its gradient is returned as None), unless the render outgrew
+        its pair budget (then nothing moves, and the caller, which renders again, undoes the
+        step's count)."""
+        params, camera_data, settings, projection, background, state, size, pairs = self._saved
+        if sh_rest_step is not None and sh_rest_step.param.data_ptr() != params[5].data_ptr():
+            raise ValueError("the fused SH step's parameter is not the sh_rest tensor that was rendered")
         means2d, conic_opacity, colors, inv_depths, radii = projection
         incoming = _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, state, size,
                                        grad_image)
         self.output.means2d.grad = incoming[0]
-        return _project_backward(params, camera_data, radii, settings, incoming)
+        return _project_backward(params, camera_data, radii, settings, incoming, sh_rest_step, pairs)
 
 
 def render_for_training(gaussians: Gaussians, camera: Camera | list[Camera], background: torch.Tensor,
@@ -427,10 +487,11 @@ def render_for_training(gaussians: Gaussians, camera: Camera | list[Camera], bac
     with torch.no_grad():
         projection = _project_forward(params, camera_data, settings)
         means2d, conic_opacity, colors, inv_depths, depths, radii, rects, touched = projection
-        image, alpha, inv_depth, state = _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background,
-                                                            depths, rects, touched, size, pair_budget)
+        image, alpha, inv_depth, state, pairs = _rasterize_forward(means2d, conic_opacity, colors, inv_depths,
+                                                                   background, depths, rects, touched, size,
+                                                                   pair_budget)
     output = RenderOutput(image, alpha, inv_depth, radii, means2d)
     # Depths, tile rectangles and tile counts (24 bytes a Gaussian) are not kept for the backward,
     # the step's memory peak.
     kept = (means2d, conic_opacity, colors, inv_depths, radii)
-    return TrainingRender(output, params, camera_data, settings, kept, background, state, size)
+    return TrainingRender(output, params, camera_data, settings, kept, background, state, size, pairs)

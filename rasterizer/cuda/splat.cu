@@ -21,6 +21,8 @@
 // over the views and sums their gradients per Gaussian (no atomics: deterministic). V = 1 is
 // the single-camera render.
 
+#include "adam.cuh"
+
 #define TILE 16
 #define BLOCK_SIZE (TILE * TILE)
 #define NEAR_PLANE 0.2f
@@ -912,17 +914,26 @@ __device__ void project_backward_one(
 // Per-Gaussian gradient of the projection (the maths is in project_backward_one), summed over
 // the ``views`` cameras of a batch in view order: camera v is camera[CAMERA_FLOATS v ...], and the radii
 // and incoming gradients of view v are rows v * N ... of theirs.
+//
+// Fused SH update: with rest_exp_avg non-null, the higher SH coefficients (sh_rest) take their
+// Adam step here (adam.cuh, with the scalars given) instead of having their gradient written:
+// 180 of a Gaussian's 236 gradient bytes are never stored. grad_sh_rest is then read and written
+// only for the views before the last of a batch (it may be null for one view). pair_count (a
+// device count, or null) against pair_capacity says whether the render fitted its pair budget;
+// when it did not, nothing is updated.
 #define MAX_REST (15 * 3)
 
 extern "C" __global__ void __launch_bounds__(256) project_backward(
     int N, int views, int k_rest, int degree, float scale_mod, int antialiasing,
     const float* __restrict__ camera, const float* __restrict__ means, const float* __restrict__ log_scales,
     const float* __restrict__ quaternions, const float* __restrict__ opacity_logits,
-    const float* __restrict__ sh_dc, const float* __restrict__ sh_rest, const int* __restrict__ radii, const float* __restrict__ grad_means2d,
+    const float* __restrict__ sh_dc, float* sh_rest, const int* __restrict__ radii, const float* __restrict__ grad_means2d,
     const float* __restrict__ grad_conic_opacity, const float* __restrict__ grad_colors,
     const float* __restrict__ grad_inv_depths,
     float* __restrict__ grad_means, float* __restrict__ grad_scales, float* __restrict__ grad_rotations,
-    float* __restrict__ grad_opacities, float* __restrict__ grad_sh_dc, float* __restrict__ grad_sh_rest) {
+    float* __restrict__ grad_opacities, float* __restrict__ grad_sh_dc, float* __restrict__ grad_sh_rest,
+    float* __restrict__ rest_exp_avg, float* __restrict__ rest_exp_avg_sq, float beta1, float beta2, float eps,
+    float step_size, float bias_correction2_sqrt, const long long* __restrict__ pair_count, long long pair_capacity) {
     // The block's SH rows are contiguous in memory: copy them in (and the gradients out)
     // cooperatively, so that global accesses are coalesced; each thread then works on its own
     // row in shared memory (an odd row stride of 45 floats avoids bank conflicts at degree 3).
@@ -955,9 +966,16 @@ extern "C" __global__ void __launch_bounds__(256) project_backward(
             for (int j = 0; j < row; j++) my_rest[j] = 0.f;
         }
         __syncthreads();
+        bool update = rest_exp_avg != nullptr && view == views - 1;
+        // A render that outgrew its pair budget has incomplete gradients and is done again by
+        // the caller: the parameters must not move (uniform across the grid).
+        if (update && pair_count != nullptr && *pair_count > pair_capacity) return;
+        AdamSettings adam = {beta1, beta2, eps, step_size, bias_correction2_sqrt};
         for (int i = threadIdx.x; i < rows * row; i += blockDim.x) {
             long long at = (long long)first * row + i;
-            grad_sh_rest[at] = accumulate ? grad_sh_rest[at] + s_rest[i] : s_rest[i];
+            float g = accumulate ? grad_sh_rest[at] + s_rest[i] : s_rest[i];
+            if (update) adam_update(adam, g, sh_rest + at, rest_exp_avg + at, rest_exp_avg_sq + at);
+            else grad_sh_rest[at] = g;
         }
     }
 }

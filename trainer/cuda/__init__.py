@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from rasterizer.cuda import is_available
+from rasterizer.cuda import FusedAdamStep, is_available
 from rasterizer.cuda.compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, load_module
 from trainer.batching import ints_on
 
@@ -237,35 +237,78 @@ class CudaAdam(torch.optim.Adam):
     rounding. ``step`` counters stay on the CPU (as torch's non-fused Adam keeps them), so the
     bias corrections need no GPU read. Float32 CUDA parameters only; groups with weight decay,
     amsgrad or maximize fall back to torch's own step.
+
+    :meth:`fused_step` hands one parameter's step to the rasterizer's backward instead (the
+    same update, ``adam.cuh``, taken where the gradient is computed); that parameter then has no
+    ``.grad`` and :meth:`step` passes over it.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, lr=lr, betas=betas, eps=eps, foreach=False)
 
+    def _plain(self) -> bool:
+        """Whether every group is plain Adam (what adam.cu implements)."""
+        return not any(group["weight_decay"] or group["amsgrad"] or group["maximize"] for group in self.param_groups)
+
+    def _group_of(self, param: torch.Tensor) -> dict:
+        for group in self.param_groups:
+            if any(p is param for p in group["params"]):
+                return group
+        raise ValueError("the parameter is not one of this optimiser's")
+
+    def _advance(self, param: torch.Tensor, group: dict) -> tuple[dict, float, float]:
+        """Count one more step of ``param`` (creating its state at the first); returns the state
+        and torch's (step_size, bias_correction2_sqrt) for it."""
+        state = self.state[param]
+        if len(state) == 0:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        elif state["step"].device.type != "cpu":  # e.g. restored from a fused Adam's state
+            state["step"] = state["step"].cpu()
+        state["step"] += 1
+        beta1, beta2 = group["betas"]
+        step = float(state["step"])
+        return state, group["lr"] / (1.0 - beta1 ** step), (1.0 - beta2 ** step) ** 0.5
+
+    def can_fuse(self, param: torch.Tensor) -> bool:
+        """Whether :meth:`fused_step` may take ``param``'s step (plain Adam, a contiguous float32
+        CUDA tensor whose moments, if any, are contiguous too)."""
+        state = self.state.get(param, {})
+        tensors = [param] + [state[key] for key in ("exp_avg", "exp_avg_sq") if key in state]
+        return (self._plain() and param.is_cuda and param.dtype == torch.float32
+                and all(t.is_contiguous() for t in tensors))
+
+    @torch.no_grad()
+    def fused_step(self, param: torch.Tensor) -> FusedAdamStep:
+        """This step of ``param`` for ``rasterizer.cuda.TrainingRender.backward`` to take: counts
+        the step and returns its moments and scalars. Call :meth:`undo_fused_step` if the
+        backward did not take it (a render that outgrew its pair budget)."""
+        if not self.can_fuse(param):
+            raise ValueError("this parameter's step cannot be fused (see CudaAdam.can_fuse)")
+        group = self._group_of(param)
+        state, step_size, bias_correction2_sqrt = self._advance(param, group)
+        beta1, beta2 = group["betas"]
+        return FusedAdamStep(param, state["exp_avg"], state["exp_avg_sq"], beta1, beta2, group["eps"], step_size,
+                             bias_correction2_sqrt)
+
+    def undo_fused_step(self, param: torch.Tensor) -> None:
+        """Take back the count of a :meth:`fused_step` that was not applied."""
+        self.state[param]["step"] -= 1
+
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         if closure is not None:
             raise ValueError("CudaAdam does not take a closure")
-        for group in self.param_groups:
-            if group["weight_decay"] or group["amsgrad"] or group["maximize"]:
-                super().step()
-                return None
+        if not self._plain():
+            super().step()
+            return None
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for param in group["params"]:
                 if param.grad is None:
                     continue
-                state = self.state[param]
-                if len(state) == 0:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                elif state["step"].device.type != "cpu":  # e.g. restored from a fused Adam's state
-                    state["step"] = state["step"].cpu()
-                state["step"] += 1
-                step = float(state["step"])
-                step_size = group["lr"] / (1.0 - beta1 ** step)
-                bias_correction2_sqrt = (1.0 - beta2 ** step) ** 0.5
+                state, step_size, bias_correction2_sqrt = self._advance(param, group)
                 grad = param.grad if param.grad.is_contiguous() else param.grad.contiguous()
                 n = param.numel()
                 _module(ADAM_SOURCE, param.device).launch(

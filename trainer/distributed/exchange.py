@@ -360,7 +360,7 @@ class CudaExchange:
             inputs = [column.reshape(len(mine), world * room, *column.shape[3:])
                       for column in _unpacked(received.transpose(0, 1))]
             size = canvas_size([cameras[b] for b in mine])
-            canvas, _, _, state = _rasterize_forward(*inputs[:4], background, *inputs[4:], size, pair_budget)
+            canvas, _, _, state, _ = _rasterize_forward(*inputs[:4], background, *inputs[4:], size, pair_budget)
             for j, b in enumerate(mine):
                 images[b] = canvas[j, :, :cameras[b].height, :cameras[b].width]
             render = (inputs[:4], state, size)
