@@ -23,7 +23,8 @@ before/after table); a trainer without phases reports wall, GPU busy and idle on
 ``--train_args "--iterations N"`` sets the run's length (what its schedules scale to, e.g.
 ``--fast``'s resolution schedule) without measuring more: the run stops after the last window.
 ``--memory`` adds the most GPU memory allocated while in each phase over the whole run
-(warm-up included), with the model's size then: where a run's memory peak comes from.
+(warm-up included), with the model's size then: where a run's memory peak comes from; and
+the pair budget's largest count and capacity (the tile sort's buffers are sized by it).
 """
 
 from __future__ import annotations
@@ -231,6 +232,7 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         trainer.run()
         trainer.scene.close()
+        budget, final_count = state.get("fast", (None, None))[1], len(trainer.model)
     print(f"$ python {' '.join(sys.argv)}")
     print(f"machine: {torch.cuda.get_device_name()} | torch {torch.__version__} | Python {platform.python_version()}"
           f" | trainer from {args.code}")
@@ -252,6 +254,9 @@ def main(argv=None) -> int:
               + " | ".join(cells) + " |", flush=True)
     if clock.peaks:
         print("\n".join(memory_lines(setup_bytes, clock.peaks)))
+        if budget is not None:  # the sort's buffers are sized by its capacity
+            print(f"pair budget: largest render {budget.largest} (tile, Gaussian) pairs, capacity {budget.capacity} "
+                  f"({budget.capacity / max(final_count, 1):.1f} a Gaussian at the end, {final_count})")
     for path, row in results.items():
         top = sorted(row.get("kernel_ms", {}).items(), key=lambda item: -item[1])[:args.kernels]
         if top:
