@@ -248,6 +248,9 @@ def test_budget_overflow_redo_gives_the_exact_gradients(tmp_path, shared_data):
     trainer = Trainer(config)
     trainer.setup()
     trainer.run()  # some steps, so that the gradients are not trivial
+    # Step 31 of a longer run (the last one computes no parameter gradients), every gradient
+    # stored (the fused SH step has its own test).
+    trainer.config.optimization.iterations, trainer.fuse_sh_rest_step = 1000, False
     view = trainer.scene.train_views[3]
     gt = trainer.scene.images.get(view.index)
     results = []
@@ -453,6 +456,7 @@ def test_batched_step_fused_matches_autograd(tmp_path, shared_data):
     trainer = Trainer(config)
     trainer.setup()
     trainer.run()
+    trainer.config.optimization.iterations, trainer.fuse_sh_rest_step = 1000, False  # as in the test above
     views = [trainer.scene.train_views[i] for i in (1, 4, 7, 9)]
     gts = [trainer.scene.images.get(view.index) for view in views]
     results = []
@@ -571,27 +575,30 @@ def test_fused_sh_rest_step_is_the_optimisers_step(views):
 @needs_fast_path
 @pytest.mark.cuda
 def test_training_fuses_the_sh_rest_step_only_where_the_reference_allows(tmp_path, shared_data, monkeypatch):
-    """In a training run the rasterizer's backward takes the sh_rest step except at densification
-    iterations (the parameters are replaced and take no step), test and save iterations (the
-    model is read before the step) and the last iteration; sh_rest's step count ends equal to
-    the positions'. A step whose render outgrew the pair budget is redone with the same result as
-    an unfused step."""
+    """In a training run the rasterizer's backward takes the sh_rest step at every iteration
+    whose update reads the gradients; at densification iterations (the parameters are replaced
+    and take no step) and the last one (no step) it computes no parameter gradient at all. Test
+    and save iterations fuse too: their report and PLY come before the render. sh_rest's step
+    count ends equal to the positions'. A step whose render outgrew the pair budget is redone
+    with the same result as an unfused step."""
     from rasterizer.cuda import PairBudget
     from trainer.batching import Step
     from trainer.config import parse_args
     from trainer.cuda import CudaAdam
     from trainer.train import Trainer
 
-    fused_at: list[int] = []
-    original = Trainer._sh_rest_step
+    without_gradients: list[int] = []
+    fused: list[bool] = []
+    needed, fuse = Trainer._parameter_gradients_needed, Trainer._sh_rest_step
 
-    def spy(self, step):
-        result = original(self, step)
-        if result is not None:
-            fused_at.append(step.first)
-        return result
+    def needed_spy(self, step):
+        if not needed(self, step):
+            without_gradients.append(step.first)
+            return False
+        return True
 
-    monkeypatch.setattr(Trainer, "_sh_rest_step", spy)
+    monkeypatch.setattr(Trainer, "_parameter_gradients_needed", needed_spy)
+    monkeypatch.setattr(Trainer, "_sh_rest_step", lambda self: fused.append(True) or fuse(self))
     config = parse_args(["-s", str(shared_data("shapes")), "-m", str(tmp_path / "m"), "-r", "4", "-w",
                          "--iterations", "120", "--densify_from_iter", "20", "--densification_interval", "30",
                          "--test_iterations", "50", "--save_iterations", "70", "--quiet", "--disable_viewer",
@@ -600,7 +607,8 @@ def test_training_fuses_the_sh_rest_step_only_where_the_reference_allows(tmp_pat
     trainer.setup()
     assert trainer.run().status == "completed"
     assert isinstance(trainer.model.optimizer, CudaAdam)
-    assert sorted(set(range(1, 121)) - set(fused_at)) == [30, 50, 60, 70, 90, 120]
+    assert without_gradients == [30, 60, 90, 120] and len(fused) == 116
+    assert sorted(trainer.metrics) == [50] and (tmp_path / "m" / "point_cloud" / "iteration_70").is_dir()
     optimizer, params = trainer.model.optimizer, trainer.model.params
     assert float(optimizer.state[params["f_rest"]]["step"]) == float(optimizer.state[params["xyz"]]["step"])
 

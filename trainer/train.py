@@ -453,6 +453,15 @@ class Trainer:
         model.update_learning_rate(it)
         for _ in range(step.multiples(SH_DEGREE_INTERVAL)):
             model.oneup_sh_degree()
+        # The reference reports and saves iteration N after its backward, before its densification
+        # and update: the model as it is now, before the render (which changes nothing of it, except
+        # a step the rasterizer's backward may take, see _sh_rest_step).
+        with torch.no_grad():
+            for view in step.hits(self._events["test"]):
+                self._report(view)
+            for view in step.hits(self._events["save"]):
+                self.log(f"\n[ITER {view}] Saving Gaussians")
+                self._save_ply(view)
         with self.phase("data"):
             views = [self.scene.train_views[self.sampler.next()] for _ in range(step.size)]
             upcoming = self.sampler.upcoming(max(PREFETCH_VIEWS, 2 * step.size))
@@ -469,11 +478,6 @@ class Trainer:
             for row in range(step.size):
                 self._stats.record(stats[row, :2])  # (loss, MSE), read back later without a wait
             self._progress_update(step)
-            for view in step.hits(self._events["test"]):
-                self._report(view)
-            for view in step.hits(self._events["save"]):
-                self.log(f"\n[ITER {view}] Saving Gaussians")
-                self._save_ply(view)
             self.mutating = True
             if it < opt.densify_until_iter:
                 with self.phase("densify"):
@@ -602,29 +606,34 @@ class Trainer:
                 loss, stats, grad_image = fused_photometric_loss_on_canvas(out.image, truths, background,
                                                                            opt.lambda_dssim)
             self._check_finite(step.first, loss)
-        sh_rest_step = self._sh_rest_step(step)
+        needed = self._parameter_gradients_needed(step)
+        sh_rest_step = self._sh_rest_step() if needed else None
         self._fused_param = None if sh_rest_step is None else sh_rest_step.param
         with self.phase("backward"):
             if sh_rest_step is not None:
                 self.mutating = True  # the model changes from here to the end of the step
-            model.add_gradients(rendered.backward(grad_image, sh_rest_step))
+            model.add_gradients(rendered.backward(grad_image, sh_rest_step, parameters=needed))
         if len(views) == 1:
             return [ScreenStatistics(out.means2d.grad, out.radii, cameras[0].width, cameras[0].height)], stats
         return screen_statistics(out.means2d.grad, out.radii, cameras), stats
 
-    def _sh_rest_step(self, step: Step):
+    def _parameter_gradients_needed(self, step: Step) -> bool:
+        """Whether the step's update reads the parameters' gradients: not where densification
+        replaces every parameter (they then take no step, as in the reference; only the
+        screen-space gradients feed its statistics), nor at the last iteration (no step). The
+        fast path then leaves out the projection's backward."""
+        return step.last < self.config.optimization.iterations and not self._densify_views(step)
+
+    def _sh_rest_step(self):
         """The Adam step of the higher SH coefficients for the rasterizer's backward to take
-        (``CudaAdam.fused_step``), or None where the step must be the optimiser's: where the
-        model is read between the backward and the optimiser (a test or save iteration), where
-        densification replaces the parameters (they then take no step, as in the reference), at
-        the last iteration (no step), or with another optimiser."""
+        (``CudaAdam.fused_step``), in a step whose update reads the gradients; None with another
+        optimiser (or ``fuse_sh_rest_step`` off), where the optimiser takes it."""
         from trainer.cuda import CudaAdam  # noqa: PLC0415 - optional (cuda-bindings)
 
         param = self.model.params["f_rest"]
         optimizer = self.model.optimizer
         if (not self.fuse_sh_rest_step or not isinstance(optimizer, CudaAdam) or param.numel() == 0
-                or not optimizer.can_fuse(param) or step.last >= self.config.optimization.iterations
-                or self._densify_views(step) or step.hits(self._events["test"]) or step.hits(self._events["save"])):
+                or not optimizer.can_fuse(param)):
             return None
         return optimizer.fused_step(param)
 

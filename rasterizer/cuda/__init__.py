@@ -440,14 +440,15 @@ class TrainingRender:
         self.output = output
         self._saved = (params, camera_data, settings, projection, background, state, size, pairs)
 
-    def backward(self, grad_image: torch.Tensor, sh_rest_step: FusedAdamStep | None = None
-                 ) -> list[torch.Tensor | None]:
+    def backward(self, grad_image: torch.Tensor, sh_rest_step: FusedAdamStep | None = None,
+                 parameters: bool = True) -> list[torch.Tensor | None]:
         """Gradients of (means, log_scales, quaternions, opacity_logits, sh_dc, sh_rest) from
         d loss / d image ([3, H, W], or [V, 3, H, W] for a batch: the gradients are summed over
-        its views); call it once. With ``sh_rest_step``, the rendered ``sh_rest`` takes that Adam
-        step on the GPU instead (its gradient is returned as None), unless the render outgrew
-        its pair budget (then nothing moves, and the caller, which renders again, undoes the
-        step's count)."""
+        its views); call it once. ``output.means2d.grad`` is always filled. With
+        ``sh_rest_step``, the rendered ``sh_rest`` takes that Adam step on the GPU instead (its
+        gradient is returned as None), unless the render outgrew its pair budget (then nothing
+        moves, and the caller, which renders again, undoes the step's count). With
+        ``parameters=False`` the projection's backward is left out: six Nones."""
         params, camera_data, settings, projection, background, state, size, pairs = self._saved
         if sh_rest_step is not None and sh_rest_step.param.data_ptr() != params[5].data_ptr():
             raise ValueError("the fused SH step's parameter is not the sh_rest tensor that was rendered")
@@ -455,6 +456,10 @@ class TrainingRender:
         incoming = _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, state, size,
                                        grad_image)
         self.output.means2d.grad = incoming[0]
+        if not parameters:
+            if sh_rest_step is not None:
+                raise ValueError("a fused SH step needs the parameters' backward (parameters=True)")
+            return [None] * len(params)
         return _project_backward(params, camera_data, radii, settings, incoming, sh_rest_step, pairs)
 
 
