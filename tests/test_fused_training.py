@@ -589,16 +589,16 @@ def test_training_fuses_the_sh_rest_step_only_where_the_reference_allows(tmp_pat
 
     without_gradients: list[int] = []
     fused: list[bool] = []
-    needed, fuse = Trainer._parameter_gradients_needed, Trainer._sh_rest_step
+    gradients_needed, sh_rest_step = Trainer._parameter_gradients_needed, Trainer._sh_rest_step
 
     def needed_spy(self, step):
-        if not needed(self, step):
+        if not gradients_needed(self, step):
             without_gradients.append(step.first)
             return False
         return True
 
     monkeypatch.setattr(Trainer, "_parameter_gradients_needed", needed_spy)
-    monkeypatch.setattr(Trainer, "_sh_rest_step", lambda self: fused.append(True) or fuse(self))
+    monkeypatch.setattr(Trainer, "_sh_rest_step", lambda self: fused.append(True) or sh_rest_step(self))
     config = parse_args(["-s", str(shared_data("shapes")), "-m", str(tmp_path / "m"), "-r", "4", "-w",
                          "--iterations", "120", "--densify_from_iter", "20", "--densification_interval", "30",
                          "--test_iterations", "50", "--save_iterations", "70", "--quiet", "--disable_viewer",
