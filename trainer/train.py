@@ -92,7 +92,10 @@ def at_report_points(views: Iterable[int], action: Callable[["Trainer", int], No
     done, none of that step's. Looked at after the step, the model holds the Gaussians that the
     step's densification cloned and split before any update, and its test PSNR reads lower: on
     shapes (NeRF-synthetic, 400x400) 1.6 dB lower at 3500 views (``bench/RESULTS.md``). Views
-    before the first step (a resumed run) are skipped."""
+    before the first step (a resumed run) are skipped. One difference: hooks run before the
+    step raises the SH degree, so at n = 1000, 2000, 3000 (``SH_DEGREE_INTERVAL``) the action
+    sees one band fewer than the reference's report, which renders after the raise (the
+    trainer's own report does too)."""
     pending = sorted(set(views))
 
     def hook(trainer: "Trainer", first: int) -> None:
