@@ -635,8 +635,7 @@ class Trainer:
 
         param = self.model.params["f_rest"]
         optimizer = self.model.optimizer
-        if (not self.fuse_sh_rest_step or not isinstance(optimizer, CudaAdam) or param.numel() == 0
-                or not optimizer.can_fuse(param)):
+        if not self.fuse_sh_rest_step or not isinstance(optimizer, CudaAdam) or param.numel() == 0:
             return None
         return optimizer.fused_step(param)
 

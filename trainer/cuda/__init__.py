@@ -280,12 +280,13 @@ class CudaAdam(torch.optim.Adam):
                 and all(t.is_contiguous() for t in tensors))
 
     @torch.no_grad()
-    def fused_step(self, param: torch.Tensor) -> FusedAdamStep:
+    def fused_step(self, param: torch.Tensor) -> FusedAdamStep | None:
         """This step of ``param`` for ``rasterizer.cuda.TrainingRender.backward`` to take: counts
-        the step and returns its moments and scalars. Call :meth:`undo_fused_step` if the
+        the step and returns its moments and scalars; None (nothing counted: :meth:`step` takes
+        it) where it cannot be fused (:meth:`can_fuse`). Call :meth:`undo_fused_step` if the
         backward did not take it (a render that outgrew its pair budget)."""
         if not self.can_fuse(param):
-            raise ValueError("this parameter's step cannot be fused (see CudaAdam.can_fuse)")
+            return None
         group = self._group_of(param)
         state, step_size, bias_correction2_sqrt = self._advance(param, group)
         beta1, beta2 = group["betas"]
