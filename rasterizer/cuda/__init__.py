@@ -4,7 +4,8 @@ Two autograd functions mirror the reference backend's two stages:
 
 * :class:`_Project` (kernel ``project_forward``/``project_backward``): activated Gaussians ->
   screen-space means, conic + opacity, colour, inverse depth, plus radii and tile rectangles;
-* :class:`_Rasterize` (``duplicate_with_keys``, a sort, ``tile_ranges``, ``render_forward`` and
+* :class:`_Rasterize` (``duplicate_with_keys``, a stable radix sort of the pairs by tile
+  (``sort.cu``, :func:`.sort.sort_pairs`), ``tile_ranges``, ``render_forward`` and
   ``render_backward``): screen-space Gaussians -> image, alpha, inverse depth.
 
 ``means2d`` is the tensor between the two, so ``means2d.grad`` is filled as in the reference
@@ -43,6 +44,7 @@ from ..gaussians import Gaussians
 from ..reference import FRUSTUM_GUARD, TILE_SIZE
 from ..render import RenderOutput
 from .compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, KernelError, load_module
+from .sort import sort_pairs
 
 __all__ = ["is_available", "render_cuda", "render_for_training", "TrainingRender", "KernelError", "PairBudget",
            "FusedAdamStep"]
@@ -303,8 +305,9 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
         (n, INT), (tiles_x, INT), (rows_per_view, INT), (tiles_x * tiles_y, INT), (capacity, LONGLONG),
         _ptr(depth_order), _ptr(means2d), _ptr(conic_opacity), _ptr(rects), _ptr(offsets), _ptr(touched),
         _ptr(keys), _ptr(values), (_COOPERATIVE_TILES, INT)])
-    sorted_tiles, order = torch.sort(keys, stable=True)
-    point_list = values[order].contiguous()
+    # Both sentinels (32767, 2**31 - 1) use every bit below the sign: 15 or 31 bits of key.
+    sort_pairs(keys, values, 15 if bits == 16 else 31)
+    sorted_tiles, point_list = keys, values
     ranges = torch.zeros(views * tiles_x * tiles_y, 2, dtype=torch.int32, device=device)
     module.launch(f"tile_ranges{bits}", _grid(capacity), (_THREADS,), [
         (capacity, LONGLONG), _ptr(sorted_tiles), _ptr(ranges)])
