@@ -61,7 +61,7 @@ def test_background_training_reaches_splat_trains_gaussians(tiny_scene, tmp_path
     session = TrainingSession.from_args(flags(tiny_scene, tmp_path / "live", *common),
                                         snapshot_interval_s=0.0, stats_interval_s=0.0)
     session.start()
-    session._thread.join(60)
+    session._thread.join(600)  # returns when training ends; a loaded machine is slow
     assert session.result.status == "completed" and session.error is None
     ply_cli, state_cli = final_state(tmp_path / "cli", ITERATIONS)
     ply_live, state_live = final_state(tmp_path / "live", ITERATIONS)
@@ -186,7 +186,7 @@ def test_an_error_in_the_training_thread_is_one_line(tiny_scene, tmp_path, monke
     monkeypatch.setattr(train_module, "render", failing_render)
     session = TrainingSession.from_args(flags(tiny_scene, tmp_path / "m", "--iterations", "10"))
     session.start()
-    session._thread.join(60)
+    session._thread.join(600)  # returns when training ends; a loaded machine is slow
     assert session.error == "RuntimeError: rasterizer exploded"
     stats = session.stats()
     assert stats.status == "error" and stats.message == session.error and stats.iteration == 2
