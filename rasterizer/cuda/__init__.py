@@ -14,8 +14,9 @@ the training loop (its backward is called explicitly).
 
 Batches. A list of V cameras of one image size is rendered by one set of launches (not V):
 the projection writes [V, N, ...] rows (one per Gaussian and view), one sort orders the pairs
-of every view (keys ``view * tiles + tile``), the blending kernels run on a (tiles_x, tiles_y,
-V) grid, and the projection's backward sums each Gaussian's gradient over the views. The
+of every view (keys ``view * tiles + tile``), the blending kernels run a block per tile of every
+view (heaviest tiles first, :func:`heaviest_tiles_first`), and the projection's backward sums
+each Gaussian's gradient over the views. The
 stage functions below take ``camera_data`` [25] (one camera: [N, ...] rows, [3, H, W] images) or
 [V, 25] (a batch: [V, N, ...] rows, [V, 3, H, W] images). The projection stage takes a batch of
 cameras of any image sizes (each camera's block holds its tile grid, so a view's Gaussians reach
@@ -316,28 +317,34 @@ def _rasterize_forward(means2d, conic_opacity, colors, inv_depths, background, d
     alpha = torch.empty(*lead, height, width, device=device)
     inv_depth = torch.empty(*lead, height, width, device=device)
     last = torch.empty(*lead, height, width, dtype=torch.int32, device=device)
-    module.launch("render_forward", (tiles_x, tiles_y, views), (TILE_SIZE, TILE_SIZE), [
-        (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
-        _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(image),
+    order = heaviest_tiles_first(ranges)
+    module.launch("render_forward", (order.numel(),), (TILE_SIZE, TILE_SIZE), [
+        (width, INT), (height, INT), (tiles_x, INT), (tiles_y, INT), _ptr(order), _ptr(ranges), _ptr(point_list),
+        _ptr(means2d), _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(image),
         _ptr(transmittance), _ptr(alpha), _ptr(inv_depth), _ptr(last)])
-    return image, alpha, inv_depth, (ranges, point_list, transmittance, last), pairs
+    return image, alpha, inv_depth, (ranges, point_list, transmittance, last, order), pairs
+
+
+def heaviest_tiles_first(ranges: torch.Tensor) -> torch.Tensor:
+    """The order in which the blending kernels take the tiles: tile indices (int32), the longest
+    pair list first. ``ranges``: [tiles, 2] int32, each tile's (start, end) in the sorted pairs.
+    The backward takes the forward's order: the pairs it walks are a prefix of the same lists."""
+    return torch.argsort(ranges[:, 1] - ranges[:, 0], descending=True).to(torch.int32)
 
 
 def _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, state, size: tuple[int, int],
                         g_image, g_alpha=None, g_inv_depth=None) -> list[torch.Tensor]:
     """Gradients of (means2d, conic_opacity, colors, inv_depths) from those of the image, alpha
     and inverse depth (``None``: no gradient)."""
-    ranges, point_list, transmittance, last = state
+    ranges, point_list, transmittance, last, order = state
     width, height = size
     tiles_x, tiles_y = _tile_grid(width, height)
     device = means2d.device
-    views = 1 if means2d.dim() == 2 else means2d.shape[0]
     g_image = (g_image.contiguous() if g_image is not None
                else torch.zeros(*transmittance.shape[:-2], 3, height, width, device=device))
     # Outputs without a gradient are passed as null pointers (the kernel reads them as 0).
     # The contiguous tensors stay referenced here until the launch has been queued.
     present = [g.contiguous() if g is not None else None for g in (g_inv_depth, g_alpha)]
-    optional = [_ptr(g) if g is not None else (0, POINTER) for g in present]
     # The kernel accumulates with atomics: one zeroed buffer holds the four gradients.
     lead = means2d.shape[:-1]
     n = means2d.shape[:-1].numel()
@@ -345,10 +352,10 @@ def _rasterize_backward(means2d, conic_opacity, colors, inv_depths, background, 
     grads = [buffer[:2 * n].view(*lead, 2), buffer[2 * n:6 * n].view(*lead, 4), buffer[6 * n:9 * n].view(*lead, 3),
              buffer[9 * n:].view(lead)]
     kernel = "render_backward" if g_inv_depth is not None else "render_backward_no_depth"
-    _module(device).launch(kernel, (tiles_x, tiles_y, views), (TILE_SIZE, TILE_SIZE), [
-        (width, INT), (height, INT), (tiles_x, INT), _ptr(ranges), _ptr(point_list), _ptr(means2d),
-        _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(transmittance),
-        _ptr(last), _ptr(g_image), *optional, *map(_ptr, grads)])
+    _module(device).launch(kernel, (order.numel(),), (TILE_SIZE, TILE_SIZE), [
+        (width, INT), (height, INT), (tiles_x, INT), (tiles_y, INT), _ptr(order), _ptr(ranges), _ptr(point_list),
+        _ptr(means2d), _ptr(conic_opacity), _ptr(colors), _ptr(inv_depths), _ptr(background), _ptr(transmittance),
+        _ptr(last), _ptr(g_image), *map(_ptr_or_null, present), *map(_ptr, grads)])
     return grads
 
 

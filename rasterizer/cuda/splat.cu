@@ -17,9 +17,9 @@
 // Batches: V cameras of one image size are rendered by the same launches. Per-view arrays are
 // [V, N, ...] (row v * N + g for Gaussian g seen by view v), images [V, C, H, W]; the pair keys
 // are v * tiles_per_view + tile, so that one sort orders every view's tiles; the blending
-// kernels take the view from blockIdx.z; project_forward from blockIdx.y; project_backward loops
-// over the views and sums their gradients per Gaussian (no atomics: deterministic). V = 1 is
-// the single-camera render.
+// kernels take the view from their tile's index (blend_tile); project_forward from blockIdx.y;
+// project_backward loops over the views and sums their gradients per Gaussian (no atomics:
+// deterministic). V = 1 is the single-camera render.
 
 #include "adam.cuh"
 
@@ -497,18 +497,38 @@ __device__ __forceinline__ void stage_gaussian(int slot, int id, const float* __
     s_feature[slot] = make_float4(colors[3 * id], colors[3 * id + 1], colors[3 * id + 2], inv_depths[id]);
 }
 
-// Front-to-back blending, one block per 16x16 tile of view blockIdx.z, one thread per pixel.
+// The tile a blending block works on. The blocks of a launch (a 1-D grid, one per tile of every
+// view) take the tiles in ``tile_order``, the longest pair lists first (longest processing time
+// first), so that the last blocks to start are short ones and no heavy tile runs on alone on an
+// otherwise idle GPU. On beer (720x1280, an H200) that took the blending backward from 1.11 to
+// 0.94 ms a step and the forward from 0.41 to 0.33; shapes (400x400) did not move.
+// Tile t is (view, ty, tx) with t = (view * tiles_y + ty) * tiles_x + tx.
+struct BlendTile {
+    int tile, view, px, py;  // px, py: this thread's pixel in the view
+};
+__device__ __forceinline__ BlendTile blend_tile(const int* __restrict__ tile_order, int tiles_x, int tiles_y) {
+    BlendTile t;
+    t.tile = tile_order[blockIdx.x];
+    int per_view = tiles_x * tiles_y;
+    t.view = t.tile / per_view;
+    int rest = t.tile - t.view * per_view, ty = rest / tiles_x, tx = rest - ty * tiles_x;
+    t.px = tx * TILE + threadIdx.x;
+    t.py = ty * TILE + threadIdx.y;
+    return t;
+}
+
+// Front-to-back blending, one block per 16x16 tile (``blend_tile``), one thread per pixel.
 // Channels 0-2 are RGB, channel 3 is inverse depth (no background).
 extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
-    int width, int height, int tiles_x, const int* __restrict__ ranges, const int* __restrict__ point_list,
+    int width, int height, int tiles_x, int tiles_y, const int* __restrict__ tile_order,
+    const int* __restrict__ ranges, const int* __restrict__ point_list,
     const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
     const float* __restrict__ colors, const float* __restrict__ inv_depths,
     const float* __restrict__ background, float* __restrict__ out_color,
     float* __restrict__ out_transmittance, float* __restrict__ out_alpha, float* __restrict__ out_inv_depth,
     int* __restrict__ out_last_contributor) {
-    int view = blockIdx.z;
-    int tile = (view * gridDim.y + blockIdx.y) * tiles_x + blockIdx.x;
-    int px = blockIdx.x * TILE + threadIdx.x, py = blockIdx.y * TILE + threadIdx.y;
+    BlendTile place = blend_tile(tile_order, tiles_x, tiles_y);
+    int view = place.view, tile = place.tile, px = place.px, py = place.py;
     int rank = threadIdx.y * TILE + threadIdx.x;
     bool inside = px < width && py < height;
     bool done = !inside;
@@ -602,7 +622,8 @@ __device__ __forceinline__ float warp_sum8_scattered(const float* g, int lane) {
 // DEPTH: whether the inverse-depth output has a gradient. Training uses the image alone, and
 // leaving the depth channel out saves a reduction and an atomic per Gaussian and warp.
 #define BLEND_BACKWARD_ARGS \
-    int width, int height, int tiles_x, const int* __restrict__ ranges, const int* __restrict__ point_list, \
+    int width, int height, int tiles_x, int tiles_y, const int* __restrict__ tile_order, \
+    const int* __restrict__ ranges, const int* __restrict__ point_list, \
     const float* __restrict__ means2d, const float* __restrict__ conic_opacity, \
     const float* __restrict__ colors, const float* __restrict__ inv_depths, \
     const float* __restrict__ background, const float* __restrict__ final_transmittance, \
@@ -611,15 +632,14 @@ __device__ __forceinline__ float warp_sum8_scattered(const float* g, int lane) {
     float* __restrict__ grad_means2d, float* __restrict__ grad_conic_opacity, \
     float* __restrict__ grad_colors, float* __restrict__ grad_inv_depths
 #define BLEND_BACKWARD_NAMES \
-    width, height, tiles_x, ranges, point_list, means2d, conic_opacity, colors, inv_depths, background, \
+    width, height, tiles_x, tiles_y, tile_order, ranges, point_list, means2d, conic_opacity, colors, inv_depths, background, \
     final_transmittance, last_contributors, grad_color, grad_inv_depth, grad_alpha, grad_means2d, \
     grad_conic_opacity, grad_colors, grad_inv_depths
 
 template <bool DEPTH>
 __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
-    int view = blockIdx.z;
-    int tile = (view * gridDim.y + blockIdx.y) * tiles_x + blockIdx.x;
-    int px = blockIdx.x * TILE + threadIdx.x, py = blockIdx.y * TILE + threadIdx.y;
+    BlendTile place = blend_tile(tile_order, tiles_x, tiles_y);
+    int view = place.view, tile = place.tile, px = place.px, py = place.py;
     int rank = threadIdx.y * TILE + threadIdx.x;
     bool inside = px < width && py < height;
     // pix: the pixel in this view's single-channel planes; colour channel ch of the view's
