@@ -6,7 +6,8 @@
 //
 // Least significant digit first, 8 bits a pass, each pass two launches and a scan between them:
 //   radix_count:   block b counts the digits of its TILE_ITEMS elements -> counts[digit][b]
-//   (the host)     exclusive scan of counts, digit-major: where block b's digit-d run starts
+//   (the host)     inclusive scan of counts, digit-major (torch.cumsum): block b's digit-d run
+//                  ends there, and so begins at that minus counts[digit][b]
 //   radix_scatter: block b writes each element at its digit's start + its rank among the
 //                  block's elements of that digit, in element order (so the sort is stable)
 // Keys are non-negative (the tile keys and the sentinel), read as unsigned.
@@ -43,18 +44,20 @@ __device__ void count_digits(long long n, const Key* __restrict__ keys, int shif
     counts[(long long)threadIdx.x * gridDim.x + blockIdx.x] = histogram[threadIdx.x];
 }
 
-// starts: the exclusive scan of counts (same layout). Element e = base + round * SORT_THREADS
-// + thread goes to starts[digit][block] + the number of the block's elements of its digit
+// ends: the inclusive scan of counts (same layout). Element e = base + round * SORT_THREADS
+// + thread goes to ends[digit][block] - counts[digit][block] + the number of the block's elements of its digit
 // before it: those of earlier rounds (run), of earlier warps in its round (warp_runs), and of
 // earlier lanes in its warp (the __match_any_sync peers below it).
 template <typename Key>
 __device__ void scatter_digits(long long n, const Key* __restrict__ keys, const int* __restrict__ values, int shift,
-                               const int* __restrict__ starts, Key* __restrict__ keys_out,
+                               const int* __restrict__ ends, const int* __restrict__ counts,
+                               Key* __restrict__ keys_out,
                                int* __restrict__ values_out) {
     __shared__ int run[RADIX];                  // next free slot of each digit for this block
     __shared__ int warp_runs[SORT_WARPS][RADIX];  // a round's count, then first slot, per warp and digit
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    run[threadIdx.x] = starts[(long long)threadIdx.x * gridDim.x + blockIdx.x];
+    long long slot_of_block = (long long)threadIdx.x * gridDim.x + blockIdx.x;
+    run[threadIdx.x] = ends[slot_of_block] - counts[slot_of_block];
     for (int w = 0; w < SORT_WARPS; w++) warp_runs[w][threadIdx.x] = 0;
     __syncthreads();
     long long base = (long long)blockIdx.x * TILE_ITEMS;
@@ -98,12 +101,12 @@ extern "C" __global__ void __launch_bounds__(SORT_THREADS) radix_count32(long lo
     count_digits<int>(n, keys, shift, counts);
 }
 extern "C" __global__ void __launch_bounds__(SORT_THREADS) radix_scatter16(
-    long long n, const short* keys, const int* values, int shift, const int* starts, short* keys_out,
-    int* values_out) {
-    scatter_digits<short>(n, keys, values, shift, starts, keys_out, values_out);
+    long long n, const short* keys, const int* values, int shift, const int* ends, const int* counts,
+    short* keys_out, int* values_out) {
+    scatter_digits<short>(n, keys, values, shift, ends, counts, keys_out, values_out);
 }
 extern "C" __global__ void __launch_bounds__(SORT_THREADS) radix_scatter32(
-    long long n, const int* keys, const int* values, int shift, const int* starts, int* keys_out,
-    int* values_out) {
-    scatter_digits<int>(n, keys, values, shift, starts, keys_out, values_out);
+    long long n, const int* keys, const int* values, int shift, const int* ends, const int* counts,
+    int* keys_out, int* values_out) {
+    scatter_digits<int>(n, keys, values, shift, ends, counts, keys_out, values_out);
 }

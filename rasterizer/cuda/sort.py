@@ -49,11 +49,11 @@ def sort_pairs(keys: torch.Tensor, values: torch.Tensor, key_bits: int) -> None:
     for shift in range(0, key_bits, _RADIX_BITS):
         module.launch(f"radix_count{width}", (blocks,), (_THREADS,),
                       [(n, LONGLONG), _ptr(source[0]), (shift, INT), _ptr(counts)])
-        starts = torch.cumsum(counts, 0, dtype=torch.int32)
-        starts -= counts  # exclusive: where each block's run of each digit starts
+        # Inclusive: the scatter subtracts each count itself (one launch fewer a pass).
+        ends = torch.cumsum(counts, 0, dtype=torch.int32)
         module.launch(f"radix_scatter{width}", (blocks,), (_THREADS,), [
-            (n, LONGLONG), _ptr(source[0]), _ptr(source[1]), (shift, INT), _ptr(starts), _ptr(target[0]),
-            _ptr(target[1])])
+            (n, LONGLONG), _ptr(source[0]), _ptr(source[1]), (shift, INT), _ptr(ends), _ptr(counts),
+            _ptr(target[0]), _ptr(target[1])])
         source, target = target, source
     if source[0] is not keys:  # an odd number of passes ends in the spare buffers
         keys.copy_(source[0])
