@@ -25,6 +25,15 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         assert kernel.encode() in cubin
 
 
+@pytest.mark.parametrize("rows", [2, 4, 8])
+def test_blending_kernels_compile_for_any_rows_a_block(rows):
+    from rasterizer.cuda.compiler import KernelError, compile_source
+
+    assert b"render_backward" in compile_source("splat.cu", "sm_90", [f"BLEND_ROWS={rows}"])
+    with pytest.raises(KernelError, match="BLEND_ROWS"):  # a block of half a warp
+        compile_source("splat.cu", "sm_90", ["BLEND_ROWS=1"])
+
+
 def test_compile_errors_name_the_file():
     from rasterizer.cuda.compiler import KernelError, compile_cubin
 
@@ -323,6 +332,28 @@ def test_the_tile_order_changes_no_pixel(monkeypatch, views):
         assert torch.equal(getattr(heavy_first, name), getattr(in_reverse, name)), name
     for name, grad in grads.items():
         assert relative_error(grads_reverse[name], grad) < 1e-5, name
+
+
+@cuda
+@pytest.mark.parametrize("rows", [2, 4, 8])
+def test_blocks_of_fewer_rows_change_no_pixel(monkeypatch, rows):
+    """A blending block covers BLEND_ROWS of a tile's 16 rows: each pixel still walks its tile's
+    list, so fewer rows a block give the same pixels bit for bit, and the same gradients up to
+    the order of the float atomics that sum them."""
+    from rasterizer import cuda as backend
+
+    gaussians = scene_with_large_gaussians(3000, seed=6)
+    # 470 rows: the last tile row is partly outside the image, some of its blocks wholly.
+    camera = [Camera(610, 470, 500, 520, 305 + 7 * v, 235 - 3 * v, look_at([0.4 * v, 0.2, -3.0], [0, 0, 0]))
+              for v in range(2)]
+    monkeypatch.setattr(backend, "BLEND_ROWS", 16)
+    whole_tiles, grads = render_with_grads(gaussians, camera, "cuda")
+    monkeypatch.setattr(backend, "BLEND_ROWS", rows)
+    sliced, grads_sliced = render_with_grads(gaussians, camera, "cuda")
+    for name in ("image", "alpha", "inv_depth"):
+        assert torch.equal(getattr(whole_tiles, name), getattr(sliced, name)), name
+    for name, grad in grads.items():
+        assert relative_error(grads_sliced[name], grad) < 1e-5, name
 
 
 @cuda

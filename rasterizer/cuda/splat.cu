@@ -24,7 +24,15 @@
 #include "adam.cuh"
 
 #define TILE 16
-#define BLOCK_SIZE (TILE * TILE)
+// A blending block covers BLEND_ROWS of its tile's TILE rows (TILE / BLEND_ROWS blocks a tile),
+// one thread a pixel; the host passes the value it launches with (rasterizer.cuda.BLEND_ROWS).
+#ifndef BLEND_ROWS
+#define BLEND_ROWS 4
+#endif
+#define BLEND_THREADS (TILE * BLEND_ROWS)
+#define BLEND_SLICES (TILE / BLEND_ROWS)
+// Whole warps (the backward reduces over warps) of one tile's rows.
+static_assert(BLEND_THREADS % 32 == 0 && TILE % BLEND_ROWS == 0, "BLEND_ROWS: an even divisor of TILE");
 #define NEAR_PLANE 0.2f
 #define DILATION 0.3f
 #define ALPHA_MAX 0.99f
@@ -193,10 +201,11 @@ __device__ __forceinline__ float quadratic(float A, float B, float C, float x, f
 }
 
 // Does a Gaussian (centre px, py; conic A, B, C; opacity o) reach alpha >= 1/255 anywhere in the
-// box of pixel centres [x0, x0+15] x [y0, y0+15]? Minimum of the convex q over the box.
-__device__ bool tile_reached(float px, float py, float A, float B, float C, float threshold_q,
-                             float x0, float y0) {
-    float lo_x = x0 - px, hi_x = lo_x + (TILE - 1), lo_y = y0 - py, hi_y = lo_y + (TILE - 1);
+// box of pixel centres [x0, x0 + width] x [y0, y0 + height]? Minimum of the convex q over the
+// box, against threshold_q = 2 ln(o / ALPHA_MIN_TILE).
+__device__ __forceinline__ bool box_reached(float px, float py, float A, float B, float C, float threshold_q,
+                                            float x0, float y0, float width, float height) {
+    float lo_x = x0 - px, hi_x = lo_x + width, lo_y = y0 - py, hi_y = lo_y + height;
     if (lo_x <= 0.f && hi_x >= 0.f && lo_y <= 0.f && hi_y >= 0.f) return true;
     float best = 3.4e38f;
     // Edges with x fixed: q = A x^2 + 2 B x y + C y^2, minimised over y in [lo_y, hi_y].
@@ -210,6 +219,12 @@ __device__ bool tile_reached(float px, float py, float A, float B, float C, floa
         best = fminf(best, quadratic(A, B, C, x2, y2));
     }
     return best <= threshold_q;
+}
+
+// The same for the 16x16 tile whose first pixel is (x0, y0).
+__device__ bool tile_reached(float px, float py, float A, float B, float C, float threshold_q,
+                             float x0, float y0) {
+    return box_reached(px, py, A, B, C, threshold_q, x0, y0, (float)(TILE - 1), (float)(TILE - 1));
 }
 
 // The tiles a Gaussian's pairs go to: its rectangle [x0, x1) x [y0, y1), each tile tested with
@@ -485,41 +500,96 @@ extern "C" __global__ void tile_ranges32(long long P, const int* tiles, int* ran
 // culling's ALPHA_MIN_TILE keeps a 1e-3 margin, far above that.
 __device__ __forceinline__ float blend_exp(float power) { return __expf(power); }
 
-// Copy Gaussian ``id``'s blending inputs into the block's shared-memory batch at ``slot``.
-__device__ __forceinline__ void stage_gaussian(int slot, int id, const float* __restrict__ means2d,
-                                               const float* __restrict__ conic_opacity,
-                                               const float* __restrict__ colors,
-                                               const float* __restrict__ inv_depths, float2* s_xy,
-                                               float4* s_conic_opacity, float4* s_feature) {
-    s_xy[slot] = make_float2(means2d[2 * id], means2d[2 * id + 1]);
-    s_conic_opacity[slot] = make_float4(conic_opacity[4 * id], conic_opacity[4 * id + 1],
-                                        conic_opacity[4 * id + 2], conic_opacity[4 * id + 3]);
-    s_feature[slot] = make_float4(colors[3 * id], colors[3 * id + 1], colors[3 * id + 2], inv_depths[id]);
-}
-
-// The tile a blending block works on. The blocks of a launch (a 1-D grid, one per tile of every
-// view) take the tiles in ``tile_order``, the longest pair lists first (longest processing time
-// first), so that the last blocks to start are short ones and no heavy tile runs on alone on an
-// otherwise idle GPU. On beer (720x1280, an H200) that took the blending backward from 1.11 to
-// 0.94 ms a step and the forward from 0.41 to 0.33; shapes (400x400) did not move.
+// The tile rows a blending block works on. The blocks of a launch (a 1-D grid, BLEND_SLICES
+// blocks for each tile of every view, each BLEND_ROWS rows of it) take the tiles in
+// ``tile_order``, the longest pair lists first (longest processing time first), so that the last
+// blocks to start are short ones and no heavy tile runs on alone on an otherwise idle GPU. On
+// beer (720x1280, an H200) that took the blending backward from 1.11 to 0.94 ms a step and the
+// forward from 0.41 to 0.33; shapes (400x400) did not move.
 // Tile t is (view, ty, tx) with t = (view * tiles_y + ty) * tiles_x + tx.
 struct BlendTile {
-    int tile, view, px, py;  // px, py: this thread's pixel in the view
+    int tile, view;
+    int x0, y0;    // the block's first pixel in the view: it covers [x0, x0 + 16) x [y0, y0 + BLEND_ROWS)
+    int px, py;    // this thread's pixel in the view
 };
 __device__ __forceinline__ BlendTile blend_tile(const int* __restrict__ tile_order, int tiles_x, int tiles_y) {
     BlendTile t;
-    t.tile = tile_order[blockIdx.x];
+    int slice = blockIdx.x % BLEND_SLICES;
+    t.tile = tile_order[blockIdx.x / BLEND_SLICES];
     int per_view = tiles_x * tiles_y;
     t.view = t.tile / per_view;
     int rest = t.tile - t.view * per_view, ty = rest / tiles_x, tx = rest - ty * tiles_x;
-    t.px = tx * TILE + threadIdx.x;
-    t.py = ty * TILE + threadIdx.y;
+    t.x0 = tx * TILE;
+    t.y0 = ty * TILE + slice * BLEND_ROWS;
+    t.px = t.x0 + threadIdx.x;
+    t.py = t.y0 + threadIdx.y;
     return t;
 }
 
-// Front-to-back blending, one block per 16x16 tile (``blend_tile``), one thread per pixel.
+#define BLEND_WARPS (BLEND_THREADS / 32)
+
+// A blending block's shared batch: up to BLEND_THREADS Gaussians of its tile's pair list, with
+// their position in the list (relative to the tile's start), that the block's threads walk in
+// turn.
+struct BlendBatch {
+    int id[BLEND_THREADS], position[BLEND_THREADS];
+    float2 xy[BLEND_THREADS];
+    float4 conic_opacity[BLEND_THREADS];
+    float4 feature[BLEND_THREADS];  // colour, inverse depth
+    int warp_count[BLEND_WARPS];
+};
+
+// Each thread brings one pair (``has``: whether it has one; ``position`` in the tile's list,
+// Gaussian ``id``); those whose Gaussian reaches alpha >= 1/255 somewhere in the block's pixels
+// (box_reached, the pair writer's tile test on the block's rows) are copied into the batch, in
+// the threads' order. Returns how many. A Gaussian left out has alpha below 1/255 at every pixel
+// of the block, which the blending skips anyway: no pixel or gradient changes, but a block of
+// 4 rows walks only the Gaussians of its rows (on trained scenes most reach one or two of a
+// tile's four slices). With whole tiles (BLEND_SLICES == 1) every pair reaches its tile.
+// The caller synchronises the block before (no thread may still read the previous batch); this
+// ends with a __syncthreads, the batch ready.
+__device__ __forceinline__ int stage_batch(BlendBatch& batch, const BlendTile& place, bool has, int position,
+                                           int id, const float* __restrict__ means2d,
+                                           const float* __restrict__ conic_opacity,
+                                           const float* __restrict__ colors,
+                                           const float* __restrict__ inv_depths) {
+    int rank = threadIdx.y * TILE + threadIdx.x, lane = rank & 31, warp = rank >> 5;
+    float2 xy = make_float2(0.f, 0.f);
+    float4 co = make_float4(0.f, 0.f, 0.f, 0.f);
+    bool reaches = false;
+    if (has) {
+        xy = make_float2(means2d[2 * id], means2d[2 * id + 1]);
+        co = make_float4(conic_opacity[4 * id], conic_opacity[4 * id + 1], conic_opacity[4 * id + 2],
+                         conic_opacity[4 * id + 3]);
+        reaches = BLEND_SLICES == 1 ||
+                  box_reached(xy.x, xy.y, co.x, co.y, co.z, 2.f * logf(co.w / ALPHA_MIN_TILE), (float)place.x0,
+                              (float)place.y0, (float)(TILE - 1), (float)(BLEND_ROWS - 1));
+    }
+    unsigned ballot = __ballot_sync(FULL_MASK, reaches);
+    if (lane == 0) batch.warp_count[warp] = __popc(ballot);
+    __syncthreads();
+    int slot = __popc(ballot & ((1u << lane) - 1u)), total = 0;
+#pragma unroll
+    for (int w = 0; w < BLEND_WARPS; w++) {
+        int count = batch.warp_count[w];
+        slot += w < warp ? count : 0;
+        total += count;
+    }
+    if (reaches) {
+        batch.id[slot] = id;
+        batch.position[slot] = position;
+        batch.xy[slot] = xy;
+        batch.conic_opacity[slot] = co;
+        batch.feature[slot] = make_float4(colors[3 * id], colors[3 * id + 1], colors[3 * id + 2], inv_depths[id]);
+    }
+    __syncthreads();
+    return total;
+}
+
+// Front-to-back blending, one block per BLEND_ROWS rows of a 16x16 tile (``blend_tile``), one
+// thread per pixel.
 // Channels 0-2 are RGB, channel 3 is inverse depth (no background).
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
+extern "C" __global__ void __launch_bounds__(BLEND_THREADS) render_forward(
     int width, int height, int tiles_x, int tiles_y, const int* __restrict__ tile_order,
     const int* __restrict__ ranges, const int* __restrict__ point_list,
     const float* __restrict__ means2d, const float* __restrict__ conic_opacity,
@@ -532,29 +602,22 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
     int rank = threadIdx.y * TILE + threadIdx.x;
     bool inside = px < width && py < height;
     bool done = !inside;
-    int start = ranges[2 * tile], end = ranges[2 * tile + 1];
-    int rounds = (end - start + BLOCK_SIZE - 1) / BLOCK_SIZE;
+    int start = ranges[2 * tile], count = ranges[2 * tile + 1] - start;
+    int rounds = (count + BLEND_THREADS - 1) / BLEND_THREADS;
 
-    __shared__ float2 s_xy[BLOCK_SIZE];
-    __shared__ float4 s_conic_opacity[BLOCK_SIZE];
-    __shared__ float4 s_feature[BLOCK_SIZE];
+    __shared__ BlendBatch batch;
 
     float T = 1.f, accum[4] = {0.f, 0.f, 0.f, 0.f};
-    int contributor = 0, last_contributor = 0;
-    int to_do = end - start;
-    for (int round = 0; round < rounds; round++, to_do -= BLOCK_SIZE) {
-        if (__syncthreads_count(done) == BLOCK_SIZE) break;
-        int progress = start + round * BLOCK_SIZE + rank;
-        if (progress < end) {
-            stage_gaussian(rank, point_list[progress], means2d, conic_opacity, colors, inv_depths,
-                           s_xy, s_conic_opacity, s_feature);
-        }
-        __syncthreads();
-        int batch = min(BLOCK_SIZE, to_do);
-        for (int j = 0; !done && j < batch; j++) {
-            contributor++;
-            float dx = s_xy[j].x - (float)px, dy = s_xy[j].y - (float)py;
-            float4 co = s_conic_opacity[j];
+    int last_contributor = 0;  // 1 + the list position of this pixel's last contributor (0: none)
+    for (int round = 0; round < rounds; round++) {
+        if (__syncthreads_count(done) == BLEND_THREADS) break;
+        int position = round * BLEND_THREADS + rank;
+        bool has = position < count;
+        int staged = stage_batch(batch, place, has, position, has ? point_list[start + position] : 0, means2d,
+                                 conic_opacity, colors, inv_depths);
+        for (int j = 0; !done && j < staged; j++) {
+            float dx = batch.xy[j].x - (float)px, dy = batch.xy[j].y - (float)py;
+            float4 co = batch.conic_opacity[j];
             float power = -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
             if (power > 0.f) continue;
             float alpha = fminf(ALPHA_MAX, co.w * blend_exp(power));
@@ -562,10 +625,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_forward(
             float test_T = T * (1.f - alpha);
             if (test_T < T_MIN) { done = true; continue; }
             float weight = alpha * T;
-            accum[0] += s_feature[j].x * weight; accum[1] += s_feature[j].y * weight;
-            accum[2] += s_feature[j].z * weight; accum[3] += s_feature[j].w * weight;
+            float4 feature = batch.feature[j];
+            accum[0] += feature.x * weight; accum[1] += feature.y * weight;
+            accum[2] += feature.z * weight; accum[3] += feature.w * weight;
             T = test_T;
-            last_contributor = contributor;
+            last_contributor = batch.position[j] + 1;
         }
     }
     if (inside) {
@@ -645,13 +709,9 @@ __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
     // pix: the pixel in this view's single-channel planes; colour channel ch of the view's
     // [3, H, W] image is at 2 * view * plane + ch * plane + pix.
     long long plane = (long long)width * height, pix = view * plane + py * width + px;
-    int start = ranges[2 * tile], end = ranges[2 * tile + 1];
-    int rounds = (end - start + BLOCK_SIZE - 1) / BLOCK_SIZE;
+    int start = ranges[2 * tile];
 
-    __shared__ int s_id[BLOCK_SIZE];
-    __shared__ float2 s_xy[BLOCK_SIZE];
-    __shared__ float4 s_conic_opacity[BLOCK_SIZE];
-    __shared__ float4 s_feature[BLOCK_SIZE];
+    __shared__ BlendBatch batch;
     __shared__ int s_block_last;
 
     float T_final = inside ? final_transmittance[pix] : 0.f;
@@ -663,8 +723,8 @@ __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
     __syncthreads();
     atomicMax(&s_block_last, last_contributor);
     __syncthreads();
-    end = start + s_block_last;
-    rounds = (end - start + BLOCK_SIZE - 1) / BLOCK_SIZE;
+    int count = s_block_last;  // the list positions [0, count) are walked, last first
+    int rounds = (count + BLEND_THREADS - 1) / BLEND_THREADS;
     float dpix[4] = {0.f, 0.f, 0.f, 0.f};
     float bg_dot = 0.f;
     if (inside) {
@@ -677,25 +737,18 @@ __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
     }
     float accum[4] = {0.f, 0.f, 0.f, 0.f}, last_feature[4] = {0.f, 0.f, 0.f, 0.f};
     float last_alpha = 0.f;
-    int contributor = end - start;
-    int to_do = end - start;
-    for (int round = 0; round < rounds; round++, to_do -= BLOCK_SIZE) {
+    for (int round = 0; round < rounds; round++) {
         __syncthreads();
-        int progress = round * BLOCK_SIZE + rank;
-        if (start + progress < end) {
-            int id = point_list[end - progress - 1];
-            s_id[rank] = id;
-            stage_gaussian(rank, id, means2d, conic_opacity, colors, inv_depths, s_xy, s_conic_opacity, s_feature);
-        }
-        __syncthreads();
-        int batch = min(BLOCK_SIZE, to_do);
-        for (int j = 0; j < batch; j++) {
-            contributor--;
+        int progress = round * BLEND_THREADS + rank, position = count - 1 - progress;
+        bool has = progress < count;
+        int staged = stage_batch(batch, place, has, position, has ? point_list[start + position] : 0, means2d,
+                                 conic_opacity, colors, inv_depths);
+        for (int j = 0; j < staged; j++) {
             float g[10] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
             bool contributes = false;
-            if (inside && contributor < last_contributor) {
-                float dx = s_xy[j].x - (float)px, dy = s_xy[j].y - (float)py;
-                float4 co = s_conic_opacity[j];
+            if (inside && batch.position[j] < last_contributor) {
+                float dx = batch.xy[j].x - (float)px, dy = batch.xy[j].y - (float)py;
+                float4 co = batch.conic_opacity[j];
                 float power = -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
                 float G = blend_exp(power);
                 float alpha = fminf(ALPHA_MAX, co.w * G);
@@ -704,7 +757,8 @@ __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
                     float inv_keep = __frcp_rn(1.f - alpha);   // 1 / (1 - alpha), used twice
                     T = T * inv_keep;
                     float weight = alpha * T;
-                    float feature[4] = {s_feature[j].x, s_feature[j].y, s_feature[j].z, s_feature[j].w};
+                    float4 staged_feature = batch.feature[j];
+                    float feature[4] = {staged_feature.x, staged_feature.y, staged_feature.z, staged_feature.w};
                     float grad_alpha_j = 0.f;
                     for (int ch = 0; ch < 4; ch++) {
                         accum[ch] = last_alpha * last_feature[ch] + (1.f - last_alpha) * accum[ch];
@@ -730,7 +784,7 @@ __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
             }
             if (__any_sync(FULL_MASK, contributes)) {
                 // g[0..8): mean2d x, y, conic A, B, C, opacity, red, green; then blue, depth.
-                int lane = rank & 31, id = s_id[j];
+                int lane = rank & 31, id = batch.id[j];
                 float total = warp_sum8_scattered(g, lane);
                 float blue = warp_sum(g[8]);
                 float depth = DEPTH ? warp_sum(g[9]) : 0.f;
@@ -751,10 +805,10 @@ __device__ void blend_backward(BLEND_BACKWARD_ARGS) {
 
 // grad_inv_depth and grad_alpha may be null (that output has no gradient). With
 // render_backward_no_depth, grad_inv_depth is not read and grad_inv_depths stays as it was.
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward(BLEND_BACKWARD_ARGS) {
+extern "C" __global__ void __launch_bounds__(BLEND_THREADS) render_backward(BLEND_BACKWARD_ARGS) {
     blend_backward<true>(BLEND_BACKWARD_NAMES);
 }
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE) render_backward_no_depth(BLEND_BACKWARD_ARGS) {
+extern "C" __global__ void __launch_bounds__(BLEND_THREADS) render_backward_no_depth(BLEND_BACKWARD_ARGS) {
     blend_backward<false>(BLEND_BACKWARD_NAMES);
 }
 
