@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -44,11 +45,11 @@ from ..capacity import GrowingCapacity
 from ..gaussians import Gaussians
 from ..reference import FRUSTUM_GUARD, TILE_SIZE
 from ..render import RenderOutput
-from .compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, KernelError, load_module
+from .compiler import FLOAT, INT, LONGLONG, POINTER, CudaModule, KernelError, copy_to_host_async, load_module
 from .sort import sort_pairs
 
 __all__ = ["is_available", "render_cuda", "render_for_training", "TrainingRender", "KernelError", "PairBudget",
-           "FusedAdamStep"]
+           "PendingCount", "FusedAdamStep", "camera_block"]
 
 _SOURCE = "splat.cu"
 _THREADS = 256
@@ -94,6 +95,19 @@ def _blend_launch(order: torch.Tensor) -> tuple[tuple[int], tuple[int, int]]:
     return (order.numel() * (TILE_SIZE // BLEND_ROWS),), (TILE_SIZE, BLEND_ROWS)
 
 
+class PendingCount(NamedTuple):
+    """A budgeted render's pair count on its way to the host: ``host`` (pinned int64 [1]) holds
+    it once ``event`` has completed; ``count`` is the device tensor it comes from and
+    ``capacity`` what the render was given. ``reusable``: whether ``host`` may serve a later
+    render (not when a CUDA graph writes it at every replay)."""
+
+    host: torch.Tensor
+    event: torch.cuda.Event
+    capacity: int
+    count: torch.Tensor
+    reusable: bool
+
+
 class PairBudget(GrowingCapacity):
     """Room for the (tile, Gaussian) pairs of the renders a caller makes, sized without waiting
     for the GPU (see the module docstring).
@@ -108,23 +122,51 @@ class PairBudget(GrowingCapacity):
     capacity then only grows, to ``headroom`` times the largest count seen, so a step whose view
     or model needs more than any before it is rendered twice, and the others once. A budget
     belongs to one device and one thread.
+
+    A render captured into a CUDA graph reserves its room once, at the capture: the caller
+    takes that count back with :meth:`detach_pending` and hands it in again with
+    :meth:`requeue` after each replay (``trainer.graphed_step``).
     """
 
     def __init__(self, headroom: float = 1.5, minimum: int = 1 << 16):
         super().__init__(headroom, minimum)
         self.overflows = 0           # renders that did not fit (and were redone by the caller)
-        self._pending: list[tuple[torch.Tensor, torch.cuda.Event, int, torch.Tensor]] = []  # host, event, capacity, count
+        self._pending: list[PendingCount] = []
         self._spare: list[torch.Tensor] = []
+
+    def stock_host_buffer(self) -> None:
+        """Make sure a pinned host buffer is at hand for the next :meth:`reserve`: one inside a
+        CUDA graph capture may not allocate pinned memory."""
+        if not self._spare:
+            self._spare.append(torch.empty(1, dtype=torch.int64, pin_memory=True))
 
     def reserve(self, count: torch.Tensor) -> int:
         """Capacity for one render whose pair count is the 1-element device tensor ``count``;
         queues its copy to the host. Called by the backend."""
+        capturing = torch.cuda.is_current_stream_capturing()
+        if capturing and not self._spare:
+            raise RuntimeError("PairBudget.reserve in a CUDA graph capture needs stock_host_buffer() first")
         host = self._spare.pop() if self._spare else torch.empty(1, dtype=torch.int64, pin_memory=True)
-        host.copy_(count, non_blocking=True)
-        event = torch.cuda.Event()
+        if capturing:
+            copy_to_host_async(host, count)
+            # An external event is recorded by every replay of the graph, where the host can
+            # wait for it (an ordinary one would only order streams inside the capture).
+            event = torch.cuda.Event(external=True)
+        else:
+            host.copy_(count, non_blocking=True)
+            event = torch.cuda.Event()
         event.record()
-        self._pending.append((host, event, self.capacity, count))
+        self._pending.append(PendingCount(host, event, self.capacity, count, reusable=not capturing))
         return self.capacity
+
+    def detach_pending(self) -> list[PendingCount]:
+        """The counts queued since the last :meth:`overflowed`, no longer pending here."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def requeue(self, pending: list[PendingCount]) -> None:
+        """Counts that are on their way again (a CUDA graph's replay)."""
+        self._pending.extend(pending)
 
     def pending_overflow(self) -> torch.Tensor | None:
         """Whether a render since the last :meth:`overflowed` needed more pairs than it was
@@ -132,7 +174,7 @@ class PairBudget(GrowingCapacity):
         other processes on the GPU); None when no render is pending."""
         if not self._pending:
             return None
-        excess = [count - capacity for _, _, capacity, count in self._pending]
+        excess = [item.count - item.capacity for item in self._pending]
         return (excess[0] if len(excess) == 1 else torch.cat(excess).max().reshape(1)) > 0
 
     def overflowed(self) -> bool:
@@ -140,12 +182,13 @@ class PairBudget(GrowingCapacity):
         and gradients are then incomplete). Waits for the GPU to have counted them, not for the
         renders to finish; grows the capacity to fit what was seen."""
         overflow, largest = False, 0
-        for host, event, capacity, _ in self._pending:
-            event.synchronize()
-            pairs = int(host[0])
+        for item in self._pending:
+            item.event.synchronize()
+            pairs = int(item.host[0])
             largest = max(largest, pairs)
-            overflow |= pairs > capacity
-            self._spare.append(host)
+            overflow |= pairs > item.capacity
+            if item.reusable:
+                self._spare.append(item.host)
         self._pending.clear()
         if overflow:
             self.overflows += 1
@@ -490,7 +533,9 @@ class TrainingRender:
 
 def render_for_training(gaussians: Gaussians, camera: Camera | list[Camera], background: torch.Tensor,
                         sh_degree: int, antialiasing: bool = False,
-                        pair_budget: PairBudget | None = None) -> TrainingRender:
+                        pair_budget: PairBudget | None = None,
+                        camera_data: torch.Tensor | None = None,
+                        canvas: tuple[int, int] | None = None) -> TrainingRender:
     """``render(gaussians, camera, ...)`` on this backend without autograd: the same kernels and
     results, with the backward called explicitly (``TrainingRender.backward``). Training spends
     ~1 ms of host time a step in autograd's engine otherwise; the loss's gradient w.r.t. the
@@ -505,14 +550,26 @@ def render_for_training(gaussians: Gaussians, camera: Camera | list[Camera], bac
     ``trainer.cuda.fused_photometric_loss_on_canvas``, gives it one). Real captures often have a
     size per photo (COLMAP's undistortion crops each: beer has 38 sizes among 71 photos); the
     canvas costs the pixels outside the views (at most 6 % on beer) and saves a set of launches
-    per image size, which a host-bound step pays for."""
+    per image size, which a host-bound step pays for.
+
+    ``camera_data``: the kernels read the camera block(s) from this tensor instead of
+    :func:`camera_block`'s (cached) one: a fixed buffer that a CUDA graph's caller fills before
+    each replay. It must hold ``camera``'s block(s), which still give the image size.
+    ``canvas``: (width, height) of the canvas a list of cameras is drawn on, when larger than
+    theirs (a graph that serves views of every size of a scene draws each on the largest)."""
     params = _raw_parameters(gaussians)
     device = gaussians.device
     background = background.to(device=device, dtype=torch.float32).contiguous()
     if isinstance(camera, Camera):
-        camera_data, size = camera_block(camera, device), (camera.width, camera.height)
+        size = (camera.width, camera.height)
+        camera_data = camera_block(camera, device) if camera_data is None else camera_data
     else:
-        camera_data, size = camera_blocks(list(camera), device), canvas_size(camera)
+        size = canvas_size(camera)
+        if canvas is not None:
+            if canvas[0] < size[0] or canvas[1] < size[1]:
+                raise ValueError(f"a canvas of {canvas[0]}x{canvas[1]} cannot hold a {size[0]}x{size[1]} image")
+            size = (int(canvas[0]), int(canvas[1]))
+        camera_data = camera_blocks(list(camera), device) if camera_data is None else camera_data
     settings = _settings(sh_degree, 1.0, antialiasing)
     with torch.no_grad():
         projection = _project_forward(params, camera_data, settings)

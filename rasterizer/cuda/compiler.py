@@ -23,9 +23,12 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from rasterizer.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["KernelError", "compile_cubin", "compile_source", "nvrtc_version", "kernel_cache_dir", "CudaModule",
            "include_headers", "load_module", "read_source", "source_path"]
@@ -202,6 +205,20 @@ def _current_stream() -> int:
         return torch._C._cuda_getCurrentRawStream(torch.cuda.current_device())
     except AttributeError:
         return torch.cuda.current_stream().cuda_stream
+
+
+def copy_to_host_async(host: torch.Tensor, device: torch.Tensor) -> None:
+    """Queue a copy of ``device`` (a contiguous CUDA tensor) into ``host`` (pinned, as many
+    bytes) on PyTorch's current stream, through the driver. Unlike ``host.copy_(device,
+    non_blocking=True)`` it may be captured into a CUDA graph: PyTorch's pinned-memory allocator
+    records an event on the host buffer, which a capture refuses."""
+    from cuda.bindings import driver  # noqa: PLC0415
+
+    nbytes = device.numel() * device.element_size()
+    if host.numel() * host.element_size() != nbytes or not host.is_pinned():
+        raise ValueError("copy_to_host_async needs a pinned host tensor of the device tensor's size")
+    _check(driver.cuMemcpyDtoHAsync(host.data_ptr(), device.data_ptr(), nbytes, _current_stream()),
+           "cuMemcpyDtoHAsync")
 
 
 _modules: dict[tuple, CudaModule] = {}

@@ -171,7 +171,8 @@ def canvas_views(canvas: torch.Tensor, gts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def fused_photometric_loss_on_canvas(canvas: torch.Tensor, gts: list[torch.Tensor], background: torch.Tensor,
-                                     lambda_dssim: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                                     lambda_dssim: float, views: torch.Tensor | None = None
+                                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`fused_photometric_loss_and_gradient` of a batch of images of different sizes drawn
     on one canvas (one set of launches for all of them).
 
@@ -181,6 +182,9 @@ def fused_photometric_loss_on_canvas(canvas: torch.Tensor, gts: list[torch.Tenso
         gts: B uint8 ground truths ``[h_b, w_b, C]`` on the same device, one C for all (3, or 4
             composited over ``background``), each no larger than the canvas.
         background, lambda_dssim: as :func:`fused_photometric_loss`.
+        views: the images' table (:func:`canvas_views` of ``gts``) when the caller has it on the
+            device already: a CUDA graph's capture may not upload one, and its replays read
+            another photo from the same buffer.
 
     Returns:
         ``(loss, stats [B, 4], d loss / d canvas)``: each image's loss and statistics over its
@@ -205,7 +209,10 @@ def fused_photometric_loss_on_canvas(canvas: torch.Tensor, gts: list[torch.Tenso
     gts = [gt.contiguous() for gt in gts]
     canvas = canvas.contiguous()
     background = background.to(device=canvas.device, dtype=torch.float32).contiguous()
-    views = canvas_views(canvas, gts)
+    if views is None:
+        views = canvas_views(canvas, gts)
+    elif views.shape != (len(gts), 3) or views.dtype != torch.int64 or views.device != canvas.device:
+        raise ValueError(f"the images' table must be int64 [{len(gts)}, 3] on {canvas.device}")
     lambda_dssim = float(lambda_dssim)
     loss, stats, ssim_partials = _loss_forward(canvas, gts[0], background, lambda_dssim, views)
     grad = _loss_backward(canvas, gts[0], background, lambda_dssim, ssim_partials, _one(canvas.device), views)
