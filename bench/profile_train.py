@@ -1,7 +1,7 @@
 """Where a training step's time goes: ms per step for each phase, on the real ``Trainer``.
 
     python bench/profile_train.py [--source ../shared/data/shapes] [-w] [-r 1] [--warmup 3500]
-                                  [--steps 200] [--paths fast,torch] [--code DIR] [--train_args "FLAGS"]
+                                  [--steps 200] [--paths fast,eager,torch] [--code DIR] [--train_args "FLAGS"]
                                   [--memory]
 
 It trains the scene with ``splat-train``'s defaults (CUDA backend) for ``--warmup`` iterations,
@@ -16,8 +16,11 @@ Phases: data (view and ground truth), render (forward), loss, backward, wait (th
 for the pair count of a budgeted sort), densify (statistics and densification), optimizer, and
 other (hooks, progress bar, evaluation). GPU idle = wall - GPU busy.
 
-Paths: ``fast`` is the trainer as configured (fused loss and statistics, budgeted sort);
-``torch`` turns those off (the PyTorch loss and statistics, a host wait for every sort).
+Paths: ``fast`` is the trainer as configured (fused loss and statistics, budgeted sort, the
+step replayed from a CUDA graph); ``eager`` is the same without the graph (each kernel launched
+from Python); ``torch`` turns all of them off (the PyTorch loss and statistics, a host wait for
+every sort). With the graph, the render phase holds the whole replay: render, loss and their
+backward, host and GPU time alike (a graph's kernels count under the phase that launched it).
 ``--code DIR`` imports the trainer from another checkout (e.g. an older commit, for a
 before/after table); a trainer without phases reports wall, GPU busy and idle only.
 ``--train_args "--iterations N"`` sets the run's length (what its schedules scale to, e.g.
@@ -54,7 +57,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval", action="store_true")
     parser.add_argument("--warmup", type=int, default=3500, help="iterations before measuring")
     parser.add_argument("--steps", type=int, default=200, help="iterations per measured window")
-    parser.add_argument("--paths", default="fast,torch", help="comma-separated: fast, torch")
+    parser.add_argument("--paths", default="fast,torch", help="comma-separated: fast, eager, torch")
     parser.add_argument("--code", default=str(REPO), help="checkout whose trainer is measured")
     parser.add_argument("--label", default="", help="name of this run in the table")
     parser.add_argument("--memory", action="store_true",
@@ -67,8 +70,8 @@ def parse(argv=None) -> argparse.Namespace:
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be positive")
     args.paths = [p for p in args.paths.split(",") if p]
-    if not set(args.paths) <= {"fast", "torch"}:
-        parser.error("--paths takes fast and/or torch")
+    if not set(args.paths) <= {"fast", "eager", "torch"}:
+        parser.error("--paths takes fast, eager and/or torch")
     return args
 
 
@@ -167,10 +170,11 @@ def main(argv=None) -> int:
     def set_path(trainer, path: str) -> None:
         if not hasattr(trainer, "phase"):
             return  # an older trainer: one path only
+        trainer.fused_kernels, trainer.pair_budget = state["fast"]
+        if hasattr(trainer, "cuda_graphs"):
+            trainer.cuda_graphs = path == "fast" and state["graphs"]
         if path == "torch":
             trainer.fused_kernels, trainer.pair_budget = False, None
-        else:
-            trainer.fused_kernels, trainer.pair_budget = state["fast"]
 
     def close_window(trainer, index: int) -> None:
         torch.cuda.synchronize()
@@ -226,6 +230,7 @@ def main(argv=None) -> int:
         if hasattr(trainer, "phase"):
             trainer.phase = clock
             state["fast"] = (trainer.fused_kernels, trainer.pair_budget)
+            state["graphs"] = getattr(trainer, "cuda_graphs", False)
             if args.memory:
                 clock.count_gaussians = lambda: len(trainer.model)
         setup_bytes = torch.cuda.memory_allocated()

@@ -12,7 +12,8 @@ Groups:
 * :class:`OptimizationParams`: learning rates, loss weight, densification schedule.
 * :class:`ScriptParams`: the flags ``train.py`` adds itself, then splatview's additions
   (``--backend``, ``--max_gaussians``, ``--cache_budget``, ``--seed``, ``--random_init_points``,
-  ``--fix_densification_quirks``, ``--overwrite``, ``--batch_size``, ``--fast``, ``--gpus``).
+  ``--fix_densification_quirks``, ``--overwrite``, ``--batch_size``, ``--fast``, ``--gpus``,
+  ``--no_cuda_graphs``).
 
 Every numeric flag is range-checked while parsing (``trainer.arg_types``): a bad value is
 argparse's one-line error with exit status 2.
@@ -172,6 +173,9 @@ class ScriptParams:
                              help="train one model on N GPUs of this machine (starts N processes "
                                   "through torch.distributed.run; see the README for torchrun and "
                                   "several machines)")
+    no_cuda_graphs: bool = _flag(False, help="launch each CUDA kernel of a training step from Python "
+                                             "instead of replaying the step as a CUDA graph (the same "
+                                             "results; for diagnosis)")
 
 
 @dataclass

@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from rasterizer.camera import Camera, canvas_size
 from rasterizer.files import atomic_write, atomic_write_text
 from rasterizer.gaussians import Gaussians
 from rasterizer.model_folder import point_cloud_path, write_cameras_json, write_cfg_args
@@ -243,6 +244,11 @@ class Trainer:
         # rasterizer's backward where it can (see _sh_rest_step): the same update, and their
         # gradient (the largest, 180 bytes a Gaussian) never stored at the step's memory peak.
         self.fuse_sh_rest_step = True
+        # With the fused kernels and a pair budget, a one-view step is replayed from a CUDA graph
+        # (trainer.graphed_step: the same launches, ~1 ms less host time a step); the graph's
+        # step stores every gradient (no fused SH step). Off with --no_cuda_graphs.
+        self.cuda_graphs = False
+        self._graph_step = None
         self._fused_param: torch.Tensor | None = None   # the parameter whose step this try took
         self._events: dict[str, set[int]] = {"test": set(), "save": set(), "checkpoint": set()}  # set by run()
         #: ``phase(name)`` wraps each part of a step (data, render, loss, backward, wait,
@@ -304,7 +310,14 @@ class Trainer:
         if self.backend == "cuda":
             from rasterizer.cuda import PairBudget  # noqa: PLC0415 - optional backend
 
+            from trainer.graphed_step import GraphedTrainingStep  # noqa: PLC0415 - optional backend
+
             self.pair_budget = PairBudget()
+            # Views of several sizes share one graph, each drawn on the largest (a canvas).
+            cameras = [view.camera for view in self.scene.train_views]
+            several = len({(camera.width, camera.height) for camera in cameras}) > 1
+            self._graph_step = GraphedTrainingStep(canvas_size(cameras) if several else None)
+            self.cuda_graphs = self.fused_kernels and not cfg.script.no_cuda_graphs
         self.sampler = CameraSampler(len(self.scene.train_views), len(self.scene.test_views), cfg.script.seed)
         self.resolution_schedule = self._resolution_schedule() if cfg.script.fast else None
         self._small_views = SmallViews()
@@ -597,6 +610,11 @@ class Trainer:
         opt, model = self.config.optimization, self.model
         cameras = [view.camera for view in views]
         truths = [gt.to(self.device, non_blocking=True) for gt in gts]
+        needed = self._parameter_gradients_needed(step)
+        if needed and self._graphable(views, background):
+            result = self._graphed_step(cameras[0], truths[0], background)
+            if result is not None:
+                return result
         with self.phase("render"):
             rendered = render_for_training(model.gaussians(), cameras[0] if len(views) == 1 else cameras, background,
                                            model.active_sh_degree, self.config.pipeline.antialiasing, self.pair_budget)
@@ -609,7 +627,6 @@ class Trainer:
                 loss, stats, grad_image = fused_photometric_loss_on_canvas(out.image, truths, background,
                                                                            opt.lambda_dssim)
             self._check_finite(step.first, loss)
-        needed = self._parameter_gradients_needed(step)
         sh_rest_step = self._sh_rest_step() if needed else None
         self._fused_param = None if sh_rest_step is None else sh_rest_step.param
         with self.phase("backward"):
@@ -619,6 +636,38 @@ class Trainer:
         if len(views) == 1:
             return [ScreenStatistics(out.means2d.grad, out.radii, cameras[0].width, cameras[0].height)], stats
         return screen_statistics(out.means2d.grad, out.radii, cameras), stats
+
+    def _graphable(self, views: Sequence[View], background: torch.Tensor) -> bool:
+        """Whether this step may be replayed from a CUDA graph: one view, a pair budget that
+        has seen a count, the run's own background (a random one is a new tensor every step),
+        no --debug (its checks read the loss on the host), no --fast (its smaller views would
+        be drawn on a full-size canvas)."""
+        return (self.cuda_graphs and len(views) == 1 and self.pair_budget is not None
+                and self.pair_budget.capacity > 0 and background is self.background
+                and not self.config.pipeline.debug and self.resolution_schedule is None)
+
+    def _graphed_step(self, camera: Camera, truth: torch.Tensor, background: torch.Tensor
+                      ) -> tuple[list[ScreenStatistics], torch.Tensor] | None:
+        """:meth:`_fused_step` of one view through ``trainer.graphed_step`` (every gradient
+        stored; the optimiser takes every step). None if the first capture fails: graphs are
+        then off for the run, and the caller takes the eager step."""
+        opt, model = self.config.optimization, self.model
+        self._fused_param = None
+        with self.phase("render"):
+            try:
+                result = self._graph_step.run(model.gaussians(), camera, truth, background, model.active_sh_degree,
+                                              self.config.pipeline.antialiasing, opt.lambda_dssim,
+                                              self.pair_budget)
+            except (RuntimeError, TypeError) as error:  # TypeError: a torch without external events
+                if self._graph_step.captures or is_out_of_memory(error):
+                    raise
+                self.cuda_graphs = False
+                self._graph_step.release()
+                self.log(f"CUDA graphs are unavailable here ({str(error).splitlines()[0]}); "
+                         "training launches each kernel itself")
+                return None
+        model.add_gradients(result.grads)
+        return [ScreenStatistics(result.means2d_grad, result.radii, camera.width, camera.height)], result.stats
 
     def _parameter_gradients_needed(self, step: Step) -> bool:
         """Whether the step's update reads the parameters' gradients: not where densification
@@ -653,6 +702,10 @@ class Trainer:
                                             fused=self.fused_kernels)
         views = [v for v in step.views() if v < opt.densify_until_iter]
         densify_at = self._densify_views(step)
+        resets = any(v % opt.opacity_reset_interval == 0 or (self.config.model.white_background
+                                                              and v == opt.densify_from_iter) for v in views)
+        if (densify_at or resets) and self._graph_step is not None:
+            self._graph_step.release()  # its buffers go before the new tensors come
         if densify_at:
             size_threshold = SIZE_THRESHOLD if densify_at[-1] > opt.opacity_reset_interval else None
             report = model.densify_and_prune(opt.densify_grad_threshold, MIN_OPACITY, self.scene.extent,
@@ -662,8 +715,7 @@ class Trainer:
                 self._cap_noted = True
                 self.log(f"\n[ITER {densify_at[-1]}] --max_gaussians {script.max_gaussians} reached: only the "
                          "candidates with the largest gradients are densified from now on")
-        if any(v % opt.opacity_reset_interval == 0 or (self.config.model.white_background and v == opt.densify_from_iter)
-               for v in views):
+        if resets:
             model.reset_opacity()
 
     def _densify_views(self, step: Step) -> list[int]:
