@@ -200,9 +200,16 @@ __device__ __forceinline__ float quadratic(float A, float B, float C, float x, f
     return __fadd_rn(__fadd_rn(xx, xy), yy);
 }
 
+// The largest q = d^T conic d at which a Gaussian of opacity o still reaches alpha >= 1/255 (with
+// the tile culling's margin): o exp(-q / 2) >= ALPHA_MIN_TILE. The projection, the pair listing
+// and the blending's slice culling must agree on it, so all three call this.
+__device__ __forceinline__ float alpha_threshold_q(float opacity) {
+    return 2.f * logf(opacity / ALPHA_MIN_TILE);
+}
+
 // Does a Gaussian (centre px, py; conic A, B, C; opacity o) reach alpha >= 1/255 anywhere in the
 // box of pixel centres [x0, x0 + width] x [y0, y0 + height]? Minimum of the convex q over the
-// box, against threshold_q = 2 ln(o / ALPHA_MIN_TILE).
+// box, against threshold_q = alpha_threshold_q(o).
 __device__ __forceinline__ bool box_reached(float px, float py, float A, float B, float C, float threshold_q,
                                             float x0, float y0, float width, float height) {
     float lo_x = x0 - px, hi_x = lo_x + width, lo_y = y0 - py, hi_y = lo_y + height;
@@ -358,7 +365,7 @@ __device__ bool project_gaussian(
     // (half-widths sqrt(t * cov_xx), sqrt(t * cov_yy)) narrows the rectangle; each remaining
     // tile is then tested exactly against its pixel-centre box.
     if (opacity < ALPHA_MIN_TILE) return false;
-    float threshold_q = 2.f * logf(opacity / ALPHA_MIN_TILE);
+    float threshold_q = alpha_threshold_q(opacity);
     float ex = sqrtf(threshold_q * pr.a), ey = sqrtf(threshold_q * pr.c);
     x0 = max(x0, tile_ceil((px - ex - (TILE - 1)) / TILE));
     y0 = max(y0, tile_ceil((py - ey - (TILE - 1)) / TILE));
@@ -422,7 +429,7 @@ __device__ void write_pairs(int count, int tiles_x, int rows_per_view, int tiles
         offset = i == 0 ? 0 : offsets[i - 1];
         limit = min(offsets[i], capacity);
         t = {means2d[2 * idx], means2d[2 * idx + 1], conic_opacity[4 * idx], conic_opacity[4 * idx + 1],
-             conic_opacity[4 * idx + 2], 2.f * logf(conic_opacity[4 * idx + 3] / ALPHA_MIN_TILE),
+             conic_opacity[4 * idx + 2], alpha_threshold_q(conic_opacity[4 * idx + 3]),
              rects[4 * idx], rects[4 * idx + 1], rects[4 * idx + 2], rects[4 * idx + 3]};
     }
     int first_key = (idx / rows_per_view) * tiles_per_view;
@@ -562,7 +569,7 @@ __device__ __forceinline__ int stage_batch(BlendBatch& batch, const BlendTile& p
         co = make_float4(conic_opacity[4 * id], conic_opacity[4 * id + 1], conic_opacity[4 * id + 2],
                          conic_opacity[4 * id + 3]);
         reaches = BLEND_SLICES == 1 ||
-                  box_reached(xy.x, xy.y, co.x, co.y, co.z, 2.f * logf(co.w / ALPHA_MIN_TILE), (float)place.x0,
+                  box_reached(xy.x, xy.y, co.x, co.y, co.z, alpha_threshold_q(co.w), (float)place.x0,
                               (float)place.y0, (float)(TILE - 1), (float)(BLEND_ROWS - 1));
     }
     unsigned ballot = __ballot_sync(FULL_MASK, reaches);
