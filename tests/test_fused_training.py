@@ -10,6 +10,7 @@
 The kernels compile anywhere (cuda-bindings + NVRTC); everything else needs an NVIDIA GPU.
 """
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -514,12 +515,14 @@ def test_cuda_adam_matches_torch_adam():
 
 @needs_fast_path
 @pytest.mark.cuda
-@pytest.mark.parametrize("views", [1, 3])
-def test_fused_sh_rest_step_is_the_optimisers_step(views):
+@pytest.mark.parametrize("views,from_buffer", [(1, False), (3, False), (1, True)])
+def test_fused_sh_rest_step_is_the_optimisers_step(views, from_buffer):
     """The projection backward's fused Adam step of sh_rest (adam.cuh) against CudaAdam.step on
     the gradient the same kernel writes without it: same parameters and moments over two
     steps (one view, and a batch whose gradient is summed over its views first); the other
-    gradients are unchanged; a render that overflowed its pair budget moves nothing."""
+    gradients are unchanged; a render that overflowed its pair budget moves nothing. With
+    ``from_buffer`` the step's scalars come from a device buffer (as in a CUDA graph), and the
+    kernel arguments they override hold wrong values."""
     from rasterizer import Camera, Gaussians, look_at
     from rasterizer.cuda import (_project_backward, _project_forward, _raw_parameters, _settings, camera_block,
                                  camera_blocks)
@@ -546,12 +549,20 @@ def test_fused_sh_rest_step_is_the_optimisers_step(views):
 
     plain_rest, fused_rest = params[5].clone(), params[5].clone()
     plain, fused = optimiser(plain_rest), optimiser(fused_rest)
+
+    def fused_step():
+        step = fused.fused_step(fused_rest)
+        if not from_buffer:
+            return step
+        scalars = torch.tensor(step.scalar_values(), dtype=torch.float32, device="cuda")
+        return dataclasses.replace(step, step_size=0.0, bias_correction2_sqrt=1.0, scalars=scalars)
+
     for incoming in incoming_steps:
         grads = _project_backward((*params[:5], plain_rest), camera_data, radii, settings, incoming)
         plain_rest.grad = grads[5]
         plain.step()
         fused_grads = _project_backward((*params[:5], fused_rest), camera_data, radii, settings, incoming,
-                                        fused.fused_step(fused_rest))
+                                        fused_step())
         assert fused_grads[5] is None
         for got, want in zip(fused_grads[:5], grads[:5]):
             assert torch.equal(got, want)
@@ -564,8 +575,8 @@ def test_fused_sh_rest_step_is_the_optimisers_step(views):
     # Overflowed (7 pairs counted, room for 6): the kernel leaves everything as it was.
     before = [fused_rest.clone(), fused.state[fused_rest]["exp_avg"].clone(), fused.state[fused_rest]["exp_avg_sq"].clone()]
     count = torch.tensor([7], dtype=torch.int64, device="cuda")
-    _project_backward((*params[:5], fused_rest), camera_data, radii, settings, incoming_steps[0],
-                      fused.fused_step(fused_rest), (count, 6))
+    _project_backward((*params[:5], fused_rest), camera_data, radii, settings, incoming_steps[0], fused_step(),
+                      (count, 6))
     fused.undo_fused_step(fused_rest)
     after = [fused_rest, fused.state[fused_rest]["exp_avg"], fused.state[fused_rest]["exp_avg_sq"]]
     assert all(torch.equal(a, b) for a, b in zip(after, before))
@@ -603,7 +614,7 @@ def test_training_fuses_the_sh_rest_step_only_where_the_reference_allows(tmp_pat
                          "--iterations", "120", "--densify_from_iter", "20", "--densification_interval", "30",
                          "--test_iterations", "50", "--save_iterations", "70", "--quiet", "--disable_viewer",
                          "--random_init_points", "3000", "--backend", "cuda",
-                         # a step replayed from a CUDA graph stores every gradient (no fused step)
+                         # the eager launches (the graph's fused step: tests/test_graphed_step.py)
                          "--no_cuda_graphs"])
     trainer = Trainer(config)
     trainer.setup()

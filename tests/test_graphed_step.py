@@ -6,6 +6,8 @@ has no GPU to capture on)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -50,7 +52,7 @@ def snapshot(result, width: int | None = None, height: int | None = None) -> dic
     image = result.image if width is None else result.image[0, :, :height, :width]
     copied = {"image": image.clone(), "radii": result.radii.clone(), "means2d_grad": result.means2d_grad.clone(),
               "stats": result.stats.clone(), "loss": result.loss.clone()}
-    copied.update({name: grad.clone() for name, grad in zip(FIELDS, result.grads)})
+    copied.update({name: None if grad is None else grad.clone() for name, grad in zip(FIELDS, result.grads)})
     return copied
 
 
@@ -60,6 +62,9 @@ def assert_same_step(graphed: dict, eager: dict) -> None:
     torch.testing.assert_close(graphed["stats"], eager["stats"], rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(graphed["loss"], eager["loss"], rtol=1e-6, atol=1e-7)
     for name in ("means2d_grad",) + FIELDS:
+        if eager[name] is None:  # sh_rest's, where the step took the fused SH step
+            assert graphed[name] is None, name
+            continue
         error = (graphed[name] - eager[name]).norm() / eager[name].norm().clamp_min(1e-20)
         assert error.item() <= 1e-5, name
 
@@ -102,6 +107,67 @@ def test_replays_take_each_steps_camera_and_photo(sizes, canvas, channels):
         corner = () if canvas is None else sizes[index]
         assert_same_step(snapshot(result, *corner), expected[index])
     assert (step.captures, step.replays) == (1, len(order))
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
+
+
+@needs_fast_path
+@pytest.mark.cuda
+@pytest.mark.parametrize("canvas", [None, (160, 120)])
+def test_replays_take_the_fused_sh_step_with_each_steps_scalars(canvas):
+    """With the optimiser's fused SH step, each replay moves sh_rest and its moments as the
+    eager step does at that step count (the scalars change every step; one capture serves
+    them all), stores no sh_rest gradient, and an overflowed replay moves nothing."""
+    from rasterizer import Gaussians
+    from rasterizer.cuda import PairBudget
+    from trainer.cuda import CudaAdam
+    from trainer.graphed_step import GraphedTrainingStep, _eager_step
+
+    graphed_model = random_gaussians(4000, seed=11)
+    eager_model = Gaussians(**{name: getattr(graphed_model, name).clone() for name in FIELDS})
+    start = graphed_model.sh_rest.clone()
+    cameras, photos = cameras_and_photos(seed=12)
+    background = torch.tensor([0.1, 0.3, 0.6], device="cuda")
+
+    def optimiser(model):
+        return CudaAdam([{"params": [model.sh_rest], "lr": 0.0025 / 20, "name": "f_rest"}], lr=0.0, eps=1e-15)
+
+    graphed_adam, eager_adam = optimiser(graphed_model), optimiser(eager_model)
+    eager(graphed_model, cameras[0], photos[0], background)  # loads the kernels (see above)
+    budget = PairBudget()
+    budget.grow(1)
+    step = GraphedTrainingStep(canvas)
+    for index in (0, 1, 0):
+        expected = snapshot(_eager_step(eager_model, cameras[index], photos[index], background, 3, False, 0.2,
+                                        None, sh_rest_step=eager_adam.fused_step(eager_model.sh_rest)))
+        result = step.run(graphed_model, cameras[index], photos[index], background, 3, False, 0.2, budget,
+                          graphed_adam.fused_step(graphed_model.sh_rest))
+        assert not budget.overflowed()
+        corner = () if canvas is None else (cameras[index].width, cameras[index].height)
+        assert_same_step(snapshot(result, *corner), expected)
+        # Adam's update is m / sqrt(v): a gradient near zero whose last bits differ (float
+        # atomics) may move the other way, so the moves are compared as a whole.
+        assert relative_error(graphed_model.sh_rest - start, eager_model.sh_rest - start) < 1e-2
+        for moment in ("exp_avg", "exp_avg_sq"):
+            assert relative_error(graphed_adam.state[graphed_model.sh_rest][moment],
+                                  eager_adam.state[eager_model.sh_rest][moment]) < 1e-4
+    assert (step.captures, step.replays) == (1, 3)
+    assert not torch.equal(graphed_model.sh_rest, start)
+
+    # Room for ten pairs: the replay overflows, the kernel leaves sh_rest where it was.
+    before = graphed_model.sh_rest.clone()
+    small = PairBudget(headroom=1.0, minimum=1)
+    small.grow(10)
+    step.run(graphed_model, cameras[1], photos[1], background, 3, False, 0.2, small,
+             graphed_adam.fused_step(graphed_model.sh_rest))
+    assert small.overflowed()
+    graphed_adam.undo_fused_step(graphed_model.sh_rest)
+    assert torch.equal(graphed_model.sh_rest, before)
+    with pytest.raises(ValueError, match="not the sh_rest tensor"):
+        step.run(graphed_model, cameras[0], photos[0], background, 3, False, 0.2, budget,
+                 eager_adam.fused_step(eager_model.sh_rest))
 
 
 @needs_fast_path
@@ -192,7 +258,7 @@ def test_the_graph_key_holds_what_a_capture_bakes_in():
     """A new capture for new parameter tensors, another image, SH degree, background or pair
     capacity; none for the same inputs (CPU: the key reads addresses and sizes only)."""
     from rasterizer import Gaussians
-    from rasterizer.cuda import PairBudget
+    from rasterizer.cuda import FusedAdamStep, PairBudget
     from trainer.graphed_step import graph_key
 
     generator = torch.Generator().manual_seed(1)
@@ -203,8 +269,8 @@ def test_the_graph_key_holds_what_a_capture_bakes_in():
     budget.grow(1000)
     image = (64, 48, (48, 64, 3))
 
-    def key(g=gaussians, image=image, background=background, degree=3):
-        return graph_key(g, image, background, degree, False, 0.2, budget)
+    def key(g=gaussians, image=image, background=background, degree=3, fused=None):
+        return graph_key(g, image, background, degree, False, 0.2, budget, fused)
 
     base = key()
     assert key() == base
@@ -214,6 +280,12 @@ def test_the_graph_key_holds_what_a_capture_bakes_in():
     assert key(image=(64, 47, (47, 64, 3))) != base
     assert key(background=torch.zeros(3)) != base
     assert key(degree=2) != base
+    moments = torch.zeros_like(gaussians.sh_rest), torch.zeros_like(gaussians.sh_rest)
+    fused = FusedAdamStep(gaussians.sh_rest, *moments, 0.9, 0.999, 1e-15, 0.01, 0.03)
+    assert key(fused=fused) != base
+    # The scalars change every step and come through a buffer; the moments' tensors do not.
+    assert key(fused=dataclasses.replace(fused, step_size=0.02, bias_correction2_sqrt=0.04)) == key(fused=fused)
+    assert key(fused=dataclasses.replace(fused, exp_avg=moments[0].clone())) != key(fused=fused)
     budget.grow(budget.capacity)  # a count at the capacity: it grows
     assert key() != base
 

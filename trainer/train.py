@@ -245,8 +245,8 @@ class Trainer:
         # gradient (the largest, 180 bytes a Gaussian) never stored at the step's memory peak.
         self.fuse_sh_rest_step = True
         # With the fused kernels and a pair budget, a one-view step is replayed from a CUDA graph
-        # (trainer.graphed_step: the same launches, ~1 ms less host time a step); the graph's
-        # step stores every gradient (no fused SH step). Off with --no_cuda_graphs.
+        # (trainer.graphed_step: the same launches, the fused SH step included, ~1 ms less host
+        # time a step). Off with --no_cuda_graphs.
         self.cuda_graphs = False
         self._graph_step = None
         self._fused_param: torch.Tensor | None = None   # the parameter whose step this try took
@@ -648,19 +648,26 @@ class Trainer:
 
     def _graphed_step(self, camera: Camera, truth: torch.Tensor, background: torch.Tensor
                       ) -> tuple[list[ScreenStatistics], torch.Tensor] | None:
-        """:meth:`_fused_step` of one view through ``trainer.graphed_step`` (every gradient
-        stored; the optimiser takes every step). None if the first capture fails: graphs are
+        """:meth:`_fused_step` of one view through ``trainer.graphed_step`` (the backward takes
+        the fused SH step as the eager step's does). None if the first capture fails: graphs are
         then off for the run, and the caller takes the eager step."""
         opt, model = self.config.optimization, self.model
-        self._fused_param = None
+        sh_rest_step = self._sh_rest_step()
+        self._fused_param = None if sh_rest_step is None else sh_rest_step.param
         with self.phase("render"):
             try:
+                if sh_rest_step is not None:
+                    self.mutating = True  # the model changes from here to the end of the step
                 result = self._graph_step.run(model.gaussians(), camera, truth, background, model.active_sh_degree,
                                               self.config.pipeline.antialiasing, opt.lambda_dssim,
-                                              self.pair_budget)
+                                              self.pair_budget, sh_rest_step)
             except (RuntimeError, TypeError) as error:  # TypeError: a torch without external events
                 if self._graph_step.captures or is_out_of_memory(error):
                     raise
+                if sh_rest_step is not None:  # not taken: the eager step asks for it again
+                    model.optimizer.undo_fused_step(sh_rest_step.param)
+                    self._fused_param = None
+                self.mutating = False
                 self.cuda_graphs = False
                 self._graph_step.release()
                 self.log(f"CUDA graphs are unavailable here ({str(error).splitlines()[0]}); "

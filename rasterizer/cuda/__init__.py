@@ -214,7 +214,10 @@ class FusedAdamStep:
     ``exp_avg_sq`` are its Adam moments (same shape, contiguous, float32); the scalars are those
     of ``torch.optim.Adam``'s step: ``step_size = lr / (1 - beta1^step)`` and
     ``bias_correction2_sqrt = sqrt(1 - beta2^step)`` for the step count after this step.
-    ``trainer.cuda.CudaAdam.fused_step`` makes one."""
+    ``scalars``, if given, is a float32 [2] device buffer the kernel reads those two from
+    instead (when it runs, not when it is queued): what a CUDA graph's replays rewrite between
+    steps (:meth:`scalar_values` holds what to write). ``trainer.cuda.CudaAdam.fused_step``
+    makes one."""
 
     param: torch.Tensor
     exp_avg: torch.Tensor
@@ -224,15 +227,21 @@ class FusedAdamStep:
     eps: float
     step_size: float
     bias_correction2_sqrt: float
+    scalars: torch.Tensor | None = None
 
     def arguments(self) -> list[tuple]:
         """The kernel arguments after ``grad_sh_rest``, as ``project_backward`` takes them."""
         return [_ptr(self.exp_avg), _ptr(self.exp_avg_sq), (self.beta1, FLOAT), (self.beta2, FLOAT),
-                (self.eps, FLOAT), (self.step_size, FLOAT), (self.bias_correction2_sqrt, FLOAT)]
+                (self.eps, FLOAT), (self.step_size, FLOAT), (self.bias_correction2_sqrt, FLOAT),
+                _ptr_or_null(self.scalars)]
+
+    def scalar_values(self) -> list[float]:
+        """(step_size, bias_correction2_sqrt), in the order of a ``scalars`` buffer."""
+        return [self.step_size, self.bias_correction2_sqrt]
 
 
 # project_backward's fused-update arguments when there is no update.
-_NO_ADAM_STEP = [(0, POINTER), (0, POINTER)] + [(0.0, FLOAT)] * 5
+_NO_ADAM_STEP = [(0, POINTER), (0, POINTER)] + [(0.0, FLOAT)] * 5 + [(0, POINTER)]
 
 
 @functools.lru_cache(maxsize=1024)

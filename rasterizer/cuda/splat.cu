@@ -998,7 +998,9 @@ __device__ void project_backward_one(
 //
 // Fused SH update: with rest_exp_avg non-null, the higher SH coefficients (sh_rest) take their
 // Adam step here (adam.cuh, with the scalars given) instead of having their gradient written:
-// 180 of a Gaussian's 236 gradient bytes are never stored. grad_sh_rest is then read and written
+// 180 of a Gaussian's 236 gradient bytes are never stored. adam_scalars, when non-null, holds
+// (step_size, bias_correction2_sqrt) in device memory and overrides the two arguments: a CUDA
+// graph's replays change the step without a new capture. grad_sh_rest is then read and written
 // only for the views before the last of a batch (it may be null for one view). pair_count (a
 // device count, or null) against pair_capacity says whether the render fitted its pair budget;
 // when it did not, nothing is updated.
@@ -1014,7 +1016,8 @@ extern "C" __global__ void __launch_bounds__(256) project_backward(
     float* __restrict__ grad_means, float* __restrict__ grad_scales, float* __restrict__ grad_rotations,
     float* __restrict__ grad_opacities, float* __restrict__ grad_sh_dc, float* __restrict__ grad_sh_rest,
     float* __restrict__ rest_exp_avg, float* __restrict__ rest_exp_avg_sq, float beta1, float beta2, float eps,
-    float step_size, float bias_correction2_sqrt, const long long* __restrict__ pair_count, long long pair_capacity) {
+    float step_size, float bias_correction2_sqrt, const float* __restrict__ adam_scalars,
+    const long long* __restrict__ pair_count, long long pair_capacity) {
     // The block's SH rows are contiguous in memory: copy them in (and the gradients out)
     // cooperatively, so that global accesses are coalesced; each thread then works on its own
     // row in shared memory (an odd row stride of 45 floats avoids bank conflicts at degree 3).
@@ -1051,7 +1054,8 @@ extern "C" __global__ void __launch_bounds__(256) project_backward(
         // A render that outgrew its pair budget has incomplete gradients and is done again by
         // the caller: the parameters must not move (uniform across the grid).
         if (update && pair_count != nullptr && *pair_count > pair_capacity) return;
-        AdamSettings adam = {beta1, beta2, eps, step_size, bias_correction2_sqrt};
+        AdamSettings adam = {beta1, beta2, eps, adam_scalars ? adam_scalars[0] : step_size,
+                             adam_scalars ? adam_scalars[1] : bias_correction2_sqrt};
         for (int i = threadIdx.x; i < rows * row; i += blockDim.x) {
             long long at = (long long)first * row + i;
             float g = accumulate ? grad_sh_rest[at] + s_rest[i] : s_rest[i];
